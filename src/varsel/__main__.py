@@ -1,0 +1,3 @@
+from varsel.cli import main
+
+main()

@@ -1,0 +1,148 @@
+"""The composition root: builds the database, the auth, the services and the FastAPI app from settings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic.json_schema import models_json_schema
+
+from varsel import __version__
+from varsel.auth.dependencies import Authenticator
+from varsel.auth.keys import DEV_ISSUER, JwksKeys, KeySource, StaticKeys, ensure_dev_key
+from varsel.auth.tokens import TokenVerifier, TrustedIssuerKeys
+from varsel.clock import Clock, SystemClock
+from varsel.db.engine import Database
+from varsel.http import BodyLimitMiddleware
+from varsel.orders import endpoints_v1
+from varsel.orders.models import (
+    EmailNotificationOrderRequest,
+    NotificationOrderRequest,
+    SmsNotificationOrderRequest,
+)
+from varsel.orders.service import OrderService
+from varsel.orders.validation import OrderValidator
+from varsel.problems import ProblemDetails, ValidationProblemDetails, install_problem_handlers
+from varsel.settings import Settings
+
+
+@dataclass
+class Varsel:
+    """Everything a running varsel needs, built once from settings."""
+
+    settings: Settings
+    clock: Clock
+    database: Database
+    http: httpx.AsyncClient
+    authenticator: Authenticator
+    validator: OrderValidator
+    orders: OrderService
+
+    async def close(self) -> None:
+        await self.http.aclose()
+        await self.database.dispose()
+
+
+def _key_source(pem: str | None, jwks_url: str | None, http: httpx.AsyncClient, cache: int) -> KeySource | None:
+    if pem:
+        return StaticKeys.from_pem(pem)
+    if jwks_url:
+        return JwksKeys(jwks_url, http, cache_seconds=cache)
+    return None
+
+
+def build_verifier(settings: Settings, http: httpx.AsyncClient) -> TokenVerifier:
+    auth = settings.auth
+    issuers: list[TrustedIssuerKeys] = []
+    for issuer in auth.issuers:
+        source = _key_source(issuer.public_key_pem, issuer.jwks_url, http, auth.jwks_cache_seconds)
+        if source is None:
+            raise ValueError(f"issuer {issuer.issuer!r} needs jwks_url or public_key_pem")
+        issuers.append(TrustedIssuerKeys(issuer.issuer, source, issuer.audience))
+    platform = _key_source(auth.platform_public_key_pem, auth.platform_jwks_url, http, auth.jwks_cache_seconds)
+    if not issuers:
+        # Development mode: nothing configured, so trust the key `varsel token` signs with.
+        dev_key = StaticKeys([ensure_dev_key(settings.dev_key_path).public_key()])
+        issuers.append(TrustedIssuerKeys(DEV_ISSUER, dev_key))
+        platform = platform or dev_key
+    return TokenVerifier(issuers, platform, auth.leeway_seconds)
+
+
+def build(settings: Settings, *, clock: Clock | None = None, database: Database | None = None) -> Varsel:
+    clock = clock or SystemClock()
+    database = database or Database(settings.resolved_database_url())
+    http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
+    auth = settings.auth
+    return Varsel(
+        settings=settings,
+        clock=clock,
+        database=database,
+        http=http,
+        authenticator=Authenticator(build_verifier(settings, http), auth.create_scope, auth.org_claim),
+        validator=OrderValidator(
+            clock,
+            settings.limits,
+            settings.defaults,
+            frozenset(h.lower() for h in settings.conditions.allowed_hosts),
+        ),
+        orders=OrderService(database, clock),
+    )
+
+
+_DOCUMENTED_MODELS = [
+    NotificationOrderRequest,
+    EmailNotificationOrderRequest,
+    SmsNotificationOrderRequest,
+    ProblemDetails,
+    ValidationProblemDetails,
+]
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title="varsel",
+        version=__version__,
+        description=(
+            "Email and SMS notifications for service owners, wire-compatible with the Altinn Notifications API. "
+            "Authenticate with a bearer token carrying the scope altinn:serviceowner/notifications.create and an "
+            "urn:altinn:org claim, or with a PlatformAccessToken header. Errors are RFC 9457 problem documents."
+        ),
+        routes=app.routes,
+    )
+    _, definitions = models_json_schema(
+        [(model, "validation") for model in _DOCUMENTED_MODELS], ref_template="#/components/schemas/{model}"
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name, definition in definitions.get("$defs", {}).items():
+        components.setdefault(name, definition)
+    schema["components"]["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+        "platformAccessToken": {"type": "apiKey", "in": "header", "name": "PlatformAccessToken"},
+    }
+    schema["security"] = [{"bearer": []}, {"platformAccessToken": []}]
+    app.openapi_schema = schema
+    return schema
+
+
+def create_app(varsel: Varsel) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await varsel.close()
+
+    app = FastAPI(title="varsel", version=__version__, lifespan=lifespan)
+    app.state.varsel = varsel
+    install_problem_handlers(app)
+    app.include_router(endpoints_v1.router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=varsel.settings.limits.max_body_bytes)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,63 @@
+"""The FastAPI dependency that turns a request's tokens into a Caller, or a 401/403 problem."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from varsel.auth.keys import KeysUnavailable
+from varsel.auth.tokens import ORG_PATTERN, Caller, InvalidToken, TokenVerifier, scopes_of
+from varsel.problems import Problem
+
+_BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="varsel"'}
+
+
+def _unauthorized(detail: str) -> Problem:
+    return Problem(401, "Unauthorized", detail, headers=_BEARER_CHALLENGE)
+
+
+class Authenticator:
+    def __init__(self, verifier: TokenVerifier, create_scope: str, org_claim: str) -> None:
+        self._verifier = verifier
+        self._create_scope = create_scope
+        self._org_claim = org_claim
+
+    async def caller(self, request: Request) -> Caller:
+        try:
+            return await self._caller(request)
+        except KeysUnavailable as error:
+            raise Problem(
+                503,
+                "Token keys unavailable",
+                f"The token could not be checked right now: {error}",
+                headers={"Retry-After": "30"},
+            ) from error
+
+    async def _caller(self, request: Request) -> Caller:
+        platform_token = request.headers.get("PlatformAccessToken")
+        if platform_token:
+            try:
+                claims = await self._verifier.verify_platform(platform_token.strip())
+            except InvalidToken as error:
+                raise _unauthorized(f"Invalid platform access token: {error}.") from error
+            org = claims.get("iss")
+            if not isinstance(org, str) or not ORG_PATTERN.match(org):
+                raise Problem(403, "Forbidden", "The platform access token does not name a valid org.")
+            return Caller(org=org, scopes=scopes_of(claims), via_platform_token=True)
+
+        header = request.headers.get("Authorization")
+        if not header:
+            raise _unauthorized("A bearer token (Authorization: Bearer …) or a PlatformAccessToken is required.")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _unauthorized("The Authorization header must be 'Bearer <token>'.")
+        try:
+            claims = await self._verifier.verify_bearer(token.strip())
+        except InvalidToken as error:
+            raise _unauthorized(f"Invalid bearer token: {error}.") from error
+        scopes = scopes_of(claims)
+        if self._create_scope not in scopes:
+            raise Problem(403, "Forbidden", f"The token lacks the scope {self._create_scope}.")
+        org = claims.get(self._org_claim)
+        if not isinstance(org, str) or not ORG_PATTERN.match(org):
+            raise Problem(403, "Forbidden", f"The token has no valid {self._org_claim} claim naming the service owner.")
+        return Caller(org=org, scopes=scopes)

@@ -1,0 +1,140 @@
+"""Verifying who is calling: Maskinporten-style bearer tokens and Altinn-style platform access tokens."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from varsel.auth.keys import ALLOWED_ALGORITHMS, DEV_ISSUER, DEV_KEY_ID, KeySource
+
+
+class InvalidToken(Exception):
+    """Missing, malformed, expired, not yet valid, from an untrusted issuer, or badly signed."""
+
+
+@dataclass(frozen=True)
+class TrustedIssuerKeys:
+    issuer: str
+    keys: KeySource
+    audience: str | None = None
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The service owner a request acts for, and what it may do."""
+
+    org: str
+    scopes: frozenset[str]
+    via_platform_token: bool = False
+
+
+# Org codes are short identifiers like "ttd" or "digdir"; anything else in the claim is refused, not stored.
+ORG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+
+
+class TokenVerifier:
+    def __init__(
+        self,
+        issuers: list[TrustedIssuerKeys],
+        platform_keys: KeySource | None,
+        leeway_seconds: int = 30,
+    ) -> None:
+        self._issuers = {issuer.issuer: issuer for issuer in issuers}
+        self._platform_keys = platform_keys
+        self._leeway = leeway_seconds
+
+    async def verify_bearer(self, token: str) -> dict[str, Any]:
+        unverified = _unverified(token)
+        issuer = self._issuers.get(str(unverified["payload"].get("iss")))
+        if issuer is None:
+            raise InvalidToken("the token's issuer is not trusted")
+        return await _verify(token, unverified, issuer.keys, issuer.issuer, issuer.audience, self._leeway)
+
+    async def verify_platform(self, token: str) -> dict[str, Any]:
+        """A platform access token: signed by the platform key; its issuer is the calling org."""
+        if self._platform_keys is None:
+            raise InvalidToken("platform access tokens are not accepted: no platform key is configured")
+        unverified = _unverified(token)
+        issuer = unverified["payload"].get("iss")
+        if not isinstance(issuer, str):
+            raise InvalidToken("the platform access token has no issuer")
+        return await _verify(token, unverified, self._platform_keys, issuer, None, self._leeway)
+
+
+def _unverified(token: str) -> dict[str, Any]:
+    try:
+        header = jwt.get_unverified_header(token)
+        payload = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError as error:
+        raise InvalidToken(f"malformed token: {error}") from error
+    if not isinstance(payload, dict):
+        raise InvalidToken("malformed token")
+    return {"header": header, "payload": payload}
+
+
+async def _verify(
+    token: str,
+    unverified: dict[str, Any],
+    keys: KeySource,
+    issuer: str,
+    audience: str | None,
+    leeway: int,
+) -> dict[str, Any]:
+    alg = unverified["header"].get("alg")
+    if alg not in ALLOWED_ALGORITHMS:
+        raise InvalidToken(f"signing algorithm {alg!r} is not accepted")
+    kid = unverified["header"].get("kid")
+    candidates = await keys.keys_for(kid if isinstance(kid, str) else None)
+    if not candidates:
+        raise InvalidToken("no trusted key matches the token's key id")
+    last_error: Exception | None = None
+    for key in candidates:
+        try:
+            claims = jwt.decode(
+                token,
+                key=key,
+                algorithms=[alg],
+                issuer=issuer,
+                audience=audience,
+                leeway=leeway,
+                options={"require": ["exp", "iss"], "verify_aud": audience is not None},
+            )
+            return dict(claims)
+        except jwt.InvalidSignatureError as error:
+            last_error = error
+            continue
+        except jwt.PyJWTError as error:
+            raise InvalidToken(str(error)) from error
+    raise InvalidToken(f"bad signature: {last_error}")
+
+
+def scopes_of(claims: dict[str, Any]) -> frozenset[str]:
+    scope = claims.get("scope", claims.get("scp", ""))
+    if isinstance(scope, str):
+        return frozenset(scope.split())
+    if isinstance(scope, list):
+        return frozenset(s for s in scope if isinstance(s, str))
+    return frozenset()
+
+
+def sign_dev_token(
+    key: ec.EllipticCurvePrivateKey,
+    *,
+    org: str,
+    scopes: list[str],
+    minutes: int = 60,
+    platform: bool = False,
+) -> str:
+    """A token signed with the development key: a bearer token for `org`, or a platform access token."""
+    now = int(time.time())
+    claims: dict[str, Any] = {"iat": now, "nbf": now, "exp": now + minutes * 60}
+    if platform:
+        claims.update(iss=org, urn_altinn_app=f"{org}/dev")
+    else:
+        claims.update(iss=DEV_ISSUER, scope=" ".join(scopes), **{"urn:altinn:org": org})
+    return jwt.encode(claims, key, algorithm="ES256", headers={"kid": DEV_KEY_ID})

@@ -1,0 +1,80 @@
+"""The varsel command line."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+import uvicorn
+from rich.console import Console
+
+from varsel.settings import Settings
+
+cli = typer.Typer(help="varsel: email and SMS notifications for service owners.", no_args_is_help=True)
+console = Console(stderr=True)
+
+CREATE_SCOPE = "altinn:serviceowner/notifications.create"
+
+
+async def _migrate(settings: Settings) -> None:
+    from varsel.db.engine import Database
+    from varsel.db.migrate import migrate
+
+    database = Database(settings.resolved_database_url())
+    try:
+        await migrate(database)
+    finally:
+        await database.dispose()
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default 8080).")] = None,
+) -> None:
+    """Run the API and the workers in one process (SQLite in the data folder unless VARSEL_DATABASE_URL is set)."""
+    from varsel.app import build, create_app
+
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    asyncio.run(_migrate(settings))
+    app = create_app(build(settings))
+    bind_host = host or settings.host
+    bind_port = port or settings.port
+    console.print(f"varsel serving on http://{bind_host}:{bind_port} (data in {settings.data_dir.resolve()})")
+    uvicorn.run(app, host=bind_host, port=bind_port, log_level=settings.log_level, access_log=False)
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply the database migrations to the configured database."""
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    asyncio.run(_migrate(settings))
+    console.print("migrations applied")
+
+
+@cli.command()
+def token(
+    org: Annotated[str, typer.Option(help="The service owner (org code) the token acts for, e.g. ttd.")],
+    scope: Annotated[list[str] | None, typer.Option(help="A scope to carry; repeat for more.")] = None,
+    minutes: Annotated[int, typer.Option(help="How long the token is valid.")] = 60,
+    platform: Annotated[
+        bool, typer.Option("--platform", help="Print a PlatformAccessToken (issuer = org) instead.")
+    ] = False,
+) -> None:
+    """Print a development token signed with the data folder's key (trusted while no issuers are configured)."""
+    from varsel.auth.keys import ensure_dev_key
+    from varsel.auth.tokens import sign_dev_token
+
+    settings = Settings()
+    key = ensure_dev_key(settings.dev_key_path)
+    scopes = scope if scope else [CREATE_SCOPE]
+    if settings.auth.issuers:
+        console.print("[yellow]note: issuers are configured, so varsel does not trust development tokens[/]")
+    print(sign_dev_token(key, org=org, scopes=scopes, minutes=minutes, platform=platform))
+
+
+def main() -> None:
+    cli()

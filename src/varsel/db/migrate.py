@@ -1,0 +1,48 @@
+"""Applying the Alembic migrations that ship inside the package, on either database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Connection
+
+from varsel.db.engine import Database
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def _upgrade(connection: Connection, revision: str) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+async def migrate(database: Database, revision: str = "head") -> None:
+    """Bring the schema up to `revision`. Safe to run at every start: it does nothing when already there."""
+    async with database.engine.connect() as conn:
+        conn = await conn.execution_options(varsel_write=True)
+        if database.dialect == "postgresql":
+            # Several processes may start at once; one migrates, the others wait and then find nothing to do.
+            await conn.exec_driver_sql("SELECT pg_advisory_lock(7215001)")
+        try:
+            await conn.run_sync(_upgrade, revision)
+            await conn.commit()
+        finally:
+            if database.dialect == "postgresql":
+                await conn.exec_driver_sql("SELECT pg_advisory_unlock(7215001)")
+                await conn.commit()
+
+
+def current_revision(connection: Connection) -> Any:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(connection).get_current_revision()

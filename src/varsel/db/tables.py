@@ -1,0 +1,139 @@
+"""The schema: one definition for SQLite and PostgreSQL. Migrations must build exactly this (a test checks)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    Uuid,
+    text,
+)
+
+from varsel.db.types import UtcDateTime
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# An order as the service owner registered it. Templates live on the order row: one order has at most one
+# email and one SMS template, and reading an order should not need a join.
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("creator", String(100), nullable=False),
+    Column("senders_reference", String(200)),
+    Column("notification_channel", String(20), nullable=False),
+    Column("requested_send_time", UtcDateTime, nullable=False),
+    Column("created", UtcDateTime, nullable=False),
+    Column("ignore_reservation", Boolean),
+    Column("resource_id", String(255)),
+    Column("resource_action", String(100)),
+    Column("condition_endpoint", Text),
+    # Registered, Processing, Processed, Completed, SendConditionNotMet, Cancelled
+    Column("status", String(30), nullable=False),
+    Column("status_changed", UtcDateTime, nullable=False),
+    Column("email_from_address", String(320)),
+    Column("email_subject", Text),
+    Column("email_body", Text),
+    Column("email_content_type", String(10)),
+    Column("sms_sender", String(20)),
+    Column("sms_body", Text),
+    # Daytime (09-17 Europe/Oslo) or Anytime; v1 orders are Daytime.
+    Column("sms_sending_time_policy", String(10), nullable=False, server_default="Daytime"),
+    # When the order is next due for processing: the requested send time, later after a condition retry.
+    Column("process_after", UtcDateTime, nullable=False),
+    # The lease of the worker processing the order; a dead worker's lease runs out and the order is claimed again.
+    Column("claimed_by", String(100)),
+    Column("claimed_until", UtcDateTime),
+    Column("processing_attempts", Integer, nullable=False, server_default="0"),
+)
+Index("ix_orders_creator_senders_reference", orders.c.creator, orders.c.senders_reference)
+# The claim query's index: only orders that still need work are in it, so it stays small however many are done.
+Index(
+    "ix_orders_due",
+    orders.c.process_after,
+    sqlite_where=text("status IN ('Registered', 'Processing')"),
+    postgresql_where=text("status IN ('Registered', 'Processing')"),
+)
+
+order_recipients = Table(
+    "order_recipients",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("order_id", Uuid, ForeignKey("orders.id", ondelete="CASCADE"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("email_address", String(320)),
+    Column("mobile_number", String(20)),
+    Column("national_identity_number", String(11)),
+    Column("organization_number", String(9)),
+)
+Index("ix_order_recipients_order_id", order_recipients.c.order_id)
+
+
+def _notification_columns() -> list[Column[object]]:
+    """Columns every notification (email or SMS) has: who, what status, its lease and its expiry."""
+    return [
+        Column("id", Uuid, primary_key=True),
+        Column("order_id", Uuid, ForeignKey("orders.id", ondelete="CASCADE"), nullable=False),
+        Column("national_identity_number", String(11)),
+        Column("organization_number", String(9)),
+        Column("recipient_name", Text),
+        Column("is_reserved", Boolean),
+        Column("status", String(40), nullable=False),
+        Column("status_changed", UtcDateTime, nullable=False),
+        Column("created", UtcDateTime, nullable=False),
+        Column("expiry", UtcDateTime, nullable=False),
+        # When a New notification may next be handed to the provider (send window, retry backoff).
+        Column("send_after", UtcDateTime, nullable=False),
+        Column("attempts", Integer, nullable=False, server_default="0"),
+        Column("claimed_by", String(100)),
+        Column("claimed_until", UtcDateTime),
+        Column("provider", String(40)),
+        Column("provider_reference", String(200)),
+        Column("status_detail", Text),
+    ]
+
+
+email_notifications = Table(
+    "email_notifications",
+    metadata,
+    *_notification_columns(),
+    Column("email_address", String(320)),
+    # Rendered per recipient when the template has keywords; null means the order's template as it is.
+    Column("subject", Text),
+    Column("body", Text),
+)
+
+sms_notifications = Table(
+    "sms_notifications",
+    metadata,
+    *_notification_columns(),
+    Column("mobile_number", String(20)),
+    Column("body", Text),
+    Column("segments", Integer),
+)
+
+for _table in (email_notifications, sms_notifications):
+    Index(f"ix_{_table.name}_order_id", _table.c.order_id)
+    Index(
+        f"ix_{_table.name}_sendable",
+        _table.c.send_after,
+        sqlite_where=text("status IN ('New', 'Sending')"),
+        postgresql_where=text("status IN ('New', 'Sending')"),
+    )
+    Index(f"ix_{_table.name}_provider_reference", _table.c.provider_reference)
+    Index(f"ix_{_table.name}_status_expiry", _table.c.status, _table.c.expiry)

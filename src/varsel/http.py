@@ -1,0 +1,122 @@
+"""HTTP plumbing shared by the endpoints: request bodies, size limits, and OpenAPI declarations of both."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from varsel.problems import (
+    PROBLEM_MEDIA_TYPE,
+    Problem,
+    ProblemDetails,
+    ValidationProblem,
+    ValidationProblemDetails,
+    pydantic_errors,
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class BodyTooLarge(Problem):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, "Content Too Large", f"The request body must be at most {limit} bytes.")
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over the limit: early on Content-Length, else while the body streams in."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > self.max_bytes:
+                    scope.setdefault("state", {})["body_too_large"] = True
+                break
+        received = 0
+        limit = self.max_bytes
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def _is_json(content_type: str) -> bool:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
+
+
+def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
+    """A dependency that reads the body as `model`: 415 for another media type, 413 when too large,
+    400 problems naming each field for malformed JSON or values of the wrong type."""
+
+    async def dependency(request: Request) -> M:
+        if request.scope.get("state", {}).get("body_too_large"):
+            raise BodyTooLarge(request.app.state.varsel.settings.limits.max_body_bytes)
+        if not _is_json(request.headers.get("content-type", "")):
+            raise Problem(
+                415, "Unsupported Media Type", "The request body must be JSON (Content-Type: application/json)."
+            )
+        raw = await request.body()
+        try:
+            return model.model_validate_json(raw)
+        except ValidationError as error:
+            raise ValidationProblem(pydantic_errors(error.errors())) from error
+
+    return dependency
+
+
+def json_request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI for a body read by json_body (FastAPI cannot see it)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
+        }
+    }
+
+
+_PROBLEM_DESCRIPTIONS = {
+    400: ("The request is invalid; `errors` lists each field and why.", ValidationProblemDetails),
+    401: ("A missing, malformed, expired or badly signed token.", ProblemDetails),
+    403: ("The token lacks the required scope, or names no service owner.", ProblemDetails),
+    404: ("No such order for this service owner.", ProblemDetails),
+    409: ("The order can no longer be cancelled.", ProblemDetails),
+    413: ("The request body is too large.", ProblemDetails),
+    415: ("The request body is not JSON.", ProblemDetails),
+    503: ("A dependency (database, token keys) is unavailable; try again later.", ProblemDetails),
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {
+        status: {
+            "description": _PROBLEM_DESCRIPTIONS[status][0],
+            "content": {
+                PROBLEM_MEDIA_TYPE: {
+                    "schema": {"$ref": f"#/components/schemas/{_PROBLEM_DESCRIPTIONS[status][1].__name__}"}
+                }
+            },
+        }
+        for status in statuses
+    }

@@ -1,0 +1,347 @@
+"""The v1 order API (/notifications/api/v1): translates HTTP to order use cases and back, nothing more."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from varsel.auth.tokens import Caller
+from varsel.http import json_body, json_request_body, problem_responses
+from varsel.notifications.repository import NotificationRow
+from varsel.notifications.statuses import (
+    EMAIL_STATUS_DESCRIPTIONS,
+    EMAIL_SUCCESS,
+    ORDER_STATUS_DESCRIPTIONS,
+    SMS_STATUS_DESCRIPTIONS,
+    SMS_SUCCESS,
+    EmailStatus,
+    SmsStatus,
+    v1_order_status,
+)
+from varsel.orders.models import (
+    ChannelSummary,
+    EmailNotificationOrderRequest,
+    EmailTemplate,
+    NotificationOrder,
+    NotificationOrderList,
+    NotificationOrderRequest,
+    NotificationOrderWithStatus,
+    NotificationsStatusSummary,
+    NotificationSummary,
+    NotificationWithResult,
+    OrderAccepted,
+    OrderLinks,
+    ProcessingStatus,
+    Recipient,
+    SendStatus,
+    SmsNotificationOrderRequest,
+    SmsTemplate,
+    SummaryLinks,
+)
+from varsel.orders.repository import StoredOrder
+from varsel.orders.service import OrderNotFound, OrderStatusView
+from varsel.orders.validation import OrderDraft
+from varsel.problems import ValidationProblem
+
+PREFIX = "/notifications/api/v1"
+
+router = APIRouter(prefix=PREFIX, tags=["Orders (v1)"])
+
+
+async def authenticated(request: Request) -> Caller:
+    caller: Caller = await request.app.state.varsel.authenticator.caller(request)
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(authenticated)]
+
+
+def _base_url(request: Request) -> str:
+    configured = request.app.state.varsel.settings.public_url
+    return (configured or str(request.base_url)).rstrip("/")
+
+
+def _order_url(request: Request, order_id: UUID) -> str:
+    return f"{_base_url(request)}{PREFIX}/orders/{order_id}"
+
+
+def _parse_id(raw: str) -> UUID:
+    try:
+        return UUID(raw)
+    except ValueError:
+        raise OrderNotFound() from None
+
+
+async def _accept(request: Request, response: Response, caller: Caller, draft: OrderDraft) -> OrderAccepted:
+    varsel = request.app.state.varsel
+    order_id = await varsel.orders.register(caller.org, draft)
+    response.headers["Location"] = _order_url(request, order_id)
+    return OrderAccepted(order_id=order_id)
+
+
+_CREATE_RESPONSES = problem_responses(400, 401, 403, 413, 415, 503)
+_READ_RESPONSES = problem_responses(401, 403, 404, 503)
+
+
+@router.post(
+    "/orders",
+    status_code=202,
+    response_model=OrderAccepted,
+    response_model_exclude_none=True,
+    summary="Order notifications on any channel",
+    openapi_extra=json_request_body(NotificationOrderRequest),
+    responses=_CREATE_RESPONSES,
+)
+async def create_order(
+    request: Request,
+    response: Response,
+    caller: CallerDep,
+    body: Annotated[NotificationOrderRequest, Depends(json_body(NotificationOrderRequest))],
+) -> OrderAccepted:
+    return await _accept(request, response, caller, request.app.state.varsel.validator.order(body))
+
+
+@router.post(
+    "/orders/email",
+    status_code=202,
+    response_model=OrderAccepted,
+    response_model_exclude_none=True,
+    summary="Order email notifications",
+    openapi_extra=json_request_body(EmailNotificationOrderRequest),
+    responses=_CREATE_RESPONSES,
+)
+async def create_email_order(
+    request: Request,
+    response: Response,
+    caller: CallerDep,
+    body: Annotated[EmailNotificationOrderRequest, Depends(json_body(EmailNotificationOrderRequest))],
+) -> OrderAccepted:
+    return await _accept(request, response, caller, request.app.state.varsel.validator.email_order(body))
+
+
+@router.post(
+    "/orders/sms",
+    status_code=202,
+    response_model=OrderAccepted,
+    response_model_exclude_none=True,
+    summary="Order SMS notifications",
+    openapi_extra=json_request_body(SmsNotificationOrderRequest),
+    responses=_CREATE_RESPONSES,
+)
+async def create_sms_order(
+    request: Request,
+    response: Response,
+    caller: CallerDep,
+    body: Annotated[SmsNotificationOrderRequest, Depends(json_body(SmsNotificationOrderRequest))],
+) -> OrderAccepted:
+    return await _accept(request, response, caller, request.app.state.varsel.validator.sms_order(body))
+
+
+def _order_view(request: Request, order: StoredOrder) -> NotificationOrder:
+    url = _order_url(request, order.id)
+    email = order.email_template
+    sms = order.sms_template
+    return NotificationOrder(
+        id=order.id,
+        creator=order.creator,
+        senders_reference=order.senders_reference,
+        requested_send_time=order.requested_send_time,
+        created=order.created,
+        notification_channel=order.channel,
+        ignore_reservation=order.ignore_reservation,
+        resource_id=order.resource_id,
+        resource_action=order.resource_action,
+        condition_endpoint=order.condition_endpoint,
+        recipients=[
+            Recipient(
+                email_address=r.email_address,
+                mobile_number=r.mobile_number,
+                national_identity_number=r.national_identity_number,
+                organization_number=r.organization_number,
+            )
+            for r in order.recipients
+        ],
+        email_template=(
+            EmailTemplate(
+                from_address=email.from_address, subject=email.subject, body=email.body, content_type=email.content_type
+            )
+            if email
+            else None
+        ),
+        sms_template=SmsTemplate(sender_number=sms.sender, body=sms.body) if sms else None,
+        links=OrderLinks(self=url, status=f"{url}/status"),
+    )
+
+
+@router.get(
+    "/orders",
+    response_model=NotificationOrderList,
+    response_model_exclude_none=True,
+    summary="Find the caller's orders by sender's reference",
+    responses=problem_responses(400, 401, 403, 503),
+)
+async def find_orders(
+    request: Request,
+    caller: CallerDep,
+    senders_reference: Annotated[str | None, Query(alias="sendersReference")] = None,
+) -> NotificationOrderList:
+    if senders_reference is None or "\x00" in senders_reference:
+        raise ValidationProblem({"SendersReference": ["The sendersReference query parameter is required."]})
+    varsel = request.app.state.varsel
+    found = await varsel.orders.find(caller.org, senders_reference, varsel.settings.limits.max_orders_listed)
+    return NotificationOrderList(count=len(found), orders=[_order_view(request, order) for order in found])
+
+
+@router.get(
+    "/orders/{id}",
+    response_model=NotificationOrder,
+    response_model_exclude_none=True,
+    summary="Get an order as it was registered",
+    responses=_READ_RESPONSES,
+)
+async def get_order(request: Request, caller: CallerDep, id: str) -> NotificationOrder:
+    order = await request.app.state.varsel.orders.get(caller.org, _parse_id(id))
+    return _order_view(request, order)
+
+
+def _status_view(request: Request, view: OrderStatusView) -> NotificationOrderWithStatus:
+    order = view.order
+    url = _order_url(request, order.id)
+    shown = v1_order_status(order.status)
+    summary = NotificationsStatusSummary(
+        email=(
+            ChannelSummary(
+                links=SummaryLinks(self=f"{url}/notifications/email"),
+                generated=view.email.generated,
+                succeeded=view.email.succeeded,
+            )
+            if order.channel.uses_email
+            else None
+        ),
+        sms=(
+            ChannelSummary(
+                links=SummaryLinks(self=f"{url}/notifications/sms"),
+                generated=view.sms.generated,
+                succeeded=view.sms.succeeded,
+            )
+            if order.channel.uses_sms
+            else None
+        ),
+    )
+    return NotificationOrderWithStatus(
+        id=order.id,
+        senders_reference=order.senders_reference,
+        requested_send_time=order.requested_send_time,
+        creator=order.creator,
+        created=order.created,
+        notification_channel=order.channel,
+        ignore_reservation=order.ignore_reservation,
+        resource_id=order.resource_id,
+        condition_endpoint=order.condition_endpoint,
+        processing_status=ProcessingStatus(
+            status=shown.value, description=ORDER_STATUS_DESCRIPTIONS[shown], last_update=order.status_changed
+        ),
+        notifications_status_summary=summary,
+    )
+
+
+@router.get(
+    "/orders/{id}/status",
+    response_model=NotificationOrderWithStatus,
+    response_model_exclude_none=True,
+    summary="Get an order with its processing status and notification counts",
+    responses=_READ_RESPONSES,
+)
+async def get_order_status(request: Request, caller: CallerDep, id: str) -> NotificationOrderWithStatus:
+    view = await request.app.state.varsel.orders.status(caller.org, _parse_id(id))
+    return _status_view(request, view)
+
+
+@router.put(
+    "/orders/{id}/cancel",
+    response_model=NotificationOrderWithStatus,
+    response_model_exclude_none=True,
+    summary="Cancel an order that has not been processed yet",
+    description=(
+        "Only a Registered order whose requested send time is more than 5 minutes away can be cancelled. "
+        "Cancelling a cancelled order answers 200 again."
+    ),
+    responses=problem_responses(401, 403, 404, 409, 503),
+)
+async def cancel_order(request: Request, caller: CallerDep, id: str) -> NotificationOrderWithStatus:
+    view = await request.app.state.varsel.orders.cancel(caller.org, _parse_id(id))
+    return _status_view(request, view)
+
+
+def _recipient(row: NotificationRow) -> Recipient:
+    return Recipient(
+        email_address=row.email_address,
+        mobile_number=row.mobile_number,
+        national_identity_number=row.national_identity_number,
+        organization_number=row.organization_number,
+        is_reserved=row.is_reserved,
+    )
+
+
+@router.get(
+    "/orders/{id}/notifications/email",
+    response_model=NotificationSummary,
+    response_model_exclude_none=True,
+    summary="List the email notifications of an order with their send status",
+    responses=_READ_RESPONSES,
+)
+async def email_notifications(request: Request, caller: CallerDep, id: str) -> NotificationSummary:
+    order, rows = await request.app.state.varsel.orders.notifications(caller.org, _parse_id(id), "email")
+    items = []
+    for row in rows:
+        status = EmailStatus(row.status)
+        items.append(
+            NotificationWithResult(
+                id=row.id,
+                succeeded=status in EMAIL_SUCCESS,
+                recipient=_recipient(row),
+                send_status=SendStatus(
+                    status=status.value, description=EMAIL_STATUS_DESCRIPTIONS[status], last_update=row.status_changed
+                ),
+            )
+        )
+    return NotificationSummary(
+        order_id=order.id,
+        senders_reference=order.senders_reference,
+        generated=len(items),
+        succeeded=sum(1 for item in items if item.succeeded),
+        notifications=items,
+    )
+
+
+@router.get(
+    "/orders/{id}/notifications/sms",
+    response_model=NotificationSummary,
+    response_model_exclude_none=True,
+    summary="List the SMS notifications of an order with their send status",
+    responses=_READ_RESPONSES,
+)
+async def sms_notifications(request: Request, caller: CallerDep, id: str) -> NotificationSummary:
+    order, rows = await request.app.state.varsel.orders.notifications(caller.org, _parse_id(id), "sms")
+    items = []
+    for row in rows:
+        status = SmsStatus(row.status)
+        items.append(
+            NotificationWithResult(
+                id=row.id,
+                succeeded=status in SMS_SUCCESS,
+                recipient=_recipient(row),
+                send_status=SendStatus(
+                    status=status.value, description=SMS_STATUS_DESCRIPTIONS[status], last_update=row.status_changed
+                ),
+            )
+        )
+    return NotificationSummary(
+        order_id=order.id,
+        senders_reference=order.senders_reference,
+        generated=len(items),
+        succeeded=sum(1 for item in items if item.succeeded),
+        notifications=items,
+    )

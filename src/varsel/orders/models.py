@@ -1,0 +1,236 @@
+"""The JSON shapes of the v1 order API, as service owners written for Altinn Notifications send and read them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import Field
+
+from varsel.api_types import ApiModel, RequestDateTime, Text, UtcTimestamp, lenient_enum
+
+
+class NotificationChannel(StrEnum):
+    EMAIL = "Email"
+    SMS = "Sms"
+    EMAIL_PREFERRED = "EmailPreferred"
+    SMS_PREFERRED = "SmsPreferred"
+    EMAIL_AND_SMS = "EmailAndSms"
+
+    @property
+    def uses_email(self) -> bool:
+        return self is not NotificationChannel.SMS
+
+    @property
+    def uses_sms(self) -> bool:
+        return self is not NotificationChannel.EMAIL
+
+
+class EmailContentType(StrEnum):
+    PLAIN = "Plain"
+    HTML = "Html"
+
+
+ChannelField = Annotated[NotificationChannel, lenient_enum(NotificationChannel)]
+ContentTypeField = Annotated[EmailContentType, lenient_enum(EmailContentType)]
+
+
+# ---------------------------------------------------------------- requests
+
+
+class RecipientRequest(ApiModel):
+    """One recipient: an address, or an identity number / organisation number to look up."""
+
+    email_address: Text | None = None
+    mobile_number: Text | None = Field(default=None, description="With country code: +47… or 0047….")
+    national_identity_number: Text | None = Field(default=None, description="11 digits.")
+    organization_number: Text | None = Field(default=None, description="9 digits.")
+
+
+class EmailTemplateRequest(ApiModel):
+    from_address: Text | None = Field(default=None, description="Defaults to the configured sender address.")
+    subject: Text | None = None
+    body: Text | None = None
+    content_type: ContentTypeField | None = Field(default=None, description="Plain (default) or Html.")
+
+
+class SmsTemplateRequest(ApiModel):
+    sender_number: Text | None = Field(default=None, description="Defaults to the configured sender.")
+    body: Text | None = None
+
+
+class OrderRequestBase(ApiModel):
+    senders_reference: Text | None = Field(
+        default=None, description="The service owner's own reference, e.g. a case number."
+    )
+    requested_send_time: RequestDateTime | None = Field(
+        default=None, description="With a UTC offset; default now; not more than 5 minutes in the past."
+    )
+    condition_endpoint: Text | None = Field(
+        default=None,
+        description='Absolute http(s) URL answering {"sendNotification": true|false} at send time.',
+    )
+    ignore_reservation: bool | None = Field(
+        default=None, description="Send to persons who have reserved themselves against digital contact."
+    )
+    resource_id: Text | None = Field(default=None, description="Resource the notification concerns, e.g. app_ttd_x.")
+    resource_action: Text | None = Field(
+        default=None, description="Action users must be authorised for on the resource (default read)."
+    )
+    recipients: list[RecipientRequest] | None = None
+
+
+class NotificationOrderRequest(OrderRequestBase):
+    """POST /orders: any channel, with the templates that channel needs."""
+
+    notification_channel: ChannelField | None = None
+    email_template: EmailTemplateRequest | None = None
+    sms_template: SmsTemplateRequest | None = None
+
+
+class EmailNotificationOrderRequest(OrderRequestBase):
+    """POST /orders/email: an email order with the template's fields at the top level."""
+
+    from_address: Text | None = None
+    subject: Text | None = None
+    body: Text | None = None
+    content_type: ContentTypeField | None = None
+
+
+class SmsNotificationOrderRequest(OrderRequestBase):
+    """POST /orders/sms: an SMS order with the template's fields at the top level."""
+
+    sender_number: Text | None = None
+    body: Text | None = None
+
+
+# ---------------------------------------------------------------- responses
+
+
+class RecipientLookupStatus(StrEnum):
+    SUCCESS = "Success"
+    PARTIAL_SUCCESS = "PartialSuccess"
+    FAILED = "Failed"
+
+
+class RecipientLookupResult(ApiModel):
+    status: RecipientLookupStatus
+    is_reserved: list[str] = Field(default_factory=list)
+    missing_contact: list[str] = Field(default_factory=list)
+
+
+class OrderAccepted(ApiModel):
+    """202: the order is stored and will be processed at its requested send time."""
+
+    order_id: UUID
+    recipient_lookup: RecipientLookupResult | None = None
+
+
+class Recipient(ApiModel):
+    email_address: str | None = None
+    mobile_number: str | None = None
+    national_identity_number: str | None = None
+    organization_number: str | None = None
+    is_reserved: bool | None = None
+
+
+class EmailTemplate(ApiModel):
+    from_address: str
+    subject: str
+    body: str
+    content_type: EmailContentType
+
+
+class SmsTemplate(ApiModel):
+    sender_number: str
+    body: str
+
+
+class OrderLinks(ApiModel):
+    self: str
+    status: str
+
+
+class NotificationOrder(ApiModel):
+    """An order as it was registered."""
+
+    id: UUID
+    creator: str
+    senders_reference: str | None = None
+    requested_send_time: UtcTimestamp
+    created: UtcTimestamp
+    notification_channel: NotificationChannel
+    ignore_reservation: bool | None = None
+    resource_id: str | None = None
+    resource_action: str | None = None
+    condition_endpoint: str | None = None
+    recipients: list[Recipient]
+    email_template: EmailTemplate | None = None
+    sms_template: SmsTemplate | None = None
+    links: OrderLinks
+
+
+class NotificationOrderList(ApiModel):
+    count: int
+    orders: list[NotificationOrder]
+
+
+class ProcessingStatus(ApiModel):
+    status: str
+    description: str
+    last_update: UtcTimestamp
+
+
+class SummaryLinks(ApiModel):
+    self: str
+
+
+class ChannelSummary(ApiModel):
+    links: SummaryLinks
+    generated: int
+    succeeded: int
+
+
+class NotificationsStatusSummary(ApiModel):
+    email: ChannelSummary | None = None
+    sms: ChannelSummary | None = None
+
+
+class NotificationOrderWithStatus(ApiModel):
+    """An order with where its processing stands and how many of its notifications succeeded."""
+
+    id: UUID
+    senders_reference: str | None = None
+    requested_send_time: UtcTimestamp
+    creator: str
+    created: UtcTimestamp
+    notification_channel: NotificationChannel
+    ignore_reservation: bool | None = None
+    resource_id: str | None = None
+    condition_endpoint: str | None = None
+    processing_status: ProcessingStatus
+    notifications_status_summary: NotificationsStatusSummary | None = None
+
+
+class SendStatus(ApiModel):
+    status: str
+    description: str
+    last_update: UtcTimestamp
+
+
+class NotificationWithResult(ApiModel):
+    id: UUID
+    succeeded: bool
+    recipient: Recipient
+    send_status: SendStatus
+
+
+class NotificationSummary(ApiModel):
+    """The notifications generated for an order on one channel, with their send status."""
+
+    order_id: UUID
+    senders_reference: str | None = None
+    generated: int
+    succeeded: int
+    notifications: list[NotificationWithResult]

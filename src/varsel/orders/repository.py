@@ -1,0 +1,160 @@
+"""SQL for orders and their recipients. Functions run inside a transaction their caller owns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import and_, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from varsel.db.tables import order_recipients, orders
+from varsel.notifications.statuses import OrderStatus
+from varsel.orders.models import EmailContentType, NotificationChannel
+from varsel.orders.validation import EmailTemplateSpec, OrderDraft, RecipientSpec, SmsTemplateSpec
+
+
+@dataclass(frozen=True)
+class StoredOrder:
+    id: UUID
+    creator: str
+    senders_reference: str | None
+    channel: NotificationChannel
+    requested_send_time: datetime
+    created: datetime
+    ignore_reservation: bool | None
+    resource_id: str | None
+    resource_action: str | None
+    condition_endpoint: str | None
+    status: OrderStatus
+    status_changed: datetime
+    email_template: EmailTemplateSpec | None
+    sms_template: SmsTemplateSpec | None
+    recipients: tuple[RecipientSpec, ...]
+
+
+async def insert_order(conn: AsyncConnection, order_id: UUID, creator: str, draft: OrderDraft, now: datetime) -> None:
+    email, sms = draft.email_template, draft.sms_template
+    await conn.execute(
+        insert(orders).values(
+            id=order_id,
+            creator=creator,
+            senders_reference=draft.senders_reference,
+            notification_channel=draft.channel.value,
+            requested_send_time=draft.requested_send_time,
+            created=now,
+            ignore_reservation=draft.ignore_reservation,
+            resource_id=draft.resource_id,
+            resource_action=draft.resource_action,
+            condition_endpoint=draft.condition_endpoint,
+            status=OrderStatus.REGISTERED.value,
+            status_changed=now,
+            email_from_address=email.from_address if email else None,
+            email_subject=email.subject if email else None,
+            email_body=email.body if email else None,
+            email_content_type=email.content_type.value if email else None,
+            sms_sender=sms.sender if sms else None,
+            sms_body=sms.body if sms else None,
+            sms_sending_time_policy="Daytime",
+            process_after=draft.requested_send_time,
+        )
+    )
+    await conn.execute(
+        insert(order_recipients),
+        [
+            {
+                "order_id": order_id,
+                "position": position,
+                "email_address": r.email_address,
+                "mobile_number": r.mobile_number,
+                "national_identity_number": r.national_identity_number,
+                "organization_number": r.organization_number,
+            }
+            for position, r in enumerate(draft.recipients)
+        ],
+    )
+
+
+def _order(row: Any, recipients: tuple[RecipientSpec, ...]) -> StoredOrder:
+    email = None
+    if row.email_body is not None:
+        email = EmailTemplateSpec(
+            row.email_from_address, row.email_subject, row.email_body, EmailContentType(row.email_content_type)
+        )
+    sms = SmsTemplateSpec(row.sms_sender, row.sms_body) if row.sms_body is not None else None
+    return StoredOrder(
+        id=row.id,
+        creator=row.creator,
+        senders_reference=row.senders_reference,
+        channel=NotificationChannel(row.notification_channel),
+        requested_send_time=row.requested_send_time,
+        created=row.created,
+        ignore_reservation=row.ignore_reservation,
+        resource_id=row.resource_id,
+        resource_action=row.resource_action,
+        condition_endpoint=row.condition_endpoint,
+        status=OrderStatus(row.status),
+        status_changed=row.status_changed,
+        email_template=email,
+        sms_template=sms,
+        recipients=recipients,
+    )
+
+
+async def _recipients_of(conn: AsyncConnection, order_ids: list[UUID]) -> dict[UUID, list[RecipientSpec]]:
+    found: dict[UUID, list[RecipientSpec]] = {order_id: [] for order_id in order_ids}
+    if not order_ids:
+        return found
+    result = await conn.execute(
+        select(order_recipients)
+        .where(order_recipients.c.order_id.in_(order_ids))
+        .order_by(order_recipients.c.order_id, order_recipients.c.position)
+    )
+    for row in result:
+        found[row.order_id].append(
+            RecipientSpec(row.email_address, row.mobile_number, row.national_identity_number, row.organization_number)
+        )
+    return found
+
+
+async def get_order(conn: AsyncConnection, order_id: UUID, creator: str) -> StoredOrder | None:
+    """The creator's order, or None: another creator's order is as good as absent."""
+    row = (await conn.execute(select(orders).where(and_(orders.c.id == order_id, orders.c.creator == creator)))).first()
+    if row is None:
+        return None
+    recipients = await _recipients_of(conn, [order_id])
+    return _order(row, tuple(recipients[order_id]))
+
+
+async def find_orders(conn: AsyncConnection, creator: str, senders_reference: str, limit: int) -> list[StoredOrder]:
+    rows = (
+        await conn.execute(
+            select(orders)
+            .where(and_(orders.c.creator == creator, orders.c.senders_reference == senders_reference))
+            .order_by(orders.c.created, orders.c.id)
+            .limit(limit)
+        )
+    ).all()
+    recipients = await _recipients_of(conn, [row.id for row in rows])
+    return [_order(row, tuple(recipients[row.id])) for row in rows]
+
+
+async def cancel_order(
+    conn: AsyncConnection, order_id: UUID, creator: str, now: datetime, send_time_after: datetime
+) -> bool:
+    """Cancel if still Registered and not due before `send_time_after`; guarded, so a worker's claim wins cleanly."""
+    result = await conn.execute(
+        update(orders)
+        .where(
+            and_(
+                orders.c.id == order_id,
+                orders.c.creator == creator,
+                orders.c.status == OrderStatus.REGISTERED.value,
+                orders.c.requested_send_time > send_time_after,
+            )
+        )
+        .values(status=OrderStatus.CANCELLED.value, status_changed=now)
+    )
+    return bool(result.rowcount == 1)

@@ -1,0 +1,104 @@
+"""Order use cases. Each method owns its one transaction; no network I/O happens while it is open."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+from varsel.clock import Clock
+from varsel.db.engine import Database
+from varsel.ids import new_id
+from varsel.notifications import repository as notification_repository
+from varsel.notifications.repository import ChannelCounts, NotificationRow
+from varsel.notifications.statuses import OrderStatus
+from varsel.orders import repository
+from varsel.orders.repository import StoredOrder
+from varsel.orders.validation import OrderDraft
+from varsel.problems import Problem
+
+# An order can be cancelled only while its send time is further away than this: closer to it, a worker may
+# already be preparing it.
+CANCEL_MARGIN_MINUTES = 5
+
+
+class OrderNotFound(Problem):
+    def __init__(self) -> None:
+        super().__init__(404, "Order not found", "No order with that id exists for this service owner.")
+
+
+class OrderNotCancellable(Problem):
+    def __init__(self, status: OrderStatus) -> None:
+        super().__init__(
+            409,
+            "The order can no longer be cancelled",
+            f"The order is {status.value}. An order can be cancelled only while it is Registered and its requested "
+            f"send time is more than {CANCEL_MARGIN_MINUTES} minutes away.",
+            code="VARSEL-ORDER-NOT-CANCELLABLE",
+        )
+
+
+@dataclass(frozen=True)
+class OrderStatusView:
+    order: StoredOrder
+    email: ChannelCounts
+    sms: ChannelCounts
+
+
+class OrderService:
+    def __init__(self, database: Database, clock: Clock) -> None:
+        self._db = database
+        self._clock = clock
+
+    async def register(self, creator: str, draft: OrderDraft) -> UUID:
+        order_id = new_id()
+        async with self._db.transaction() as conn:
+            await repository.insert_order(conn, order_id, creator, draft, self._clock.now())
+        return order_id
+
+    async def get(self, creator: str, order_id: UUID) -> StoredOrder:
+        async with self._db.read() as conn:
+            order = await repository.get_order(conn, order_id, creator)
+        if order is None:
+            raise OrderNotFound()
+        return order
+
+    async def find(self, creator: str, senders_reference: str, limit: int) -> list[StoredOrder]:
+        async with self._db.read() as conn:
+            return await repository.find_orders(conn, creator, senders_reference, limit)
+
+    async def status(self, creator: str, order_id: UUID) -> OrderStatusView:
+        async with self._db.read() as conn:
+            order = await repository.get_order(conn, order_id, creator)
+            if order is None:
+                raise OrderNotFound()
+            email, sms = await notification_repository.channel_counts(conn, order_id)
+        return OrderStatusView(order, email, sms)
+
+    async def cancel(self, creator: str, order_id: UUID) -> OrderStatusView:
+        from datetime import timedelta
+
+        now = self._clock.now()
+        async with self._db.transaction() as conn:
+            cancelled = await repository.cancel_order(
+                conn, order_id, creator, now, now + timedelta(minutes=CANCEL_MARGIN_MINUTES)
+            )
+            order = await repository.get_order(conn, order_id, creator)
+            if order is None:
+                raise OrderNotFound()
+            if not cancelled and order.status is not OrderStatus.CANCELLED:
+                raise OrderNotCancellable(order.status)
+            email, sms = await notification_repository.channel_counts(conn, order_id)
+        return OrderStatusView(order, email, sms)
+
+    async def notifications(
+        self, creator: str, order_id: UUID, channel: str
+    ) -> tuple[StoredOrder, list[NotificationRow]]:
+        async with self._db.read() as conn:
+            order = await repository.get_order(conn, order_id, creator)
+            if order is None:
+                raise OrderNotFound()
+            if channel == "email":
+                rows = await notification_repository.email_notifications_of(conn, order_id)
+            else:
+                rows = await notification_repository.sms_notifications_of(conn, order_id)
+        return order, rows

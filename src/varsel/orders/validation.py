@@ -1,0 +1,391 @@
+"""The rules an order must pass before it is accepted; each broken rule names its field and the reason.
+
+Messages follow the reference service's wording where it has one, so clients that show them to people keep
+making sense. All errors of a request are reported together, not the first one only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+from varsel.clock import Clock
+from varsel.orders.models import (
+    EmailContentType,
+    EmailNotificationOrderRequest,
+    NotificationChannel,
+    NotificationOrderRequest,
+    OrderRequestBase,
+    RecipientRequest,
+    SmsNotificationOrderRequest,
+)
+from varsel.problems import ValidationProblem
+from varsel.settings import Limits, OrderDefaults
+
+# How far in the past a requested send time may lie (clock skew and slow clients), as the reference allows.
+SEND_TIME_TOLERANCE = timedelta(minutes=5)
+
+_NEWLINES = re.compile(r"\r\n|\r|\n")
+_PHONE_CHARACTERS = re.compile(r"^\+[0-9 ()\-]+$")
+_NUMERIC_SENDER = re.compile(r"^\+?[0-9]{1,15}$")
+_ALPHANUMERIC_SENDER = re.compile(r"^[A-Za-z0-9ÆØÅæøå .\-]{1,11}$")
+_TLD = re.compile(r"^(?:[a-z]{2,63}|xn--[a-z0-9\-]{1,59})$")
+_LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain", ".home.arpa", ".lan")
+
+
+@dataclass(frozen=True)
+class RecipientSpec:
+    email_address: str | None = None
+    mobile_number: str | None = None
+    national_identity_number: str | None = None
+    organization_number: str | None = None
+
+    @property
+    def needs_lookup(self) -> bool:
+        return self.national_identity_number is not None or self.organization_number is not None
+
+
+@dataclass(frozen=True)
+class EmailTemplateSpec:
+    from_address: str
+    subject: str
+    body: str
+    content_type: EmailContentType
+
+
+@dataclass(frozen=True)
+class SmsTemplateSpec:
+    sender: str
+    body: str
+
+
+@dataclass(frozen=True)
+class OrderDraft:
+    """A valid order, normalised, ready to be stored."""
+
+    channel: NotificationChannel
+    requested_send_time: datetime
+    recipients: tuple[RecipientSpec, ...]
+    senders_reference: str | None = None
+    condition_endpoint: str | None = None
+    ignore_reservation: bool | None = None
+    resource_id: str | None = None
+    resource_action: str | None = None
+    email_template: EmailTemplateSpec | None = None
+    sms_template: SmsTemplateSpec | None = None
+
+
+def normalize_mobile_number(raw: str) -> str | None:
+    """A mobile number in E.164 form, or None when it is not one varsel can send to.
+
+    It must carry a country code (+ or 00); Norwegian numbers must be mobiles (8 digits starting 4 or 9);
+    other numbers must be valid by libphonenumber.
+    """
+    value = raw.strip()
+    if value.startswith("00"):
+        value = "+" + value[2:]
+    if not _PHONE_CHARACTERS.match(value):
+        return None
+    try:
+        number = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        return None
+    national = str(number.national_number)
+    if number.country_code == 47:
+        if len(national) != 8 or national[0] not in "49" or number.italian_leading_zero:
+            return None
+        return f"+47{national}"
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+def normalize_email_address(raw: str) -> str | None:
+    """The address as it will be stored and sent to, or None when its syntax is invalid (no DNS look-up)."""
+    try:
+        return validate_email(raw.strip(), check_deliverability=False).normalized
+    except EmailNotValidError:
+        return None
+
+
+def condition_endpoint_problem(url: str, allowed_hosts: frozenset[str]) -> str | None:
+    """Why a condition endpoint is refused, or None. Only public DNS names: varsel calls it from inside."""
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").rstrip(".").lower()
+        _ = parts.port  # raises on a port that is not a number
+    except ValueError:
+        return "The condition endpoint must be a valid URL."
+    if parts.scheme.lower() not in ("http", "https") or not host:
+        return "The condition endpoint must be a valid absolute http or https URL."
+    if host in allowed_hosts:
+        return None
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    else:
+        return "The condition endpoint must name its host by a DNS name, not an IP address."
+    labels = host.split(".")
+    if (
+        len(labels) < 2
+        or host == "localhost"
+        or host.endswith(_LOCAL_SUFFIXES)
+        or not _TLD.match(labels[-1])
+        or any(not label for label in labels)
+    ):
+        return "The condition endpoint's host must be a public DNS name with a top-level domain."
+    return None
+
+
+def _blank(value: str | None) -> bool:
+    return value is None or not value.strip()
+
+
+class OrderValidator:
+    def __init__(
+        self, clock: Clock, limits: Limits, defaults: OrderDefaults, condition_allowed_hosts: frozenset[str]
+    ) -> None:
+        self._clock = clock
+        self._limits = limits
+        self._defaults = defaults
+        self._allowed_hosts = condition_allowed_hosts
+
+    # ------------------------------------------------------------ the three order shapes
+
+    def order(self, request: NotificationOrderRequest) -> OrderDraft:
+        errors: dict[str, list[str]] = defaultdict(list)
+        channel = request.notification_channel
+        if channel is None:
+            errors["NotificationChannel"].append("A notification channel must be defined.")
+        email_template = sms_template = None
+        if channel is not None and channel.uses_email:
+            if request.email_template is None:
+                errors["EmailTemplate"].append("An email template is required for the selected notification channel.")
+            else:
+                t = request.email_template
+                email_template = self._email_template(
+                    errors, "EmailTemplate.", t.from_address, t.subject, t.body, t.content_type, "email template"
+                )
+        if channel is not None and channel.uses_sms:
+            if request.sms_template is None:
+                errors["SmsTemplate"].append("An SMS template is required for the selected notification channel.")
+            else:
+                t2 = request.sms_template
+                sms_template = self._sms_template(errors, "SmsTemplate.", t2.sender_number, t2.body, "SMS template")
+        return self._finish(errors, request, channel, email_template, sms_template)
+
+    def email_order(self, request: EmailNotificationOrderRequest) -> OrderDraft:
+        errors: dict[str, list[str]] = defaultdict(list)
+        template = self._email_template(
+            errors, "", request.from_address, request.subject, request.body, request.content_type, "email"
+        )
+        return self._finish(errors, request, NotificationChannel.EMAIL, template, None)
+
+    def sms_order(self, request: SmsNotificationOrderRequest) -> OrderDraft:
+        errors: dict[str, list[str]] = defaultdict(list)
+        template = self._sms_template(errors, "", request.sender_number, request.body, "SMS")
+        return self._finish(errors, request, NotificationChannel.SMS, None, template)
+
+    # ------------------------------------------------------------ shared parts
+
+    def _finish(
+        self,
+        errors: dict[str, list[str]],
+        request: OrderRequestBase,
+        channel: NotificationChannel | None,
+        email_template: EmailTemplateSpec | None,
+        sms_template: SmsTemplateSpec | None,
+    ) -> OrderDraft:
+        send_time = self._send_time(errors, request.requested_send_time)
+        condition = self._condition_endpoint(errors, request.condition_endpoint)
+        limits = self._limits
+        self._max_length(errors, "SendersReference", request.senders_reference, limits.max_senders_reference_chars)
+        self._max_length(errors, "ResourceId", request.resource_id, limits.max_resource_id_chars)
+        self._max_length(errors, "ResourceAction", request.resource_action, 100)
+        resource_id = None if _blank(request.resource_id) else (request.resource_id or "").strip()
+        resource_action = None if _blank(request.resource_action) else (request.resource_action or "").strip()
+        if resource_action is not None and resource_id is None:
+            errors["ResourceAction"].append("A resource action can only be given together with a resource id.")
+        recipients = self._recipients(errors, request.recipients, channel)
+        if errors or channel is None or send_time is None:
+            raise ValidationProblem(dict(errors))
+        return OrderDraft(
+            channel=channel,
+            requested_send_time=send_time,
+            recipients=recipients,
+            senders_reference=request.senders_reference,
+            condition_endpoint=condition,
+            ignore_reservation=request.ignore_reservation,
+            resource_id=resource_id,
+            resource_action=resource_action,
+            email_template=email_template,
+            sms_template=sms_template,
+        )
+
+    def _send_time(self, errors: dict[str, list[str]], value: datetime | None) -> datetime | None:
+        now = self._clock.now()
+        if value is None:
+            return now
+        if value.tzinfo is None or value.utcoffset() is None:
+            errors["RequestedSendTime"].append("The requested send time value must have specified a time zone.")
+            return None
+        try:
+            utc = value.astimezone(UTC)
+        except OverflowError:
+            errors["RequestedSendTime"].append("The requested send time is out of range.")
+            return None
+        if utc < now - SEND_TIME_TOLERANCE:
+            errors["RequestedSendTime"].append("Send time must be in the future. Leave blank to send immediately.")
+            return None
+        return utc
+
+    def _condition_endpoint(self, errors: dict[str, list[str]], value: str | None) -> str | None:
+        if _blank(value):
+            return None
+        url = (value or "").strip()
+        if len(url) > self._limits.max_url_chars:
+            errors["ConditionEndpoint"].append(
+                f"The condition endpoint must be at most {self._limits.max_url_chars} characters long."
+            )
+            return None
+        problem = condition_endpoint_problem(url, self._allowed_hosts)
+        if problem:
+            errors["ConditionEndpoint"].append(problem)
+            return None
+        return url
+
+    def _email_template(
+        self,
+        errors: dict[str, list[str]],
+        prefix: str,
+        from_address: str | None,
+        subject: str | None,
+        body: str | None,
+        content_type: EmailContentType | None,
+        noun: str,
+    ) -> EmailTemplateSpec | None:
+        before = len(errors)
+        sender = self._defaults.email_from_address
+        if not _blank(from_address):
+            normalized = normalize_email_address(from_address or "")
+            if normalized is None:
+                errors[f"{prefix}FromAddress"].append("Invalid email address format.")
+            else:
+                sender = normalized
+        # A line break in a subject would start a new header: fold it to a space instead.
+        folded = _NEWLINES.sub(" ", subject) if subject is not None else None
+        if _blank(folded):
+            errors[f"{prefix}Subject"].append(f"The {noun} subject must not be empty.")
+        else:
+            self._max_length(errors, f"{prefix}Subject", folded, self._limits.max_subject_chars)
+        if _blank(body):
+            errors[f"{prefix}Body"].append(f"The {noun} body must not be empty.")
+        else:
+            self._max_length(errors, f"{prefix}Body", body, self._limits.max_email_body_chars)
+        if len(errors) != before or folded is None or body is None:
+            return None
+        return EmailTemplateSpec(sender, folded.strip(), body, content_type or EmailContentType.PLAIN)
+
+    def _sms_template(
+        self, errors: dict[str, list[str]], prefix: str, sender: str | None, body: str | None, noun: str
+    ) -> SmsTemplateSpec | None:
+        before = len(errors)
+        chosen = self._defaults.sms_sender
+        if not _blank(sender):
+            candidate = (sender or "").strip()
+            if _NUMERIC_SENDER.match(candidate) or _ALPHANUMERIC_SENDER.match(candidate):
+                chosen = candidate
+            else:
+                errors[f"{prefix}SenderNumber"].append(
+                    "The sender must be a number of at most 15 digits or a name of at most 11 letters, digits, "
+                    "spaces, dots or hyphens."
+                )
+        if _blank(body):
+            errors[f"{prefix}Body"].append(f"The {noun} body must not be empty.")
+        else:
+            self._max_length(errors, f"{prefix}Body", body, self._limits.max_sms_body_chars)
+        if len(errors) != before or body is None:
+            return None
+        return SmsTemplateSpec(chosen, body)
+
+    def _recipients(
+        self,
+        errors: dict[str, list[str]],
+        recipients: list[RecipientRequest] | None,
+        channel: NotificationChannel | None,
+    ) -> tuple[RecipientSpec, ...]:
+        if not recipients:
+            errors["Recipients"].append("One or more recipient is required.")
+            return ()
+        if len(recipients) > self._limits.max_recipients:
+            errors["Recipients"].append(f"An order can have at most {self._limits.max_recipients} recipients.")
+            return ()
+        uses_email = channel is None or channel.uses_email
+        uses_sms = channel is None or channel.uses_sms
+        specs: list[RecipientSpec] = []
+        for index, recipient in enumerate(recipients):
+            field = f"Recipients[{index}]"
+            # An address the channel cannot use is ignored, as the reference does, not refused.
+            email = None if not uses_email or _blank(recipient.email_address) else recipient.email_address
+            mobile = None if not uses_sms or _blank(recipient.mobile_number) else recipient.mobile_number
+            nin = None if _blank(recipient.national_identity_number) else recipient.national_identity_number
+            org = None if _blank(recipient.organization_number) else recipient.organization_number
+            if email is None and mobile is None and nin is None and org is None:
+                errors[field].append(_missing_identifier_message(channel))
+                continue
+            if email is not None:
+                normalized_email = normalize_email_address(email)
+                if normalized_email is None:
+                    errors[f"{field}.EmailAddress"].append("Invalid email address format.")
+                email = normalized_email
+            if mobile is not None:
+                normalized_mobile = normalize_mobile_number(mobile)
+                if normalized_mobile is None:
+                    errors[f"{field}.MobileNumber"].append("Invalid mobile number format.")
+                mobile = normalized_mobile
+            if nin is not None and not (len(nin) == 11 and nin.isascii() and nin.isdigit()):
+                errors[f"{field}.NationalIdentityNumber"].append("National identity number must be 11 digits long.")
+            if org is not None and not (len(org) == 9 and org.isascii() and org.isdigit()):
+                errors[f"{field}.OrganizationNumber"].append("Organization number must be 9 digits long.")
+            if nin is not None and (email or mobile or org or recipient.email_address or recipient.mobile_number):
+                errors[field].append(
+                    "National identity number cannot be combined with email address, mobile number, or "
+                    "organization number."
+                )
+            elif org is not None and (email or mobile or recipient.email_address or recipient.mobile_number):
+                errors[field].append(
+                    "Organization number cannot be combined with email address, mobile number, or national "
+                    "identity number."
+                )
+            specs.append(RecipientSpec(email, mobile, nin, org))
+        return tuple(specs)
+
+    @staticmethod
+    def _max_length(errors: dict[str, list[str]], field: str, value: str | None, limit: int) -> None:
+        if value is not None and len(value) > limit:
+            errors[field].append(f"Must be at most {limit} characters long; it is {len(value)}.")
+
+
+def _missing_identifier_message(channel: NotificationChannel | None) -> str:
+    if channel is NotificationChannel.EMAIL:
+        return (
+            "Either a valid email address, organization number, or national identity number must be provided "
+            "for each recipient."
+        )
+    if channel is NotificationChannel.SMS:
+        return (
+            "Either a valid mobile number starting with country code, organization number, or national identity "
+            "number must be provided for each recipient."
+        )
+    return (
+        "Either a valid email address, mobile number starting with country code, organization number, or national "
+        "identity number must be provided for each recipient."
+    )

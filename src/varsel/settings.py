@@ -1,0 +1,89 @@
+"""Configuration: every setting is an environment variable with the VARSEL_ prefix.
+
+Nested areas use a double underscore, e.g. ``VARSEL_AUTH__ISSUERS`` or ``VARSEL_LIMITS__MAX_RECIPIENTS``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TrustedIssuer(BaseModel):
+    """An issuer of bearer tokens (e.g. Maskinporten) and where its signing keys are found."""
+
+    issuer: str
+    jwks_url: str | None = None
+    public_key_pem: str | None = None
+    audience: str | None = None
+
+
+class AuthSettings(BaseModel):
+    # JSON list of {"issuer", "jwks_url" | "public_key_pem", "audience"?}. When empty, varsel trusts its own
+    # development signing key (created in the data folder), which `varsel token` signs with.
+    issuers: list[TrustedIssuer] = Field(default_factory=list)
+    # Keys that sign PlatformAccessToken headers (Altinn apps); the token's issuer is the creating org.
+    platform_public_key_pem: str | None = None
+    platform_jwks_url: str | None = None
+    # Tolerated clock difference between varsel and token issuers, in seconds.
+    leeway_seconds: int = 30
+    jwks_cache_seconds: int = 3600
+    create_scope: str = "altinn:serviceowner/notifications.create"
+    admin_scope: str = "altinn:notifications.support.admin"
+    org_claim: str = "urn:altinn:org"
+
+
+class OrderDefaults(BaseModel):
+    email_from_address: str = "noreply@varsel.local"
+    sms_sender: str = "Varsel"
+
+
+class Limits(BaseModel):
+    """Upper bounds on what one request may carry; each refusal names the field and the limit."""
+
+    max_body_bytes: int = 2 * 1024 * 1024
+    max_recipients: int = 10_000
+    max_subject_chars: int = 500
+    max_email_body_chars: int = 500_000
+    max_sms_body_chars: int = 2_000
+    max_senders_reference_chars: int = 200
+    max_resource_id_chars: int = 255
+    max_url_chars: int = 2_000
+    max_orders_listed: int = 1_000
+
+
+class ConditionSettings(BaseModel):
+    # Hosts a condition endpoint may name even though they are IP literals, single-label names or local:
+    # for operators whose condition services live on internal names, and for tests on loopback.
+    allowed_hosts: list[str] = Field(default_factory=list)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="VARSEL_", env_nested_delimiter="__", extra="ignore", case_sensitive=False
+    )
+
+    data_dir: Path = Path("var")
+    # postgresql+asyncpg://… or sqlite+aiosqlite:///…; empty means SQLite in the data folder.
+    database_url: SecretStr | None = None
+    # Base of the absolute links in responses (e.g. https://varsel.example.org); empty: taken from the request.
+    public_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    log_level: str = "info"
+
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    defaults: OrderDefaults = Field(default_factory=OrderDefaults)
+    limits: Limits = Field(default_factory=Limits)
+    conditions: ConditionSettings = Field(default_factory=ConditionSettings)
+
+    def resolved_database_url(self) -> str:
+        if self.database_url is not None and self.database_url.get_secret_value():
+            return self.database_url.get_secret_value()
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'varsel.db').resolve()}"
+
+    @property
+    def dev_key_path(self) -> Path:
+        return self.data_dir / "dev-signing-key.pem"
