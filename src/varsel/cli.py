@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 from typing import Annotated
 
 import typer
@@ -43,7 +45,18 @@ def serve(
     bind_host = host or settings.host
     bind_port = port or settings.port
     console.print(f"varsel serving on http://{bind_host}:{bind_port} (data in {settings.data_dir.resolve()})")
+    _exit_cleanly_after_graceful_shutdown()
     uvicorn.run(app, host=bind_host, port=bind_port, log_level=settings.log_level, access_log=False)
+
+
+def _exit_cleanly_after_graceful_shutdown() -> None:
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT and then re-raises the signal to the handler that was in
+    # place before it started. A stop that was asked for and carried out is a success: exit 0, so that process
+    # supervisors do not report a crash.
+    def _exit(_signum: int, _frame: object) -> None:
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, _exit)
 
 
 @cli.command()

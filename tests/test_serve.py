@@ -1,0 +1,90 @@
+"""`varsel serve` as a user runs it: a real process, a real port, a token from `varsel token`, curl-like calls."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.orders.test_orders_api import SPEC_003_EXAMPLE
+
+VARSEL = str(Path(sys.executable).parent / "varsel")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def served(tmp_path: Path, database_url: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """A running `varsel serve` on the test's database (SQLite file, or PostgreSQL) and its environment."""
+    port = _free_port()
+    env = {**os.environ, "VARSEL_DATA_DIR": str(tmp_path / "data")}
+    if database_url.startswith("postgresql"):
+        env["VARSEL_DATABASE_URL"] = database_url
+    else:
+        env.pop("VARSEL_DATABASE_URL", None)  # the default: SQLite in the data folder
+    process = subprocess.Popen(
+        [VARSEL, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(f"{base}/openapi.json", timeout=1)
+            break
+        except httpx.TransportError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                output = process.stdout.read().decode() if process.stdout else ""
+                process.kill()
+                pytest.fail(f"varsel serve did not start:\n{output}")
+            time.sleep(0.1)
+    try:
+        yield base, env
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            assert process.wait(timeout=15) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+
+
+def test_quick_start_with_a_token_from_varsel_token(served: tuple[str, dict[str, str]]) -> None:
+    base, env = served
+    printed = subprocess.run([VARSEL, "token", "--org", "ttd"], env=env, capture_output=True, text=True, check=True)
+    token = printed.stdout.strip().splitlines()[-1]
+    headers = {"Authorization": f"Bearer {token}"}
+
+    created = httpx.post(f"{base}/notifications/api/v1/orders", json=SPEC_003_EXAMPLE, headers=headers)
+    assert created.status_code == 202, created.text
+    location = created.headers["location"]
+    assert location.startswith(f"{base}/notifications/api/v1/orders/")
+
+    order = httpx.get(location, headers=headers)
+    assert order.status_code == 200
+    assert order.json()["sendersReference"] == SPEC_003_EXAMPLE["sendersReference"]
+    status = httpx.get(order.json()["links"]["status"], headers=headers)
+    assert status.json()["processingStatus"]["status"] == "Registered"
+
+    # The embedded database lives in the data folder, next to the development signing key.
+    if "VARSEL_DATABASE_URL" not in env:
+        assert (Path(env["VARSEL_DATA_DIR"]) / "varsel.db").exists()
+    assert (Path(env["VARSEL_DATA_DIR"]) / "dev-signing-key.pem").exists()
+
+
+def test_migrate_command_is_idempotent(served: tuple[str, dict[str, str]]) -> None:
+    _, env = served
+    for _ in range(2):
+        result = subprocess.run([VARSEL, "migrate"], env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
