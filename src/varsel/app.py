@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from pydantic.json_schema import models_json_schema
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from varsel import __version__
 from varsel.auth.dependencies import Authenticator
@@ -94,13 +95,16 @@ def build(settings: Settings, *, clock: Clock | None = None, database: Database 
     )
 
 
-_DOCUMENTED_MODELS = [
+_DOCUMENTED_MODELS: list[type[BaseModel]] = [
     NotificationOrderRequest,
     EmailNotificationOrderRequest,
     SmsNotificationOrderRequest,
     ProblemDetails,
     ValidationProblemDetails,
 ]
+
+
+_VALIDATION: JsonSchemaMode = "validation"
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
@@ -117,7 +121,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         routes=app.routes,
     )
     _, definitions = models_json_schema(
-        [(model, "validation") for model in _DOCUMENTED_MODELS], ref_template="#/components/schemas/{model}"
+        [(model, _VALIDATION) for model in _DOCUMENTED_MODELS], ref_template="#/components/schemas/{model}"
     )
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     for name, definition in definitions.get("$defs", {}).items():

@@ -119,7 +119,12 @@ async def test_order_fields_round_trip(client: httpx.AsyncClient, auth: Auth) ->
 
 async def test_sms_order_endpoint(client: httpx.AsyncClient, auth: Auth) -> None:
     order_id = await _create(
-        client, auth, "/orders/sms", senderNumber="+4790000000", body="Hei", recipients=[{"mobileNumber": "+4790000001"}]
+        client,
+        auth,
+        "/orders/sms",
+        senderNumber="+4790000000",
+        body="Hei",
+        recipients=[{"mobileNumber": "+4790000001"}],
     )
     order = (await client.get(f"{V1}/orders/{order_id}", headers=auth())).json()
     assert order["notificationChannel"] == "Sms"
@@ -173,8 +178,8 @@ async def _add_notifications(varsel: Varsel, order_id: str, email: list[str], sm
             await conn.execute(
                 insert(email_notifications).values(
                     id=uuid.uuid4(), order_id=uuid.UUID(order_id), email_address=f"r{offset}@example.com",
-                    status=status, status_changed=NOW + timedelta(seconds=offset), created=NOW + timedelta(seconds=offset),
-                    expiry=NOW + timedelta(days=2), send_after=NOW,
+                    status=status, status_changed=NOW + timedelta(seconds=offset),
+                    created=NOW + timedelta(seconds=offset), expiry=NOW + timedelta(days=2), send_after=NOW,
                 )
             )  # fmt: skip
         for offset, status in enumerate(sms):
@@ -239,7 +244,9 @@ async def test_find_orders_by_senders_reference(client: httpx.AsyncClient, auth:
     other_reference = {**SPEC_003_EXAMPLE, "sendersReference": "something else"}
     await _create(client, auth, **other_reference)
 
-    found = await client.get(f"{V1}/orders", params={"sendersReference": SPEC_003_EXAMPLE["sendersReference"]}, headers=auth())
+    found = await client.get(
+        f"{V1}/orders", params={"sendersReference": SPEC_003_EXAMPLE["sendersReference"]}, headers=auth()
+    )
     assert found.status_code == 200
     listing = found.json()
     assert listing["count"] == 2
