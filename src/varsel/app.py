@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from varsel import __version__
 from varsel.auth.dependencies import Authenticator
@@ -28,8 +30,16 @@ from varsel.orders.models import (
 )
 from varsel.orders.service import OrderService
 from varsel.orders.validation import OrderValidator
-from varsel.problems import ProblemDetails, ValidationProblemDetails, install_problem_handlers
+from varsel.problems import (
+    Problem,
+    ProblemDetails,
+    ValidationProblemDetails,
+    install_problem_handlers,
+    problem_response,
+)
 from varsel.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -135,6 +145,17 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
+async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    # The database being down or locked is not the caller's fault and not a bug: say so, and when to retry.
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return problem_response(
+        request,
+        Problem(
+            503, "Service Unavailable", "The database is unavailable; try again shortly.", headers={"Retry-After": "5"}
+        ),
+    )
+
+
 def create_app(varsel: Varsel) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -146,6 +167,8 @@ def create_app(varsel: Varsel) -> FastAPI:
     app = FastAPI(title="varsel", version=__version__, lifespan=lifespan)
     app.state.varsel = varsel
     install_problem_handlers(app)
+    for unavailable in (OperationalError, InterfaceError, OSError):
+        app.add_exception_handler(unavailable, _database_unavailable)
     app.include_router(endpoints_v1.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=varsel.settings.limits.max_body_bytes)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

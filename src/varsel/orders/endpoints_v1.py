@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -285,25 +287,34 @@ def _recipient(row: NotificationRow) -> Recipient:
     )
 
 
-@router.get(
-    "/orders/{id}/notifications/email",
-    response_model=NotificationSummary,
-    response_model_exclude_none=True,
-    summary="List the email notifications of an order with their send status",
-    responses=_READ_RESPONSES,
-)
-async def email_notifications(request: Request, caller: CallerDep, id: str) -> NotificationSummary:
-    order, rows = await request.app.state.varsel.orders.notifications(caller.org, _parse_id(id), "email")
+@dataclass(frozen=True)
+class _Channel:
+    """What differs between the email and the SMS notification lists."""
+
+    name: str
+    statuses: type[EmailStatus] | type[SmsStatus]
+    descriptions: Mapping[Any, str]
+    success: frozenset[Any]
+
+
+_EMAIL = _Channel("email", EmailStatus, EMAIL_STATUS_DESCRIPTIONS, EMAIL_SUCCESS)
+_SMS = _Channel("sms", SmsStatus, SMS_STATUS_DESCRIPTIONS, SMS_SUCCESS)
+
+
+async def _notification_summary(
+    request: Request, caller: Caller, raw_id: str, channel: _Channel
+) -> NotificationSummary:
+    order, rows = await request.app.state.varsel.orders.notifications(caller.org, _parse_id(raw_id), channel.name)
     items = []
     for row in rows:
-        status = EmailStatus(row.status)
+        status = channel.statuses(row.status)
         items.append(
             NotificationWithResult(
                 id=row.id,
-                succeeded=status in EMAIL_SUCCESS,
+                succeeded=status in channel.success,
                 recipient=_recipient(row),
                 send_status=SendStatus(
-                    status=status.value, description=EMAIL_STATUS_DESCRIPTIONS[status], last_update=row.status_changed
+                    status=status.value, description=channel.descriptions[status], last_update=row.status_changed
                 ),
             )
         )
@@ -314,6 +325,17 @@ async def email_notifications(request: Request, caller: CallerDep, id: str) -> N
         succeeded=sum(1 for item in items if item.succeeded),
         notifications=items,
     )
+
+
+@router.get(
+    "/orders/{id}/notifications/email",
+    response_model=NotificationSummary,
+    response_model_exclude_none=True,
+    summary="List the email notifications of an order with their send status",
+    responses=_READ_RESPONSES,
+)
+async def email_notifications(request: Request, caller: CallerDep, id: str) -> NotificationSummary:
+    return await _notification_summary(request, caller, id, _EMAIL)
 
 
 @router.get(
@@ -324,24 +346,4 @@ async def email_notifications(request: Request, caller: CallerDep, id: str) -> N
     responses=_READ_RESPONSES,
 )
 async def sms_notifications(request: Request, caller: CallerDep, id: str) -> NotificationSummary:
-    order, rows = await request.app.state.varsel.orders.notifications(caller.org, _parse_id(id), "sms")
-    items = []
-    for row in rows:
-        status = SmsStatus(row.status)
-        items.append(
-            NotificationWithResult(
-                id=row.id,
-                succeeded=status in SMS_SUCCESS,
-                recipient=_recipient(row),
-                send_status=SendStatus(
-                    status=status.value, description=SMS_STATUS_DESCRIPTIONS[status], last_update=row.status_changed
-                ),
-            )
-        )
-    return NotificationSummary(
-        order_id=order.id,
-        senders_reference=order.senders_reference,
-        generated=len(items),
-        succeeded=sum(1 for item in items if item.succeeded),
-        notifications=items,
-    )
+    return await _notification_summary(request, caller, id, _SMS)

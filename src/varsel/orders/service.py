@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from uuid import UUID
 
 from varsel.clock import Clock
@@ -75,8 +76,6 @@ class OrderService:
         return OrderStatusView(order, email, sms)
 
     async def cancel(self, creator: str, order_id: UUID) -> OrderStatusView:
-        from datetime import timedelta
-
         now = self._clock.now()
         async with self._db.transaction() as conn:
             cancelled = await repository.cancel_order(
