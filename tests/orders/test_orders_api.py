@@ -319,7 +319,7 @@ async def test_cancel_is_refused_once_processing_started(client: httpx.AsyncClie
         ("PUT", "/cancel"),
     ],
 )
-@pytest.mark.parametrize("order_id", [str(uuid.uuid4()), "not-a-uuid", "1"])
+@pytest.mark.parametrize("order_id", ["01a20722-6c4e-7b0b-a3e6-1b3e0dd1b0f2", "not-a-uuid", "1"])
 async def test_unknown_orders_are_404_problems(
     client: httpx.AsyncClient, auth: Auth, method: str, suffix: str, order_id: str
 ) -> None:
