@@ -37,6 +37,8 @@ from varsel.problems import (
     install_problem_handlers,
     problem_response,
 )
+from varsel.recipients.lookup import RecipientLookup
+from varsel.recipients.registry import LocalRegistry
 from varsel.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -101,7 +103,7 @@ def build(settings: Settings, *, clock: Clock | None = None, database: Database 
             settings.defaults,
             frozenset(h.lower() for h in settings.conditions.allowed_hosts),
         ),
-        orders=OrderService(database, clock),
+        orders=OrderService(database, clock, RecipientLookup(LocalRegistry(database))),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     Column,
     ForeignKey,
@@ -13,6 +14,7 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
+    false,
     text,
 )
 
@@ -137,3 +139,58 @@ for _table in (email_notifications, sms_notifications):
     )
     Index(f"ix_{_table.name}_provider_reference", _table.c.provider_reference)
     Index(f"ix_{_table.name}_status_expiry", _table.c.status, _table.c.expiry)
+
+# ---------------------------------------------------------------- contact registries (local copies)
+# Fed by `varsel registry import` and the registry HTTP endpoints; read by recipient look-ups in batches.
+
+registry_persons = Table(
+    "registry_persons",
+    metadata,
+    Column("national_identity_number", String(11), primary_key=True),
+    Column("name", Text),
+    Column("email_address", String(320)),
+    Column("mobile_number", String(20)),
+    # Reserved against digital contact (KRR): nothing is sent unless the order may ignore reservations.
+    Column("is_reserved", Boolean, nullable=False, server_default=false()),
+    Column("updated", UtcDateTime, nullable=False),
+)
+
+registry_organizations = Table(
+    "registry_organizations",
+    metadata,
+    Column("organization_number", String(9), primary_key=True),
+    Column("name", Text),
+    # The official notification addresses, as lists: they are always read and replaced whole.
+    Column("email_addresses", JSON, nullable=False),
+    Column("mobile_numbers", JSON, nullable=False),
+    Column("updated", UtcDateTime, nullable=False),
+)
+
+# Contact points users registered for acting on behalf of an organisation.
+registry_user_contacts = Table(
+    "registry_user_contacts",
+    metadata,
+    Column("user_id", String(64), primary_key=True),
+    Column("organization_number", String(9), primary_key=True),
+    Column("national_identity_number", String(11)),
+    Column("email_address", String(320)),
+    Column("mobile_number", String(20)),
+    Column("updated", UtcDateTime, nullable=False),
+)
+Index("ix_registry_user_contacts_organization_number", registry_user_contacts.c.organization_number)
+
+# Which users may do what on a resource for an organisation: user contact points count only for authorised users.
+registry_authorizations = Table(
+    "registry_authorizations",
+    metadata,
+    Column("user_id", String(64), primary_key=True),
+    Column("organization_number", String(9), primary_key=True),
+    Column("resource_id", String(255), primary_key=True),
+    Column("actions", JSON, nullable=False),
+    Column("updated", UtcDateTime, nullable=False),
+)
+Index(
+    "ix_registry_authorizations_organization_number_resource_id",
+    registry_authorizations.c.organization_number,
+    registry_authorizations.c.resource_id,
+)

@@ -78,9 +78,9 @@ def _parse_id(raw: str) -> UUID:
 
 async def _accept(request: Request, response: Response, caller: Caller, draft: OrderDraft) -> OrderAccepted:
     varsel = request.app.state.varsel
-    order_id = await varsel.orders.register(caller.org, draft)
+    order_id, lookup = await varsel.orders.register(caller.org, draft)
     response.headers["Location"] = _order_url(request, order_id)
-    return OrderAccepted(order_id=order_id)
+    return OrderAccepted(order_id=order_id, recipient_lookup=lookup)
 
 
 _CREATE_RESPONSES = problem_responses(400, 401, 403, 413, 415, 503)

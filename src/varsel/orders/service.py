@@ -13,9 +13,11 @@ from varsel.notifications import repository as notification_repository
 from varsel.notifications.repository import ChannelCounts, NotificationRow
 from varsel.notifications.statuses import OrderStatus
 from varsel.orders import repository
+from varsel.orders.models import RecipientLookupResult
 from varsel.orders.repository import StoredOrder
 from varsel.orders.validation import OrderDraft
 from varsel.problems import Problem
+from varsel.recipients.lookup import LookupResult, RecipientLookup
 
 # An order can be cancelled only while its send time is further away than this: closer to it, a worker may
 # already be preparing it.
@@ -46,15 +48,31 @@ class OrderStatusView:
 
 
 class OrderService:
-    def __init__(self, database: Database, clock: Clock) -> None:
+    def __init__(self, database: Database, clock: Clock, lookup: RecipientLookup) -> None:
         self._db = database
         self._clock = clock
+        self._lookup = lookup
 
-    async def register(self, creator: str, draft: OrderDraft) -> UUID:
+    async def look_up(self, draft: OrderDraft) -> LookupResult:
+        return await self._lookup.resolve(
+            draft.recipients,
+            draft.channel,
+            ignore_reservation=bool(draft.ignore_reservation),
+            resource_id=draft.resource_id,
+            resource_action=draft.resource_action,
+        )
+
+    async def register(self, creator: str, draft: OrderDraft) -> tuple[UUID, RecipientLookupResult | None]:
+        """Store the order; answer its id and what the registries say of its recipients now.
+
+        The look-up happens before the transaction opens (a registry may be remote). It only informs the caller:
+        recipients are looked up again at send time, and an order is accepted even if nobody can be reached yet.
+        """
+        lookup = await self.look_up(draft)
         order_id = new_id()
         async with self._db.transaction() as conn:
             await repository.insert_order(conn, order_id, creator, draft, self._clock.now())
-        return order_id
+        return order_id, lookup.summary()
 
     async def get(self, creator: str, order_id: UUID) -> StoredOrder:
         async with self._db.read() as conn:

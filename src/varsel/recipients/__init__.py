@@ -1,1 +1,1 @@
-"""Filled in by later work; see the issue tracker."""
+"""Contact registries and the rules that turn an order's recipients into addresses."""

@@ -1,0 +1,287 @@
+"""The look-up rules: from an order's recipients to the addresses that will get a notification, and why others
+will not. Used at order time (for the answer's recipientLookup and the preview) and again at send time.
+
+Every registry is asked once per order for all its recipients, never once per recipient.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from varsel.orders.models import NotificationChannel, RecipientLookupResult, RecipientLookupStatus
+from varsel.orders.validation import RecipientSpec, normalize_email_address, normalize_mobile_number
+from varsel.recipients.registry import ContactRegistry, OrganizationContact, PersonContact, UserContactPoint
+
+DEFAULT_RESOURCE_ACTION = "read"
+
+_NORWEGIAN_MOBILE = re.compile(r"^[49][0-9]{7}$")
+
+
+class Medium(StrEnum):
+    EMAIL = "email"
+    SMS = "sms"
+
+
+class Outcome(StrEnum):
+    ADDRESSED = "addressed"  # the order gave the address itself: nothing to look up
+    FOUND = "found"  # looked up, and at least one address found
+    RESERVED = "reserved"  # a person reserved against digital contact, and the order may not ignore it
+    MISSING_CONTACT = "missing_contact"  # looked up, no usable address on the order's channel
+
+
+class Reason(StrEnum):
+    RESERVED = "reserved"
+    NOT_FOUND = "not_found"
+    NO_CONTACT = "no_contact"
+    NOT_AUTHORISED = "not_authorised"
+    INVALID_ADDRESS = "invalid_address"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True)
+class Address:
+    medium: Medium
+    address: str
+    user_id: str | None = None  # set when the address is a user's contact point for an organisation
+
+
+@dataclass(frozen=True)
+class Unreached:
+    """Someone or some address that gets nothing from this order, and why."""
+
+    reason: Reason
+    detail: str
+    address: str | None = None
+    user_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ResolvedRecipient:
+    recipient: RecipientSpec
+    outcome: Outcome
+    addresses: tuple[Address, ...] = ()
+    name: str | None = None
+    # What $recipientNumber$ becomes: the organisation number for organisations, empty otherwise.
+    number: str | None = None
+    unreached: tuple[Unreached, ...] = ()
+
+
+@dataclass(frozen=True)
+class LookupResult:
+    recipients: tuple[ResolvedRecipient, ...]
+
+    def summary(self) -> RecipientLookupResult | None:
+        """The order answer's recipientLookup; None when every recipient came with its own address."""
+        looked_up = [r for r in self.recipients if r.outcome is not Outcome.ADDRESSED]
+        if not looked_up:
+            return None
+        reserved = _unique(r.recipient.national_identity_number for r in looked_up if r.outcome is Outcome.RESERVED)
+        missing = _unique(
+            r.recipient.national_identity_number or r.recipient.organization_number
+            for r in looked_up
+            if r.outcome is Outcome.MISSING_CONTACT
+        )
+        failed = sum(1 for r in looked_up if r.outcome in (Outcome.RESERVED, Outcome.MISSING_CONTACT))
+        if failed == 0:
+            status = RecipientLookupStatus.SUCCESS
+        elif failed == len(looked_up):
+            status = RecipientLookupStatus.FAILED
+        else:
+            status = RecipientLookupStatus.PARTIAL_SUCCESS
+        return RecipientLookupResult(status=status, is_reserved=reserved, missing_contact=missing)
+
+
+def _unique(values: Iterable[str | None]) -> list[str]:
+    return list(dict.fromkeys(v for v in values if v))
+
+
+def normalize_registry_mobile(raw: str | None) -> str | None:
+    """Registries hold numbers as people typed them: 00 becomes +, 8 digits starting 4 or 9 are Norwegian."""
+    if not raw:
+        return None
+    value = re.sub(r"[\s\-()]", "", raw)
+    if _NORWEGIAN_MOBILE.match(value):
+        value = "+47" + value
+    return normalize_mobile_number(value)
+
+
+@dataclass
+class _Collector:
+    """Addresses for one recipient, de-duplicated (emails case-insensitively), with what was left out."""
+
+    addresses: list[Address] = field(default_factory=list)
+    unreached: list[Unreached] = field(default_factory=list)
+    _seen: set[tuple[Medium, str]] = field(default_factory=set)
+
+    def add(self, address: Address) -> None:
+        key = (address.medium, address.address.lower() if address.medium is Medium.EMAIL else address.address)
+        if key in self._seen:
+            self.unreached.append(
+                Unreached(Reason.DUPLICATE, "The address is already reached for this recipient.", address.address,
+                          address.user_id)
+            )  # fmt: skip
+            return
+        self._seen.add(key)
+        self.addresses.append(address)
+
+
+def _usable(
+    emails: Iterable[str | None], mobiles: Iterable[str | None], collector: _Collector, user_id: str | None = None
+) -> tuple[list[str], list[str]]:
+    """The registry's addresses in sendable form; invalid ones are noted and dropped."""
+    good_emails: list[str] = []
+    good_mobiles: list[str] = []
+    for raw in emails:
+        if not raw:
+            continue
+        email = normalize_email_address(raw)
+        if email is None:
+            collector.unreached.append(
+                Unreached(Reason.INVALID_ADDRESS, "The registry's email address is invalid.", raw, user_id)
+            )
+        else:
+            good_emails.append(email)
+    for raw in mobiles:
+        if not raw:
+            continue
+        mobile = normalize_registry_mobile(raw)
+        if mobile is None:
+            collector.unreached.append(
+                Unreached(Reason.INVALID_ADDRESS, "The registry's mobile number is not a valid mobile number.", raw,
+                          user_id)
+            )  # fmt: skip
+        else:
+            good_mobiles.append(mobile)
+    return good_emails, good_mobiles
+
+
+def choose(channel: NotificationChannel, emails: Sequence[str], mobiles: Sequence[str]) -> list[tuple[Medium, str]]:
+    """Which of a party's addresses the channel uses: all of a kind, the preferred kind if any, or both kinds."""
+    as_email = [(Medium.EMAIL, e) for e in emails]
+    as_sms = [(Medium.SMS, m) for m in mobiles]
+    if channel is NotificationChannel.EMAIL:
+        return as_email
+    if channel is NotificationChannel.SMS:
+        return as_sms
+    if channel is NotificationChannel.EMAIL_PREFERRED:
+        return as_email or as_sms
+    if channel is NotificationChannel.SMS_PREFERRED:
+        return as_sms or as_email
+    return as_email + as_sms
+
+
+class RecipientLookup:
+    def __init__(self, registry: ContactRegistry) -> None:
+        self._registry = registry
+
+    async def resolve(
+        self,
+        recipients: Sequence[RecipientSpec],
+        channel: NotificationChannel,
+        *,
+        ignore_reservation: bool = False,
+        resource_id: str | None = None,
+        resource_action: str | None = None,
+    ) -> LookupResult:
+        person_numbers = [r.national_identity_number for r in recipients if r.national_identity_number]
+        org_numbers = [r.organization_number for r in recipients if r.organization_number]
+        persons = await self._registry.persons(person_numbers) if person_numbers else {}
+        organizations = await self._registry.organizations(org_numbers) if org_numbers else {}
+        users: dict[str, list[UserContactPoint]] = {}
+        if org_numbers and resource_id:
+            users = await self._registry.user_contacts(org_numbers, resource_id)
+        action = resource_action or DEFAULT_RESOURCE_ACTION
+
+        resolved: list[ResolvedRecipient] = []
+        for recipient in recipients:
+            if recipient.national_identity_number:
+                person = persons.get(recipient.national_identity_number)
+                resolved.append(_person(recipient, person, channel, ignore_reservation))
+            elif recipient.organization_number:
+                organization = organizations.get(recipient.organization_number)
+                points = users.get(recipient.organization_number, [])
+                resolved.append(_organization(recipient, organization, points, channel, action))
+            else:
+                collector = _Collector()
+                emails = [recipient.email_address] if recipient.email_address else []
+                mobiles = [recipient.mobile_number] if recipient.mobile_number else []
+                for medium, address in choose(channel, emails, mobiles):
+                    collector.add(Address(medium, address))
+                resolved.append(ResolvedRecipient(recipient, Outcome.ADDRESSED, tuple(collector.addresses)))
+        return LookupResult(tuple(resolved))
+
+
+def _person(
+    recipient: RecipientSpec, person: PersonContact | None, channel: NotificationChannel, ignore_reservation: bool
+) -> ResolvedRecipient:
+    if person is None:
+        return ResolvedRecipient(
+            recipient,
+            Outcome.MISSING_CONTACT,
+            unreached=(Unreached(Reason.NOT_FOUND, "The person is not in the contact register."),),
+        )
+    if person.is_reserved and not ignore_reservation:
+        return ResolvedRecipient(
+            recipient,
+            Outcome.RESERVED,
+            name=person.name,
+            unreached=(Unreached(Reason.RESERVED, "The person has reserved themselves against digital contact."),),
+        )
+    collector = _Collector()
+    emails, mobiles = _usable([person.email_address], [person.mobile_number], collector)
+    for medium, address in choose(channel, emails, mobiles):
+        collector.add(Address(medium, address))
+    if not collector.addresses:
+        collector.unreached.append(
+            Unreached(Reason.NO_CONTACT, f"The person has no contact details for the channel {channel.value}.")
+        )
+    outcome = Outcome.FOUND if collector.addresses else Outcome.MISSING_CONTACT
+    return ResolvedRecipient(
+        recipient, outcome, tuple(collector.addresses), person.name, None, tuple(collector.unreached)
+    )
+
+
+def _organization(
+    recipient: RecipientSpec,
+    organization: OrganizationContact | None,
+    users: list[UserContactPoint],
+    channel: NotificationChannel,
+    action: str,
+) -> ResolvedRecipient:
+    number = recipient.organization_number
+    collector = _Collector()
+    name = None
+    if organization is None:
+        collector.unreached.append(Unreached(Reason.NOT_FOUND, "The organisation is not in the register."))
+    else:
+        name = organization.name
+        emails, mobiles = _usable(organization.email_addresses, organization.mobile_numbers, collector)
+        for medium, address in choose(channel, emails, mobiles):
+            collector.add(Address(medium, address))
+    # Users' own contact points come after the official addresses, so that a user's copy of an official address
+    # is the one dropped as a duplicate.
+    for user in users:
+        if action not in user.actions:
+            collector.unreached.append(
+                Unreached(Reason.NOT_AUTHORISED, f"The user is not authorised to {action} the resource.",
+                          user.email_address or user.mobile_number, user.user_id)
+            )  # fmt: skip
+            continue
+        emails, mobiles = _usable([user.email_address], [user.mobile_number], collector, user.user_id)
+        chosen = choose(channel, emails, mobiles)
+        if not chosen:
+            collector.unreached.append(
+                Unreached(Reason.NO_CONTACT, f"The user has no contact point for the channel {channel.value}.",
+                          None, user.user_id)
+            )  # fmt: skip
+        for medium, address in chosen:
+            collector.add(Address(medium, address, user.user_id))
+    if organization is not None and not collector.addresses:
+        collector.unreached.append(
+            Unreached(Reason.NO_CONTACT, f"The organisation has no contact details for the channel {channel.value}.")
+        )
+    outcome = Outcome.FOUND if collector.addresses else Outcome.MISSING_CONTACT
+    return ResolvedRecipient(recipient, outcome, tuple(collector.addresses), name, number, tuple(collector.unreached))

@@ -1,0 +1,141 @@
+"""What a contact registry answers, and the registry kept in varsel's own database.
+
+The look-up rules (varsel.recipients.lookup) talk to the ContactRegistry protocol only, so a registry reached over
+the network can replace the local copy. Every method takes a whole batch of keys and answers in one round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from sqlalchemy import and_, select
+
+from varsel.db.engine import Database
+from varsel.db.tables import (
+    registry_authorizations,
+    registry_organizations,
+    registry_persons,
+    registry_user_contacts,
+)
+
+T = TypeVar("T")
+
+# Keys per query: far below SQLite's and PostgreSQL's bind-parameter limits, large enough to keep round trips few.
+BATCH_SIZE = 5_000
+
+
+@dataclass(frozen=True)
+class PersonContact:
+    national_identity_number: str
+    name: str | None
+    email_address: str | None
+    mobile_number: str | None
+    is_reserved: bool
+
+
+@dataclass(frozen=True)
+class OrganizationContact:
+    organization_number: str
+    name: str | None
+    email_addresses: tuple[str, ...]
+    mobile_numbers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class UserContactPoint:
+    user_id: str
+    organization_number: str
+    national_identity_number: str | None
+    email_address: str | None
+    mobile_number: str | None
+    # Actions the user may take on the asked-for resource for this organisation; empty when not authorised.
+    actions: frozenset[str]
+
+
+class ContactRegistry(Protocol):
+    async def persons(self, numbers: Collection[str]) -> dict[str, PersonContact]: ...
+
+    async def organizations(self, numbers: Collection[str]) -> dict[str, OrganizationContact]: ...
+
+    async def user_contacts(
+        self, organization_numbers: Collection[str], resource_id: str
+    ) -> dict[str, list[UserContactPoint]]:
+        """Every user contact point of these organisations, with the user's actions on `resource_id`."""
+        ...
+
+
+def chunks(items: Sequence[T], size: int = BATCH_SIZE) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class LocalRegistry:
+    """The registries as copied into varsel's database."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def persons(self, numbers: Collection[str]) -> dict[str, PersonContact]:
+        found: dict[str, PersonContact] = {}
+        keys = sorted(set(numbers))
+        async with self._db.read() as conn:
+            for batch in chunks(keys):
+                t = registry_persons
+                rows = await conn.execute(select(t).where(t.c.national_identity_number.in_(batch)))
+                for r in rows:
+                    found[r.national_identity_number] = PersonContact(
+                        r.national_identity_number, r.name, r.email_address, r.mobile_number, bool(r.is_reserved)
+                    )
+        return found
+
+    async def organizations(self, numbers: Collection[str]) -> dict[str, OrganizationContact]:
+        found: dict[str, OrganizationContact] = {}
+        keys = sorted(set(numbers))
+        async with self._db.read() as conn:
+            for batch in chunks(keys):
+                t = registry_organizations
+                rows = await conn.execute(select(t).where(t.c.organization_number.in_(batch)))
+                for r in rows:
+                    found[r.organization_number] = OrganizationContact(
+                        r.organization_number, r.name, tuple(r.email_addresses or ()), tuple(r.mobile_numbers or ())
+                    )
+        return found
+
+    async def user_contacts(
+        self, organization_numbers: Collection[str], resource_id: str
+    ) -> dict[str, list[UserContactPoint]]:
+        found: dict[str, list[UserContactPoint]] = {}
+        keys = sorted(set(organization_numbers))
+        uc, auth = registry_user_contacts, registry_authorizations
+        async with self._db.read() as conn:
+            for batch in chunks(keys):
+                # One query for all users of all organisations in the batch, however many users they have.
+                query = (
+                    select(uc, auth.c.actions)
+                    .select_from(
+                        uc.outerjoin(
+                            auth,
+                            and_(
+                                auth.c.user_id == uc.c.user_id,
+                                auth.c.organization_number == uc.c.organization_number,
+                                auth.c.resource_id == resource_id,
+                            ),
+                        )
+                    )
+                    .where(uc.c.organization_number.in_(batch))
+                    .order_by(uc.c.organization_number, uc.c.user_id)
+                )
+                for r in await conn.execute(query):
+                    found.setdefault(r.organization_number, []).append(
+                        UserContactPoint(
+                            r.user_id,
+                            r.organization_number,
+                            r.national_identity_number,
+                            r.email_address,
+                            r.mobile_number,
+                            frozenset(a for a in (r.actions or ()) if isinstance(a, str)),
+                        )
+                    )
+        return found
