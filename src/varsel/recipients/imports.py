@@ -1,0 +1,286 @@
+"""Feeding the local registries: JSON Lines records upserted by key in batches.
+
+One record a line. A bad line is reported with its number and reason and never stops the rest; a record is
+written whole or not at all. Records are applied in file order (a delete after an upsert of the same key wins),
+batched while consecutive lines are of the same kind.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field, TypeAdapter, ValidationError
+from sqlalchemy import Table, and_, delete, or_, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from varsel.api_types import ApiModel, Text
+from varsel.clock import Clock
+from varsel.db.engine import Database
+from varsel.db.tables import (
+    registry_authorizations,
+    registry_organizations,
+    registry_persons,
+    registry_user_contacts,
+)
+
+BATCH_SIZE = 2_000
+
+
+def _digits(length: int) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if len(value) != length or not value.isascii() or not value.isdigit():
+            raise ValueError(f"must be {length} digits")
+        return value
+
+    return check
+
+
+NationalIdentityNumber = Annotated[Text, AfterValidator(_digits(11))]
+OrganizationNumber = Annotated[Text, AfterValidator(_digits(9))]
+UserId = Annotated[Text, Field(min_length=1, max_length=64)]
+Contact = Annotated[Text, Field(max_length=320)]
+
+
+class PersonRecord(ApiModel):
+    kind: Literal["person"]
+    national_identity_number: NationalIdentityNumber
+    name: Text | None = None
+    email_address: Contact | None = None
+    mobile_number: Contact | None = None
+    is_reserved: bool = False
+
+
+class OrganizationRecord(ApiModel):
+    kind: Literal["organization"]
+    organization_number: OrganizationNumber
+    name: Text | None = None
+    email_addresses: list[Contact] = Field(default_factory=list, max_length=1000)
+    mobile_numbers: list[Contact] = Field(default_factory=list, max_length=1000)
+
+
+class UserContactRecord(ApiModel):
+    kind: Literal["userContact"]
+    user_id: UserId
+    national_identity_number: NationalIdentityNumber | None = None
+    organization_number: OrganizationNumber
+    email_address: Contact | None = None
+    mobile_number: Contact | None = None
+
+
+class AuthorizationRecord(ApiModel):
+    kind: Literal["authorization"]
+    user_id: UserId
+    organization_number: OrganizationNumber
+    resource_id: Annotated[Text, Field(min_length=1, max_length=255)]
+    actions: list[Annotated[Text, Field(min_length=1, max_length=100)]] = Field(max_length=100)
+
+
+class DeleteRecord(ApiModel):
+    """Removes one record, named by its key: a person's number; an organisation's number; a user contact's
+    userId and organisation number; an authorisation's userId, organisation number and resourceId."""
+
+    kind: Literal["delete"]
+    national_identity_number: NationalIdentityNumber | None = None
+    organization_number: OrganizationNumber | None = None
+    user_id: UserId | None = None
+    resource_id: Text | None = None
+
+    def target(self) -> tuple[Table, dict[str, str]]:
+        if self.national_identity_number and not (self.organization_number or self.user_id or self.resource_id):
+            return registry_persons, {"national_identity_number": self.national_identity_number}
+        if self.organization_number and not self.user_id and not self.resource_id:
+            return registry_organizations, {"organization_number": self.organization_number}
+        if self.organization_number and self.user_id and not self.resource_id:
+            return registry_user_contacts, {"user_id": self.user_id, "organization_number": self.organization_number}
+        if self.organization_number and self.user_id and self.resource_id:
+            return registry_authorizations, {
+                "user_id": self.user_id,
+                "organization_number": self.organization_number,
+                "resource_id": self.resource_id,
+            }
+        raise ValueError(
+            "a delete names nationalIdentityNumber; or organizationNumber; or userId and organizationNumber; "
+            "or userId, organizationNumber and resourceId"
+        )
+
+
+Record = Annotated[
+    PersonRecord | OrganizationRecord | UserContactRecord | AuthorizationRecord | DeleteRecord,
+    Field(discriminator="kind"),
+]
+_RECORD = TypeAdapter(Record)
+
+_TABLES: dict[str, Table] = {
+    "person": registry_persons,
+    "organization": registry_organizations,
+    "userContact": registry_user_contacts,
+    "authorization": registry_authorizations,
+}
+
+
+@dataclass
+class ImportSummary:
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> int:
+        return self.inserted + self.updated + self.deleted
+
+
+def parse_record(line: str | bytes) -> Record:
+    """One line as a record; ValueError with a readable reason when it is not one."""
+    try:
+        raw = json.loads(line)
+    except (ValueError, RecursionError) as error:
+        raise ValueError(f"not valid JSON: {error}") from None
+    if not isinstance(raw, dict):
+        raise ValueError("a record must be a JSON object")
+    kind = raw.get("kind")
+    if kind not in (*_TABLES, "delete"):
+        raise ValueError(f"unknown kind {kind!r}; expected person, organization, userContact, authorization or delete")
+    try:
+        record: Record = _RECORD.validate_python(raw)
+    except ValidationError as error:
+        reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'record'}: {e['msg']}" for e in error.errors())
+        raise ValueError(reasons) from None
+    if isinstance(record, DeleteRecord):
+        record.target()  # refuses a delete that names no key
+    return record
+
+
+def _row(record: Record, now: datetime) -> dict[str, Any]:
+    if isinstance(record, PersonRecord):
+        return {
+            "national_identity_number": record.national_identity_number,
+            "name": record.name,
+            "email_address": record.email_address,
+            "mobile_number": record.mobile_number,
+            "is_reserved": record.is_reserved,
+            "updated": now,
+        }
+    if isinstance(record, OrganizationRecord):
+        return {
+            "organization_number": record.organization_number,
+            "name": record.name,
+            "email_addresses": record.email_addresses,
+            "mobile_numbers": record.mobile_numbers,
+            "updated": now,
+        }
+    if isinstance(record, UserContactRecord):
+        return {
+            "user_id": record.user_id,
+            "organization_number": record.organization_number,
+            "national_identity_number": record.national_identity_number,
+            "email_address": record.email_address,
+            "mobile_number": record.mobile_number,
+            "updated": now,
+        }
+    if isinstance(record, AuthorizationRecord):
+        return {
+            "user_id": record.user_id,
+            "organization_number": record.organization_number,
+            "resource_id": record.resource_id,
+            "actions": sorted(set(record.actions)),
+            "updated": now,
+        }
+    raise TypeError(f"not an upsert record: {record!r}")
+
+
+def _key_columns(table: Table) -> list[str]:
+    return [column.name for column in table.primary_key.columns]
+
+
+async def _upsert(conn: AsyncConnection, dialect: str, table: Table, rows: list[dict[str, Any]]) -> tuple[int, int]:
+    """Write the rows (unique by key); answer how many were new and how many replaced a stored record."""
+    keys = _key_columns(table)
+    key_values = [tuple(row[k] for k in keys) for row in rows]
+    key_expr = tuple_(*(table.c[k] for k in keys)) if len(keys) > 1 else table.c[keys[0]]
+    lookup = key_values if len(keys) > 1 else [k[0] for k in key_values]
+    existing = len((await conn.execute(select(*(table.c[k] for k in keys)).where(key_expr.in_(lookup)))).all())
+    insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    statement = insert.on_conflict_do_update(
+        index_elements=keys, set_={c: insert.excluded[c] for c in rows[0] if c not in keys}
+    )
+    await conn.execute(statement, rows)
+    return len(rows) - existing, existing
+
+
+async def _delete(conn: AsyncConnection, records: list[DeleteRecord]) -> int:
+    by_table: dict[str, tuple[Table, list[dict[str, str]]]] = {}
+    for record in records:
+        table, key = record.target()
+        by_table.setdefault(table.name, (table, []))[1].append(key)
+    deleted = 0
+    for table, keys in by_table.values():
+        condition = or_(*(and_(*(table.c[name] == value for name, value in key.items())) for key in keys))
+        result = await conn.execute(delete(table).where(condition))
+        deleted += int(result.rowcount or 0)
+    return deleted
+
+
+class RegistryImporter:
+    def __init__(self, database: Database, clock: Clock, batch_size: int = BATCH_SIZE) -> None:
+        self._db = database
+        self._clock = clock
+        self._batch_size = batch_size
+
+    async def apply(self, records: Iterable[Record], summary: ImportSummary) -> None:
+        """Apply valid records, in order, in batches of consecutive records of one kind."""
+        batch: list[Record] = []
+        for record in records:
+            if batch and (record.kind != batch[0].kind or len(batch) >= self._batch_size):
+                await self._flush(batch, summary)
+                batch = []
+            batch.append(record)
+        if batch:
+            await self._flush(batch, summary)
+
+    async def _flush(self, batch: list[Record], summary: ImportSummary) -> None:
+        now = self._clock.now()
+        async with self._db.transaction() as conn:
+            if batch[0].kind == "delete":
+                summary.deleted += await _delete(conn, [r for r in batch if isinstance(r, DeleteRecord)])
+                return
+            table = _TABLES[batch[0].kind]
+            keys = _key_columns(table)
+            # The last line for a key wins; earlier lines for it count as updates it overwrote.
+            unique: dict[tuple[Any, ...], dict[str, Any]] = {}
+            for record in batch:
+                row = _row(record, now)
+                unique[tuple(row[k] for k in keys)] = row
+            inserted, updated = await _upsert(conn, self._db.dialect, table, list(unique.values()))
+        summary.inserted += inserted
+        summary.updated += updated + (len(batch) - len(unique))
+
+    async def import_lines(
+        self,
+        lines: AsyncIterator[tuple[int, str]],
+        summary: ImportSummary,
+        progress: Callable[[int], None] | None = None,
+    ) -> ImportSummary:
+        """Read numbered lines, reject the bad ones into the summary, apply the rest in batches."""
+        pending: list[Record] = []
+        async for number, line in lines:
+            if progress is not None:
+                progress(len(line.encode()) + 1)
+            if not line.strip():
+                continue
+            try:
+                pending.append(parse_record(line))
+            except ValueError as error:
+                summary.rejected.append((number, str(error)))
+                continue
+            if len(pending) >= self._batch_size:
+                await self.apply(pending, summary)
+                pending = []
+        if pending:
+            await self.apply(pending, summary)
+        return summary
