@@ -17,6 +17,7 @@ import pytest
 from tests.orders.test_orders_api import SPEC_003_EXAMPLE
 
 VARSEL = str(Path(sys.executable).parent / "varsel")
+SAMPLE_REGISTRY = Path(__file__).parent.parent / "samples" / "registry.jsonl"
 
 
 def _free_port() -> int:
@@ -65,9 +66,20 @@ def test_quick_start_with_a_token_from_varsel_token(served: tuple[str, dict[str,
     printed = subprocess.run([VARSEL, "token", "--org", "ttd"], env=env, capture_output=True, text=True, check=True)
     token = printed.stdout.strip().splitlines()[-1]
     headers = {"Authorization": f"Bearer {token}"}
+    # The quick start loads the sample registry while the service runs.
+    loaded = subprocess.run(
+        [VARSEL, "registry", "import", str(SAMPLE_REGISTRY)], env=env, capture_output=True, text=True
+    )
+    assert loaded.returncode == 0, loaded.stderr
 
     created = httpx.post(f"{base}/notifications/api/v1/orders", json=SPEC_003_EXAMPLE, headers=headers)
     assert created.status_code == 202, created.text
+    # The answer spec 003 shows for this request: the organisation is reachable, the person has reserved.
+    assert created.json()["recipientLookup"] == {
+        "status": "PartialSuccess",
+        "isReserved": ["11876995923"],
+        "missingContact": [],
+    }
     location = created.headers["location"]
     assert location.startswith(f"{base}/notifications/api/v1/orders/")
 
