@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import Request
 
 from varsel.auth.keys import KeysUnavailable
 from varsel.auth.tokens import ORG_PATTERN, Caller, InvalidToken, TokenVerifier, scopes_of
 from varsel.problems import Problem
+
+log = logging.getLogger(__name__)
 
 _BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="varsel"'}
 
@@ -25,10 +29,14 @@ class Authenticator:
         try:
             return await self._caller(request)
         except KeysUnavailable as error:
+            # The error names the issuer's internal JWKS URL and the network failure: for the operator's log, not
+            # for an anonymous caller.
+            log.warning("token signing keys unavailable: %s", error)
             raise Problem(
                 503,
                 "Token keys unavailable",
-                f"The token could not be checked right now: {error}",
+                "The token could not be checked right now because the issuer's signing keys could not be fetched. "
+                "Try again later.",
                 headers={"Retry-After": "30"},
             ) from error
 

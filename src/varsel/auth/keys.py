@@ -57,6 +57,8 @@ class JwksKeys:
         self._min_refresh = min_refresh_seconds
         self._keys: dict[str | None, Any] = {}
         self._fetched_at = float("-inf")
+        self._attempted_at = float("-inf")
+        self._failure: KeysUnavailable | None = None
         self._lock = asyncio.Lock()
 
     async def _refresh(self) -> None:
@@ -66,8 +68,13 @@ class JwksKeys:
             document = response.json()
         except (httpx.HTTPError, ValueError) as error:
             raise KeysUnavailable(f"could not fetch signing keys from {self._url}: {error}") from error
+        entries = document.get("keys") if isinstance(document, dict) else None
+        if not isinstance(entries, list):
+            raise KeysUnavailable(f"{self._url} did not answer a JWKS document (an object with a list of keys)")
         keys: dict[str | None, Any] = {}
-        for entry in document.get("keys", []) if isinstance(document, dict) else []:
+        for entry in entries:
+            if not isinstance(entry, dict):
+                continue  # PyJWK would raise AttributeError on it: a 500 instead of skipping one bad entry
             try:
                 jwk = jwt.PyJWK(entry)
             except (jwt.PyJWKError, jwt.InvalidKeyError):
@@ -78,15 +85,22 @@ class JwksKeys:
 
     async def keys_for(self, kid: str | None) -> list[Any]:
         async with self._lock:
-            age = time.monotonic() - self._fetched_at
-            stale = age > self._cache_seconds
-            unknown = kid is not None and kid not in self._keys and age > self._min_refresh
-            if stale or unknown:
+            now = time.monotonic()
+            stale = now - self._fetched_at > self._cache_seconds
+            unknown = kid is not None and kid not in self._keys
+            # At most one attempt every min_refresh seconds, whether it worked or not. Rate-limiting only after
+            # successes let every request retry while the issuer was down: each one in turn, under the lock, waiting
+            # for its fetch to time out, and every token with a made-up key id hit the issuer again.
+            if (stale or unknown) and now - self._attempted_at > self._min_refresh:
+                self._attempted_at = now
                 try:
                     await self._refresh()
-                except KeysUnavailable:
-                    if not self._keys:
-                        raise
+                    self._failure = None
+                except KeysUnavailable as error:
+                    self._failure = error
+            if self._failure is not None and not self._keys:
+                # Never fetched: keep answering "unavailable" (503) until the next attempt is due.
+                raise KeysUnavailable(str(self._failure))
         if kid is not None:
             return [self._keys[kid]] if kid in self._keys else []
         return list(self._keys.values())

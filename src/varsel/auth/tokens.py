@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from varsel.auth.keys import ALLOWED_ALGORITHMS, DEV_ISSUER, DEV_KEY_ID, KeySource
 
@@ -34,7 +34,8 @@ class Caller:
 
 
 # Org codes are short identifiers like "ttd" or "digdir"; anything else in the claim is refused, not stored.
-ORG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+# \Z, not $: `$` also matches before a trailing newline, so "ttd\n" would pass `match` as a separate tenant.
+ORG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}\Z")
 
 
 class TokenVerifier:
@@ -92,6 +93,12 @@ async def _verify(
     candidates = await keys.keys_for(kid if isinstance(kid, str) else None)
     if not candidates:
         raise InvalidToken("no trusted key matches the token's key id")
+    # Only keys of the algorithm's type: PyJWT raises TypeError (not a PyJWTError) when handed, say, an EC key for
+    # an RS256 token, which made a token with a forged header a 500; and a key id-less token checked against a
+    # JWKS holding both RSA and EC keys must be tried against the keys that fit, not fail on the first that does not.
+    candidates = [key for key in candidates if _fits(alg, key)]
+    if not candidates:
+        raise InvalidToken(f"no trusted key fits the signing algorithm {alg}")
     last_error: Exception | None = None
     for key in candidates:
         try:
@@ -105,12 +112,23 @@ async def _verify(
                 options={"require": ["exp", "iss"], "verify_aud": audience is not None},
             )
             return dict(claims)
-        except jwt.InvalidSignatureError as error:
+        except (jwt.InvalidSignatureError, jwt.InvalidKeyError) as error:
+            # InvalidKeyError: an EC key on another curve than the algorithm's; the next key may fit.
             last_error = error
             continue
         except jwt.PyJWTError as error:
             raise InvalidToken(str(error)) from error
     raise InvalidToken(f"bad signature: {last_error}")
+
+
+def _fits(alg: str, key: Any) -> bool:
+    if alg.startswith(("RS", "PS")):
+        return isinstance(key, rsa.RSAPublicKey)
+    if alg.startswith("ES"):
+        return isinstance(key, ec.EllipticCurvePublicKey)
+    if alg == "EdDSA":
+        return isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey)
+    return False
 
 
 def scopes_of(claims: dict[str, Any]) -> frozenset[str]:
@@ -134,7 +152,8 @@ def sign_dev_token(
     now = int(time.time())
     claims: dict[str, Any] = {"iat": now, "nbf": now, "exp": now + minutes * 60}
     if platform:
-        claims.update(iss=org, urn_altinn_app=f"{org}/dev")
+        # The app claim of Altinn's platform access tokens is "urn:altinn:app" (it was spelt urn_altinn_app).
+        claims.update({"iss": org, "urn:altinn:app": f"{org}/dev"})
     else:
         claims.update(iss=DEV_ISSUER, scope=" ".join(scopes), **{"urn:altinn:org": org})
     return jwt.encode(claims, key, algorithm="ES256", headers={"kid": DEV_KEY_ID})
