@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from fastapi import FastAPI, Request, Response
@@ -61,11 +62,20 @@ class Varsel:
         await self.database.dispose()
 
 
+def _require_https(url: str) -> str:
+    # Keys fetched over plain HTTP could be swapped by anyone on the path, and with them every token forged.
+    # Loopback is allowed: nothing crosses a network there (and tests serve their keys on it).
+    parts = urlsplit(url)
+    if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")):
+        return url
+    raise ValueError(f"signing keys must be fetched over https, not {url!r}")
+
+
 def _key_source(pem: str | None, jwks_url: str | None, http: httpx.AsyncClient, cache: int) -> KeySource | None:
     if pem:
         return StaticKeys.from_pem(pem)
     if jwks_url:
-        return JwksKeys(jwks_url, http, cache_seconds=cache)
+        return JwksKeys(_require_https(jwks_url), http, cache_seconds=cache)
     return None
 
 

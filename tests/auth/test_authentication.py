@@ -977,3 +977,12 @@ async def test_varsel_token_warns_and_is_refused_when_issuers_are_configured(
     assert "does not trust development tokens" in stderr
     client = make_client(production_settings(settings, issuer))
     assert_problem(await post_order(client, bearer(printed)), 401)
+
+
+@pytest.mark.parametrize("url", ["http://keys.example.com/jwks", "ftp://keys.example.com/jwks"])
+def test_signing_keys_over_plain_http_are_refused_at_start(tmp_path: Path, url: str) -> None:
+    settings = Settings(data_dir=tmp_path, auth={"issuers": [{"issuer": "x", "jwks_url": url}]})
+    with pytest.raises(ValueError, match="must be fetched over https"):
+        build(settings)
+    https = Settings(data_dir=tmp_path, auth={"issuers": [{"issuer": "x", "jwks_url": "https://keys.example.com/j"}]})
+    asyncio.run(build(https).close())  # accepted
