@@ -24,6 +24,7 @@ from varsel.notifications.statuses import (
 )
 from varsel.orders.models import (
     ChannelSummary,
+    EmailContentType,
     EmailNotificationOrderRequest,
     EmailTemplate,
     NotificationOrder,
@@ -35,6 +36,10 @@ from varsel.orders.models import (
     NotificationWithResult,
     OrderAccepted,
     OrderLinks,
+    OrderPreview,
+    PreviewNotification,
+    PreviewRecipient,
+    PreviewUnreached,
     ProcessingStatus,
     Recipient,
     SendStatus,
@@ -44,8 +49,10 @@ from varsel.orders.models import (
 )
 from varsel.orders.repository import StoredOrder
 from varsel.orders.service import OrderNotFound, OrderStatusView
-from varsel.orders.validation import OrderDraft
+from varsel.orders.validation import OrderDraft, RecipientSpec
 from varsel.problems import ValidationProblem
+from varsel.recipients.keywords import render
+from varsel.recipients.lookup import Address, Medium, Outcome, Reason, ResolvedRecipient
 
 PREFIX = "/notifications/api/v1"
 
@@ -141,6 +148,15 @@ async def create_sms_order(
     return await _accept(request, response, caller, request.app.state.varsel.validator.sms_order(body))
 
 
+def _recipient_of(spec: RecipientSpec) -> Recipient:
+    return Recipient(
+        email_address=spec.email_address,
+        mobile_number=spec.mobile_number,
+        national_identity_number=spec.national_identity_number,
+        organization_number=spec.organization_number,
+    )
+
+
 def _order_view(request: Request, order: StoredOrder) -> NotificationOrder:
     url = _order_url(request, order.id)
     email = order.email_template
@@ -156,15 +172,7 @@ def _order_view(request: Request, order: StoredOrder) -> NotificationOrder:
         resource_id=order.resource_id,
         resource_action=order.resource_action,
         condition_endpoint=order.condition_endpoint,
-        recipients=[
-            Recipient(
-                email_address=r.email_address,
-                mobile_number=r.mobile_number,
-                national_identity_number=r.national_identity_number,
-                organization_number=r.organization_number,
-            )
-            for r in order.recipients
-        ],
+        recipients=[_recipient_of(r) for r in order.recipients],
         email_template=(
             EmailTemplate(
                 from_address=email.from_address, subject=email.subject, body=email.body, content_type=email.content_type
@@ -174,6 +182,83 @@ def _order_view(request: Request, order: StoredOrder) -> NotificationOrder:
         ),
         sms_template=SmsTemplate(sender_number=sms.sender, body=sms.body) if sms else None,
         links=OrderLinks(self=url, status=f"{url}/status"),
+    )
+
+
+_OUTCOMES = {
+    Outcome.ADDRESSED: "Addressed",
+    Outcome.FOUND: "Found",
+    Outcome.RESERVED: "Reserved",
+    Outcome.MISSING_CONTACT: "MissingContact",
+}
+_REASONS = {
+    Reason.RESERVED: "Reserved",
+    Reason.NOT_FOUND: "NotFound",
+    Reason.NO_CONTACT: "NoContact",
+    Reason.NOT_AUTHORISED: "NotAuthorised",
+    Reason.INVALID_ADDRESS: "InvalidAddress",
+    Reason.DUPLICATE: "Duplicate",
+}
+
+
+def _preview_notification(draft: OrderDraft, resolved: ResolvedRecipient, address: Address) -> PreviewNotification:
+    if address.medium is Medium.EMAIL and draft.email_template is not None:
+        template = draft.email_template
+        html_body = template.content_type is EmailContentType.HTML
+        return PreviewNotification(
+            channel="Email",
+            address=address.address,
+            user_id=address.user_id,
+            subject=render(template.subject, name=resolved.name, number=resolved.number),
+            body=render(template.body, name=resolved.name, number=resolved.number, html_body=html_body),
+        )
+    sms_body = draft.sms_template.body if draft.sms_template is not None else ""
+    return PreviewNotification(
+        channel="Sms",
+        address=address.address,
+        user_id=address.user_id,
+        body=render(sms_body, name=resolved.name, number=resolved.number),
+    )
+
+
+@router.post(
+    "/orders/preview",
+    response_model=OrderPreview,
+    response_model_exclude_none=True,
+    summary="Preview who would receive what, without placing the order",
+    description=(
+        "Takes the same body as POST /orders and answers, without storing anything, which notifications the order "
+        "would create now (channel, address, rendered content) and, for everyone it would not reach, why. "
+        "Registries may change before the order's send time; the real look-up happens then."
+    ),
+    openapi_extra=json_request_body(NotificationOrderRequest),
+    responses=problem_responses(400, 401, 403, 413, 415, 503),
+)
+async def preview_order(
+    request: Request,
+    caller: CallerDep,
+    body: Annotated[NotificationOrderRequest, Depends(json_body(NotificationOrderRequest))],
+) -> OrderPreview:
+    varsel = request.app.state.varsel
+    draft: OrderDraft = varsel.validator.order(body)
+    lookup = await varsel.orders.look_up(draft)
+    return OrderPreview(
+        notification_channel=draft.channel,
+        requested_send_time=draft.requested_send_time,
+        recipient_lookup=lookup.summary(),
+        recipients=[
+            PreviewRecipient(
+                recipient=_recipient_of(resolved.recipient),
+                outcome=_OUTCOMES[resolved.outcome],
+                name=resolved.name,
+                notifications=[_preview_notification(draft, resolved, a) for a in resolved.addresses],
+                unreached=[
+                    PreviewUnreached(reason=_REASONS[u.reason], detail=u.detail, address=u.address, user_id=u.user_id)
+                    for u in resolved.unreached
+                ],
+            )
+            for resolved in lookup.recipients
+        ],
     )
 
 

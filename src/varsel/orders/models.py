@@ -234,3 +234,40 @@ class NotificationSummary(ApiModel):
     generated: int
     succeeded: int
     notifications: list[NotificationWithResult]
+
+
+# ---------------------------------------------------------------- preview (varsel's own; not in the reference)
+
+
+class PreviewNotification(ApiModel):
+    """One notification the order would create, with its content rendered for the recipient."""
+
+    channel: str = Field(description="Email or Sms.")
+    address: str
+    user_id: str | None = Field(default=None, description="Set when the address is a user's contact point.")
+    subject: str | None = None
+    body: str
+
+
+class PreviewUnreached(ApiModel):
+    reason: str = Field(description="Reserved, NotFound, NoContact, NotAuthorised, InvalidAddress or Duplicate.")
+    detail: str
+    address: str | None = None
+    user_id: str | None = None
+
+
+class PreviewRecipient(ApiModel):
+    recipient: Recipient
+    outcome: str = Field(description="Addressed, Found, Reserved or MissingContact.")
+    name: str | None = None
+    notifications: list[PreviewNotification]
+    unreached: list[PreviewUnreached] = Field(default_factory=list)
+
+
+class OrderPreview(ApiModel):
+    """What an order would do if it were placed now: nothing is stored."""
+
+    notification_channel: NotificationChannel
+    requested_send_time: UtcTimestamp
+    recipient_lookup: RecipientLookupResult | None = None
+    recipients: list[PreviewRecipient]
