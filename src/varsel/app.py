@@ -38,6 +38,9 @@ from varsel.problems import (
     install_problem_handlers,
     problem_response,
 )
+from varsel.recipients import endpoints as registry_endpoints
+from varsel.recipients.endpoints import RegistryRecords
+from varsel.recipients.imports import RegistryImporter
 from varsel.recipients.lookup import RecipientLookup
 from varsel.recipients.registry import LocalRegistry
 from varsel.settings import Settings
@@ -56,6 +59,7 @@ class Varsel:
     authenticator: Authenticator
     validator: OrderValidator
     orders: OrderService
+    registry_importer: RegistryImporter
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -106,7 +110,9 @@ def build(settings: Settings, *, clock: Clock | None = None, database: Database 
         clock=clock,
         database=database,
         http=http,
-        authenticator=Authenticator(build_verifier(settings, http), auth.create_scope, auth.org_claim),
+        authenticator=Authenticator(
+            build_verifier(settings, http), auth.create_scope, auth.org_claim, auth.admin_scope
+        ),
         validator=OrderValidator(
             clock,
             settings.limits,
@@ -114,6 +120,7 @@ def build(settings: Settings, *, clock: Clock | None = None, database: Database 
             frozenset(h.lower() for h in settings.conditions.allowed_hosts),
         ),
         orders=OrderService(database, clock, RecipientLookup(LocalRegistry(database))),
+        registry_importer=RegistryImporter(database, clock),
     )
 
 
@@ -121,6 +128,7 @@ _DOCUMENTED_MODELS: list[type[BaseModel]] = [
     NotificationOrderRequest,
     EmailNotificationOrderRequest,
     SmsNotificationOrderRequest,
+    RegistryRecords,
     ProblemDetails,
     ValidationProblemDetails,
 ]
@@ -182,6 +190,7 @@ def create_app(varsel: Varsel) -> FastAPI:
     for unavailable in (OperationalError, InterfaceError, OSError):
         app.add_exception_handler(unavailable, _database_unavailable)
     app.include_router(endpoints_v1.router)
+    app.include_router(registry_endpoints.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=varsel.settings.limits.max_body_bytes)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

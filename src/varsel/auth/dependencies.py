@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
 from fastapi import Request
 
@@ -20,14 +22,31 @@ def _unauthorized(detail: str) -> Problem:
 
 
 class Authenticator:
-    def __init__(self, verifier: TokenVerifier, create_scope: str, org_claim: str) -> None:
+    def __init__(self, verifier: TokenVerifier, create_scope: str, org_claim: str, admin_scope: str) -> None:
         self._verifier = verifier
         self._create_scope = create_scope
         self._org_claim = org_claim
+        self._admin_scope = admin_scope
 
     async def caller(self, request: Request) -> Caller:
+        """A service owner acting on its own orders."""
+        return await self._checked(self._caller(request))
+
+    async def admin(self, request: Request) -> Caller:
+        """An operator or a registry pushing changes: a bearer token with the admin scope; no org needed."""
+        return await self._checked(self._admin(request))
+
+    async def _admin(self, request: Request) -> Caller:
+        claims = await self._bearer_claims(request)
+        scopes = scopes_of(claims)
+        if self._admin_scope not in scopes:
+            raise Problem(403, "Forbidden", f"The token lacks the scope {self._admin_scope}.")
+        org = claims.get(self._org_claim)
+        return Caller(org=org if isinstance(org, str) and ORG_PATTERN.match(org) else "", scopes=scopes)
+
+    async def _checked(self, authenticating: Coroutine[Any, Any, Caller]) -> Caller:
         try:
-            return await self._caller(request)
+            return await authenticating
         except KeysUnavailable as error:
             # The error names the issuer's internal JWKS URL and the network failure: for the operator's log, not
             # for an anonymous caller.
@@ -52,16 +71,7 @@ class Authenticator:
                 raise Problem(403, "Forbidden", "The platform access token does not name a valid org.")
             return Caller(org=org, scopes=scopes_of(claims), via_platform_token=True)
 
-        header = request.headers.get("Authorization")
-        if not header:
-            raise _unauthorized("A bearer token (Authorization: Bearer …) or a PlatformAccessToken is required.")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise _unauthorized("The Authorization header must be 'Bearer <token>'.")
-        try:
-            claims = await self._verifier.verify_bearer(token.strip())
-        except InvalidToken as error:
-            raise _unauthorized(f"Invalid bearer token: {error}.") from error
+        claims = await self._bearer_claims(request, platform_allowed=True)
         scopes = scopes_of(claims)
         if self._create_scope not in scopes:
             raise Problem(403, "Forbidden", f"The token lacks the scope {self._create_scope}.")
@@ -69,3 +79,18 @@ class Authenticator:
         if not isinstance(org, str) or not ORG_PATTERN.match(org):
             raise Problem(403, "Forbidden", f"The token has no valid {self._org_claim} claim naming the service owner.")
         return Caller(org=org, scopes=scopes)
+
+    async def _bearer_claims(self, request: Request, platform_allowed: bool = False) -> dict[str, Any]:
+        header = request.headers.get("Authorization")
+        if not header:
+            wanted = "A bearer token (Authorization: Bearer …)"
+            raise _unauthorized(
+                f"{wanted} or a PlatformAccessToken is required." if platform_allowed else f"{wanted} is required."
+            )
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _unauthorized("The Authorization header must be 'Bearer <token>'.")
+        try:
+            return await self._verifier.verify_bearer(token.strip())
+        except InvalidToken as error:
+            raise _unauthorized(f"Invalid bearer token: {error}.") from error

@@ -135,12 +135,15 @@ class ImportSummary:
         return self.inserted + self.updated + self.deleted
 
 
-def parse_record(line: str | bytes) -> Record:
-    """One line as a record; ValueError with a readable reason when it is not one."""
-    try:
-        raw = json.loads(line)
-    except (ValueError, RecursionError) as error:
-        raise ValueError(f"not valid JSON: {error}") from None
+def parse_record(line: str | bytes | dict[str, Any]) -> Record:
+    """One line (or an already parsed object) as a record; ValueError with a readable reason when it is not one."""
+    if isinstance(line, dict):
+        raw: Any = line
+    else:
+        try:
+            raw = json.loads(line)
+        except (ValueError, RecursionError) as error:
+            raise ValueError(f"not valid JSON: {error}") from None
     if not isinstance(raw, dict):
         raise ValueError("a record must be a JSON object")
     kind = raw.get("kind")
