@@ -11,6 +11,7 @@ ADMIN = "altinn:notifications.support.admin"
 Auth = Callable[..., dict[str, str]]
 
 PERSON = {"kind": "person", "nationalIdentityNumber": "01017012345", "name": "Ola", "emailAddress": "ola@example.com"}
+SUCCESS = {"status": "Success", "isReserved": [], "missingContact": []}
 
 
 async def test_admin_pushes_records_and_lookups_see_them(client: httpx.AsyncClient, auth: Auth) -> None:
@@ -32,7 +33,19 @@ async def test_admin_pushes_records_and_lookups_see_them(client: httpx.AsyncClie
 
     order = {"subject": "s", "body": "b", "recipients": [{"nationalIdentityNumber": "01017012345"}]}
     created = await client.post("/notifications/api/v1/orders/email", json=order, headers=auth())
-    assert created.json()["recipientLookup"] == {"status": "Success", "isReserved": [], "missingContact": []}
+    assert created.json()["recipientLookup"] == SUCCESS
+    # Every order endpoint answers the look-up: the person has no mobile, so an SMS order cannot reach them.
+    sms = {"body": "b", "recipients": [{"nationalIdentityNumber": "01017012345"}]}
+    sms_created = await client.post("/notifications/api/v1/orders/sms", json=sms, headers=auth())
+    assert sms_created.json()["recipientLookup"] == {**SUCCESS, "status": "Failed", "missingContact": ["01017012345"]}
+    any_channel = {
+        "notificationChannel": "SmsPreferred",
+        "smsTemplate": {"body": "b"},
+        "emailTemplate": {"subject": "s", "body": "b"},
+        "recipients": order["recipients"],
+    }
+    preferred = await client.post("/notifications/api/v1/orders", json=any_channel, headers=auth())
+    assert preferred.json()["recipientLookup"] == SUCCESS
 
     deleted = await client.post(
         REGISTRY, json=[{"kind": "delete", "nationalIdentityNumber": "01017012345"}], headers=auth(scopes=[ADMIN])
