@@ -1,1 +1,1 @@
-"""Filled in by later work; see the issue tracker."""
+"""The pipeline: due orders become notifications, notifications travel to the providers and to a final status."""
