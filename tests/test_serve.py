@@ -86,8 +86,29 @@ def test_quick_start_with_a_token_from_varsel_token(served: tuple[str, dict[str,
     order = httpx.get(location, headers=headers)
     assert order.status_code == 200
     assert order.json()["sendersReference"] == SPEC_003_EXAMPLE["sendersReference"]
-    status = httpx.get(order.json()["links"]["status"], headers=headers)
-    assert status.json()["processingStatus"]["status"] == "Registered"
+    # The workers run in the same process: the emails to the organisation land in the outbox, the reserved person
+    # gets nothing, and the order completes.
+    deadline = time.monotonic() + 20
+    while True:
+        status = httpx.get(order.json()["links"]["status"], headers=headers).json()
+        emails = httpx.get(status["notificationsStatusSummary"]["email"]["links"]["self"], headers=headers).json()
+        settled = all(n["sendStatus"]["status"] not in ("New", "Sending", "Succeeded") for n in emails["notifications"])
+        if emails["generated"] and settled:
+            break
+        assert time.monotonic() < deadline, emails
+        time.sleep(0.1)
+    assert status["processingStatus"]["status"] == "Completed"
+    delivered = sorted(n["recipient"]["emailAddress"] for n in emails["notifications"] if n["succeeded"])
+    # The official addresses, and the contact point of the user authorised for the order's resource.
+    assert delivered == [
+        "ola@testbedrift.example.com",
+        "post@testbedrift.example.com",
+        "varsel@testbedrift.example.com",
+    ]
+    outbox = Path(env["VARSEL_DATA_DIR"]) / "outbox" / "email"
+    written = sorted(path.read_text() for path in outbox.glob("*.eml"))
+    assert len(written) == 3
+    assert all("Subject: A test email from Altinn Notifications" in text for text in written)
 
     # The embedded database lives in the data folder, next to the development signing key.
     if "VARSEL_DATABASE_URL" not in env:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,6 +25,11 @@ from varsel.auth.keys import DEV_ISSUER, JwksKeys, KeySource, StaticKeys, ensure
 from varsel.auth.tokens import TokenVerifier, TrustedIssuerKeys
 from varsel.clock import Clock, SystemClock
 from varsel.db.engine import Database
+from varsel.dispatch.conditions import ConditionChecker
+from varsel.dispatch.processor import OrderProcessor
+from varsel.dispatch.runner import Workers
+from varsel.dispatch.senders import ExpirySweeper, email_sender, sms_sender
+from varsel.dispatch.wakeup import Wakeups
 from varsel.http import BodyLimitMiddleware
 from varsel.orders import endpoints_v1
 from varsel.orders.models import (
@@ -38,6 +46,8 @@ from varsel.problems import (
     install_problem_handlers,
     problem_response,
 )
+from varsel.providers.base import EmailProvider, SmsProvider
+from varsel.providers.outbox import OutboxEmailProvider, OutboxSmsProvider
 from varsel.recipients import endpoints as registry_endpoints
 from varsel.recipients.endpoints import RegistryRecords
 from varsel.recipients.imports import RegistryImporter
@@ -60,8 +70,13 @@ class Varsel:
     validator: OrderValidator
     orders: OrderService
     registry_importer: RegistryImporter
+    wakeups: Wakeups
+    workers: Workers
 
     async def close(self) -> None:
+        await self.workers.stop()
+        await self.workers.email_provider.close()
+        await self.workers.sms_provider.close()
         await self.http.aclose()
         await self.database.dispose()
 
@@ -100,11 +115,38 @@ def build_verifier(settings: Settings, http: httpx.AsyncClient) -> TokenVerifier
     return TokenVerifier(issuers, platform, auth.leeway_seconds)
 
 
-def build(settings: Settings, *, clock: Clock | None = None, database: Database | None = None) -> Varsel:
+def build(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    database: Database | None = None,
+    email_provider: EmailProvider | None = None,
+    sms_provider: SmsProvider | None = None,
+) -> Varsel:
     clock = clock or SystemClock()
     database = database or Database(settings.resolved_database_url())
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
     auth = settings.auth
+    allowed_hosts = frozenset(h.lower() for h in settings.conditions.allowed_hosts)
+    lookup = RecipientLookup(LocalRegistry(database))
+    wakeups = Wakeups()
+    dispatch = settings.dispatch
+    worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    outbox = settings.data_dir / "outbox"
+    email_provider = email_provider or OutboxEmailProvider(outbox)
+    sms_provider = sms_provider or OutboxSmsProvider(outbox)
+    conditions = ConditionChecker(http, dispatch.condition_timeout_seconds, allowed_hosts)
+    workers = Workers(
+        OrderProcessor(database, clock, lookup, conditions, dispatch, worker, wakeups),
+        email_sender(database, clock, email_provider, dispatch, worker),
+        sms_sender(database, clock, sms_provider, dispatch, worker),
+        ExpirySweeper(database, clock, wakeups),
+        wakeups,
+        clock,
+        dispatch.poll_seconds,
+        email_provider,
+        sms_provider,
+    )
     return Varsel(
         settings=settings,
         clock=clock,
@@ -113,14 +155,11 @@ def build(settings: Settings, *, clock: Clock | None = None, database: Database 
         authenticator=Authenticator(
             build_verifier(settings, http), auth.create_scope, auth.org_claim, auth.admin_scope
         ),
-        validator=OrderValidator(
-            clock,
-            settings.limits,
-            settings.defaults,
-            frozenset(h.lower() for h in settings.conditions.allowed_hosts),
-        ),
-        orders=OrderService(database, clock, RecipientLookup(LocalRegistry(database))),
+        validator=OrderValidator(clock, settings.limits, settings.defaults, allowed_hosts),
+        orders=OrderService(database, clock, lookup, on_registered=wakeups.orders.set),
         registry_importer=RegistryImporter(database, clock),
+        wakeups=wakeups,
+        workers=workers,
     )
 
 
@@ -176,9 +215,11 @@ async def _database_unavailable(request: Request, exc: Exception) -> Response:
     )
 
 
-def create_app(varsel: Varsel) -> FastAPI:
+def create_app(varsel: Varsel, *, run_workers: bool = False) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if run_workers:
+            varsel.workers.start()
         try:
             yield
         finally:

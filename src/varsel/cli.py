@@ -44,7 +44,7 @@ def serve(
     settings = Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     asyncio.run(_migrate(settings))
-    app = create_app(build(settings))
+    app = create_app(build(settings), run_workers=True)
     bind_host = host or settings.host
     bind_port = port or settings.port
     console.print(f"varsel serving on http://{bind_host}:{bind_port} (data in {settings.data_dir.resolve()})")

@@ -6,6 +6,7 @@ Nested areas use a double underscore, e.g. ``VARSEL_AUTH__ISSUERS`` or ``VARSEL_
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -60,6 +61,30 @@ class ConditionSettings(BaseModel):
     allowed_hosts: list[str] = Field(default_factory=list)
 
 
+class DispatchSettings(BaseModel):
+    """How the workers take and hand on work."""
+
+    # Work claimed at once, and how long a claim holds before another worker may take the work over.
+    order_batch_size: int = 100
+    notification_batch_size: int = 500
+    lease_seconds: int = 120
+    # Provider calls under way at once, per channel and process.
+    email_concurrency: int = 50
+    sms_concurrency: int = 50
+    # Workers are woken when work is committed; this is the longest they sleep when nobody wakes them.
+    poll_seconds: float = 2.0
+    # Notifications not confirmed delivered this long after their send time fail with Failed_TTL.
+    expiry_hours: int = 48
+    # Backoff for transient provider errors: first delay, doubled per attempt up to the maximum.
+    retry_first_seconds: float = 5.0
+    retry_max_seconds: float = 900.0
+    # Send conditions: timeout of the check, delay before the one retry of a failed check, and what to do when
+    # the retry fails too: "send" (as the reference does) or "skip" (the order ends SendConditionNotMet).
+    condition_timeout_seconds: float = 10.0
+    condition_retry_seconds: float = 60.0
+    condition_failure_policy: Literal["send", "skip"] = "send"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="VARSEL_", env_nested_delimiter="__", extra="ignore", case_sensitive=False
@@ -78,6 +103,7 @@ class Settings(BaseSettings):
     defaults: OrderDefaults = Field(default_factory=OrderDefaults)
     limits: Limits = Field(default_factory=Limits)
     conditions: ConditionSettings = Field(default_factory=ConditionSettings)
+    dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
 
     def resolved_database_url(self) -> str:
         if self.database_url is not None and self.database_url.get_secret_value():

@@ -33,6 +33,7 @@ class StoredOrder:
     email_template: EmailTemplateSpec | None
     sms_template: SmsTemplateSpec | None
     recipients: tuple[RecipientSpec, ...]
+    processing_attempts: int = 0
 
 
 async def insert_order(conn: AsyncConnection, order_id: UUID, creator: str, draft: OrderDraft, now: datetime) -> None:
@@ -100,6 +101,7 @@ def _order(row: Any, recipients: tuple[RecipientSpec, ...]) -> StoredOrder:
         email_template=email,
         sms_template=sms,
         recipients=recipients,
+        processing_attempts=row.processing_attempts,
     )
 
 
@@ -158,3 +160,12 @@ async def cancel_order(
         .values(status=OrderStatus.CANCELLED.value, status_changed=now)
     )
     return bool(result.rowcount == 1)
+
+
+async def load_orders(conn: AsyncConnection, order_ids: list[UUID]) -> list[StoredOrder]:
+    """Orders by id, whoever created them: for the workers, never for an endpoint."""
+    if not order_ids:
+        return []
+    rows = (await conn.execute(select(orders).where(orders.c.id.in_(order_ids)))).all()
+    recipients = await _recipients_of(conn, [row.id for row in rows])
+    return [_order(row, tuple(recipients[row.id])) for row in rows]

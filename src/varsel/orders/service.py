@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from uuid import UUID
@@ -48,10 +49,17 @@ class OrderStatusView:
 
 
 class OrderService:
-    def __init__(self, database: Database, clock: Clock, lookup: RecipientLookup) -> None:
+    def __init__(
+        self,
+        database: Database,
+        clock: Clock,
+        lookup: RecipientLookup,
+        on_registered: Callable[[], None] = lambda: None,
+    ) -> None:
         self._db = database
         self._clock = clock
         self._lookup = lookup
+        self._on_registered = on_registered
 
     async def look_up(self, draft: OrderDraft) -> LookupResult:
         return await self._lookup.resolve(
@@ -70,8 +78,11 @@ class OrderService:
         """
         lookup = await self.look_up(draft)
         order_id = new_id()
+        now = self._clock.now()
         async with self._db.transaction() as conn:
-            await repository.insert_order(conn, order_id, creator, draft, self._clock.now())
+            await repository.insert_order(conn, order_id, creator, draft, now)
+        if draft.requested_send_time <= now:
+            self._on_registered()  # committed and due: wake the order worker rather than let it poll
         return order_id, lookup.summary()
 
     async def get(self, creator: str, order_id: UUID) -> StoredOrder:

@@ -37,6 +37,9 @@ _PHONE_CHARACTERS = re.compile(r"^\+[0-9 ()\-]+$")
 _NUMERIC_SENDER = re.compile(r"^\+?[0-9]{1,15}$")
 _ALPHANUMERIC_SENDER = re.compile(r"^[A-Za-z0-9ÆØÅæøå .\-]{1,11}$")
 _TLD = re.compile(r"^(?:[a-z]{2,63}|xn--[a-z0-9\-]{1,59})$")
+# One label of a host name as DNS sees it (after IDNA); underscores occur in real names, so they pass.
+_HOST_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_\-]{0,61}[a-z0-9_])?")
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain", ".home.arpa", ".lan")
 
 
@@ -117,6 +120,10 @@ def normalize_email_address(raw: str) -> str | None:
 
 def condition_endpoint_problem(url: str, allowed_hosts: frozenset[str]) -> str | None:
     """Why a condition endpoint is refused, or None. Only public DNS names: varsel calls it from inside."""
+    # urlsplit silently drops tabs and line breaks, so the host checked here would not be the host called later
+    # (and httpx refuses such a URL outright): a control character anywhere makes the URL invalid.
+    if _CONTROL_CHARACTERS.search(url):
+        return "The condition endpoint must be a valid URL."
     try:
         parts = urlsplit(url)
         host = (parts.hostname or "").rstrip(".").lower()
@@ -133,15 +140,24 @@ def condition_endpoint_problem(url: str, allowed_hosts: frozenset[str]) -> str |
         pass
     else:
         return "The condition endpoint must name its host by a DNS name, not an IP address."
-    labels = host.split(".")
+    not_public = "The condition endpoint's host must be a public DNS name with a top-level domain."
+    try:
+        # The name as DNS sees it: IDNA turns an internationalised label into its xn-- form, and refuses empty or
+        # over-long labels.
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return not_public
+    labels = ascii_host.split(".")
     if (
         len(labels) < 2
         or host == "localhost"
         or host.endswith(_LOCAL_SUFFIXES)
         or not _TLD.match(labels[-1])
-        or any(not label for label in labels)
+        # urlsplit keeps whatever sits between // and the path as the host: spaces, %-escapes and the like are
+        # no name DNS can resolve.
+        or any(not _HOST_LABEL.fullmatch(label) for label in labels)
     ):
-        return "The condition endpoint's host must be a public DNS name with a top-level domain."
+        return not_public
     return None
 
 
@@ -355,12 +371,15 @@ class OrderValidator:
                 errors[f"{field}.NationalIdentityNumber"].append("National identity number must be 11 digits long.")
             if org is not None and not (len(org) == 9 and org.isascii() and org.isdigit()):
                 errors[f"{field}.OrganizationNumber"].append("Organization number must be 9 digits long.")
-            if nin is not None and (email or mobile or org or recipient.email_address or recipient.mobile_number):
+            # Identity numbers stand alone on their recipient whatever the channel, so an address the channel would
+            # ignore still counts here; a blank one counts as absent, as it does everywhere else.
+            has_address = not _blank(recipient.email_address) or not _blank(recipient.mobile_number)
+            if nin is not None and (org is not None or has_address):
                 errors[field].append(
                     "National identity number cannot be combined with email address, mobile number, or "
                     "organization number."
                 )
-            elif org is not None and (email or mobile or recipient.email_address or recipient.mobile_number):
+            elif org is not None and has_address:
                 errors[field].append(
                     "Organization number cannot be combined with email address, mobile number, or national "
                     "identity number."

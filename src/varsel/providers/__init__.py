@@ -1,1 +1,1 @@
-"""Filled in by later work; see the issue tracker."""
+"""Email and SMS providers behind one interface each; the development outbox is the default."""

@@ -1,0 +1,139 @@
+"""Send conditions: asking the service owner's endpoint whether an order should still be sent.
+
+The endpoint is named by the service owner, and varsel calls it from inside its own network, so it must not be a
+way in: the host is resolved here, every address it resolves to must be public, and the request goes to that
+checked address (so a second, different DNS answer cannot slip in). Redirects are followed by hand and checked
+the same way. Hosts an operator allow-lists skip the address check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import socket
+from dataclasses import dataclass
+from enum import StrEnum
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import httpx
+
+MAX_REDIRECTS = 3
+MAX_ANSWER_BYTES = 64 * 1024
+
+
+class ConditionResult(StrEnum):
+    SEND = "send"
+    DO_NOT_SEND = "do_not_send"
+    FAILED = "failed"  # no usable answer: error, timeout, refused address, non-2xx, or a body without the flag
+
+
+@dataclass(frozen=True)
+class ConditionAnswer:
+    result: ConditionResult
+    detail: str = ""
+
+
+class RefusedAddress(Exception):
+    pass
+
+
+def _is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    # is_global excludes loopback, private, link-local (169.254.0.0/16: the cloud metadata service), shared,
+    # reserved and documentation ranges.
+    return address.is_global and not address.is_multicast
+
+
+class ConditionChecker:
+    def __init__(self, client: httpx.AsyncClient, timeout: float, allowed_hosts: frozenset[str]) -> None:
+        self._client = client
+        self._timeout = timeout
+        self._allowed = allowed_hosts
+
+    async def check(self, url: str) -> ConditionAnswer:
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await self._follow(url)
+        except TimeoutError:
+            return ConditionAnswer(ConditionResult.FAILED, f"no answer within {self._timeout} s")
+        except RefusedAddress as error:
+            return ConditionAnswer(ConditionResult.FAILED, str(error))
+        except httpx.HTTPError as error:
+            return ConditionAnswer(ConditionResult.FAILED, f"request failed: {error!r}")
+
+    async def _follow(self, url: str) -> ConditionAnswer:
+        for _ in range(MAX_REDIRECTS + 1):
+            status, location, body = await self._get(url)
+            if 300 <= status < 400 and location:
+                url = urljoin(url, location)
+                continue
+            return _interpret(status, body)
+        return ConditionAnswer(ConditionResult.FAILED, f"more than {MAX_REDIRECTS} redirects")
+
+    async def _get(self, url: str) -> tuple[int, str | None, bytes]:
+        """GET the URL at a checked address: its status, redirect location and (bounded) body."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise RefusedAddress(f"not an http(s) URL: {url}")
+        host = parts.hostname
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if host.lower() in self._allowed:
+            target = url
+            extensions: dict[str, str] = {}
+        else:
+            address = await self._public_address(host, port)
+            literal = f"[{address}]" if ":" in address else address
+            netloc = f"{literal}:{parts.port}" if parts.port else literal
+            target = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+            # TLS still verifies the certificate for the name, not the address.
+            extensions = {"sni_hostname": host}
+        headers = {"Host": parts.netloc.rsplit("@", 1)[-1], "Accept": "application/json"}
+        request = self._client.build_request("GET", target, headers=headers, extensions=extensions)
+        response = await self._client.send(request, follow_redirects=False, stream=True)
+        try:
+            body = b""
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_ANSWER_BYTES:
+                    break  # an answer this large is not a condition answer; what was read decides
+        finally:
+            await response.aclose()
+        return response.status_code, response.headers.get("location"), body[:MAX_ANSWER_BYTES]
+
+    async def _public_address(self, host: str, port: int) -> str:
+        try:
+            literal = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            literal = None
+        if literal is not None:
+            if not _is_public(literal):
+                raise RefusedAddress(f"{host} is not a public address")
+            return str(literal)
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as error:
+            raise RefusedAddress(f"{host} does not resolve: {error}") from error
+        addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+        refused = [a for a in addresses if not _is_public(a)]
+        if not addresses or refused:
+            # One internal answer among public ones is enough to refuse: the name is pointed inside.
+            raise RefusedAddress(f"{host} resolves to an address that is not public ({refused[0] if refused else '-'})")
+        return str(addresses[0])
+
+
+def _interpret(status: int, body: bytes) -> ConditionAnswer:
+    if not 200 <= status < 300:
+        return ConditionAnswer(ConditionResult.FAILED, f"answered HTTP {status}")
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return ConditionAnswer(ConditionResult.FAILED, "answer is not JSON")
+    flag = answer.get("sendNotification") if isinstance(answer, dict) else None
+    if flag is True:
+        return ConditionAnswer(ConditionResult.SEND)
+    if flag is False:
+        return ConditionAnswer(ConditionResult.DO_NOT_SEND)
+    return ConditionAnswer(ConditionResult.FAILED, 'answer lacks a boolean "sendNotification"')
