@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
+import pytest
 
 from varsel.app import build, create_app
 from varsel.clock import FrozenClock
@@ -35,3 +37,29 @@ async def test_unreachable_postgresql_answers_503(
         assert response.headers["content-type"] == "application/problem+json"
         assert response.headers["retry-after"] == "5"
         assert response.json()["detail"] == "The database is unavailable; try again shortly."
+
+
+async def test_a_locked_sqlite_database_answers_503_and_a_broken_statement_500(tmp_path: Path) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from varsel.app import database_unavailable
+
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+    try:
+        with pytest.raises(DBAPIError) as broken:
+            async with database.transaction() as conn:
+                await conn.execute(text("SELECT * FROM no_such_table"))
+        assert not database_unavailable(broken.value)
+        # Hold the write lock from a second engine with no busy timeout to wait on.
+        locker = Database(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+        async with locker.transaction() as held:
+            await held.execute(text("CREATE TABLE t (x INTEGER)"))
+            async with database.engine.connect() as conn:
+                await conn.exec_driver_sql("PRAGMA busy_timeout=0")
+                with pytest.raises(DBAPIError) as locked:
+                    await conn.exec_driver_sql("BEGIN IMMEDIATE")
+        assert database_unavailable(locked.value)
+        await locker.dispose()
+    finally:
+        await database.dispose()

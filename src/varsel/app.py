@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from varsel import __version__
 from varsel.auth.dependencies import Authenticator
@@ -153,7 +153,7 @@ def build(
         database=database,
         http=http,
         authenticator=Authenticator(
-            build_verifier(settings, http), auth.create_scope, auth.org_claim, auth.admin_scope
+            build_verifier(settings, http), auth.create_scope, auth.org_claim, auth.registry_scope
         ),
         validator=OrderValidator(clock, settings.limits, settings.defaults, allowed_hosts),
         orders=OrderService(database, clock, lookup, on_registered=wakeups.orders.set),
@@ -204,8 +204,34 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
-async def _database_unavailable(request: Request, exc: Exception) -> Response:
-    # The database being down or locked is not the caller's fault and not a bug: say so, and when to retry.
+# PostgreSQL error classes that mean "not now" rather than "wrong": connection exceptions, server shutting down or
+# starting, too many connections, and the transaction conflicts a retry resolves.
+_UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "57P", "53300", "40001", "40P01")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True when a database error is an outage or a conflict worth retrying, not a bug."""
+    if isinstance(exc, OSError):
+        return True  # the connection could not be made at all
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if isinstance(sqlstate, str):
+        return sqlstate.startswith(_UNAVAILABLE_SQLSTATE_PREFIXES)
+    message = str(exc.orig).lower()
+    # SQLite: another writer held the lock for longer than the busy timeout.
+    return "database is locked" in message or "database is busy" in message
+
+
+async def _database_error(request: Request, exc: Exception) -> Response:
+    if not database_unavailable(exc):
+        # A real bug (e.g. a statement the database refuses): a 500 that says so, not an outage to retry for ever.
+        log.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
+        return problem_response(
+            request, Problem(500, detail="An unexpected error occurred. Quote the traceId when reporting it.")
+        )
     log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
     return problem_response(
         request,
@@ -228,8 +254,8 @@ def create_app(varsel: Varsel, *, run_workers: bool = False) -> FastAPI:
     app = FastAPI(title="varsel", version=__version__, lifespan=lifespan)
     app.state.varsel = varsel
     install_problem_handlers(app)
-    for unavailable in (OperationalError, InterfaceError, OSError):
-        app.add_exception_handler(unavailable, _database_unavailable)
+    for database_error in (DBAPIError, OSError):
+        app.add_exception_handler(database_error, _database_error)
     app.include_router(endpoints_v1.router)
     app.include_router(registry_endpoints.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=varsel.settings.limits.max_body_bytes)

@@ -33,6 +33,10 @@ class AuthSettings(BaseModel):
     jwks_cache_seconds: int = 3600
     create_scope: str = "altinn:serviceowner/notifications.create"
     admin_scope: str = "altinn:notifications.support.admin"
+    # The preview shows registry contact details without sending anything: a scope of its own, not every sender's.
+    preview_scope: str = "varsel:notifications.preview"
+    # Writing the registries redirects where people's notifications go: a scope of its own, too.
+    registry_scope: str = "varsel:registry.write"
     org_claim: str = "urn:altinn:org"
 
 

@@ -15,6 +15,7 @@ from varsel.app import Varsel
 
 V1 = "/notifications/api/v1"
 SAMPLE = Path(__file__).parent.parent.parent / "samples" / "registry.jsonl"
+PREVIEW_SCOPES = ["altinn:serviceowner/notifications.create", "varsel:notifications.preview"]
 Auth = Callable[..., dict[str, str]]
 
 # Spec 003's keyword example.
@@ -45,7 +46,7 @@ async def sample_registry(varsel: Varsel) -> None:
 
 @pytest.mark.usefixtures("sample_registry")
 async def test_keyword_example_previews_rendered_sms_per_address(client: httpx.AsyncClient, auth: Auth) -> None:
-    response = await client.post(f"{V1}/orders/preview", json=KEYWORDS_EXAMPLE, headers=auth())
+    response = await client.post(f"{V1}/orders/preview", json=KEYWORDS_EXAMPLE, headers=auth(scopes=PREVIEW_SCOPES))
     assert response.status_code == 200, response.text
     preview = response.json()
     assert preview["notificationChannel"] == "SmsPreferred"
@@ -97,7 +98,7 @@ async def test_unreached_recipients_say_why(client: httpx.AsyncClient, auth: Aut
             {"emailAddress": "direct@example.com"},
         ],
     }
-    preview = (await client.post(f"{V1}/orders/preview", json=body, headers=auth())).json()
+    preview = (await client.post(f"{V1}/orders/preview", json=body, headers=auth(scopes=PREVIEW_SCOPES))).json()
     outcomes = [(r["outcome"], [u["reason"] for u in r["unreached"]]) for r in preview["recipients"]]
     assert outcomes == [
         ("Reserved", ["Reserved"]),
@@ -123,15 +124,19 @@ async def test_html_bodies_escape_the_name(client: httpx.AsyncClient, auth: Auth
         "emailTemplate": {"subject": "To $recipientName$", "body": "<p>$recipientName$</p>", "contentType": "Html"},
         "recipients": [{"organizationNumber": "313441571"}],
     }
-    preview = (await client.post(f"{V1}/orders/preview", json=body, headers=auth())).json()
+    preview = (await client.post(f"{V1}/orders/preview", json=body, headers=auth(scopes=PREVIEW_SCOPES))).json()
     notification = preview["recipients"][0]["notifications"][0]
     assert notification["subject"] == "To Epost & Co"
     assert notification["body"] == "<p>Epost &amp; Co</p>"
 
 
 async def test_preview_validates_like_create(client: httpx.AsyncClient, auth: Auth) -> None:
-    response = await client.post(f"{V1}/orders/preview", json={"recipients": []}, headers=auth())
+    response = await client.post(f"{V1}/orders/preview", json={"recipients": []}, headers=auth(scopes=PREVIEW_SCOPES))
     assert response.status_code == 400
     assert set(response.json()["errors"]) == {"NotificationChannel", "Recipients"}
     unauthenticated = await client.post(f"{V1}/orders/preview", json=KEYWORDS_EXAMPLE)
     assert unauthenticated.status_code == 401
+    # A sender's token is not enough: the preview shows registry contact details.
+    sender_only = await client.post(f"{V1}/orders/preview", json=KEYWORDS_EXAMPLE, headers=auth())
+    assert sender_only.status_code == 403
+    assert "varsel:notifications.preview" in sender_only.json()["detail"]

@@ -115,3 +115,53 @@ def test_the_import_command_reads_files_and_standard_input(tmp_path: Path) -> No
     )
     assert piped.returncode == 0, piped.stderr
     assert "0 inserted, 1 updated" in piped.stderr
+
+
+async def test_thousands_of_deletes_and_interleaved_kinds(database: Database, clock: FrozenClock) -> None:
+    persons = [{"kind": "person", "nationalIdentityNumber": f"{20_000_000_000 + i:011d}"} for i in range(2_000)]
+    users = []
+    for i in range(1_000):
+        users.append({"kind": "userContact", "userId": f"u{i}", "organizationNumber": "311000179"})
+        users.append({"kind": "authorization", "userId": f"u{i}", "organizationNumber": "311000179",
+                      "resourceId": "r", "actions": ["read"]})  # fmt: skip
+    loaded = await load(database, clock, [*persons, *users])
+    assert (loaded.inserted, loaded.rejected) == (4_000, [])
+    deletes = [{"kind": "delete", "nationalIdentityNumber": p["nationalIdentityNumber"]} for p in persons]
+    deletes += [{"kind": "delete", "userId": f"u{i}", "organizationNumber": "311000179"} for i in range(1_000)]
+    removed = await load(database, clock, [*deletes, PERSON])
+    assert (removed.deleted, removed.inserted, removed.rejected) == (3_000, 1, [])
+    assert await _count(database, registry_persons) == 1
+    assert await _count(database, registry_user_contacts) == 0
+
+
+async def test_fields_wider_than_their_columns_and_control_characters_are_rejected_per_record(
+    database: Database, clock: FrozenClock
+) -> None:
+    summary = await load(
+        database,
+        clock,
+        [
+            {**PERSON, "mobileNumber": "+47 900 12 345 (arbeid, kveld)"},
+            {**PERSON, "name": "Ola\r\nBcc: evil@example.com"},
+            {"kind": "userContact", "userId": "u\n1", "organizationNumber": "311000179"},
+            {**PERSON, "emailAddress": "x" * 321},
+            {**PERSON, "mobileNumber": "+4790000000", "name": "N" * 500},
+        ],
+    )
+    assert [number for number, _ in summary.rejected] == [1, 2, 3, 4]
+    assert "mobileNumber" in summary.rejected[0][1]
+    assert "control characters" in summary.rejected[1][1]
+    assert summary.inserted == 1
+
+
+async def test_concurrent_imports_of_overlapping_keys(database: Database, clock: FrozenClock) -> None:
+    import asyncio
+
+    records = [{"kind": "person", "nationalIdentityNumber": f"{30_000_000_000 + i:011d}"} for i in range(3_000)]
+    first, second = await asyncio.gather(
+        load(database, clock, records, batch_size=500), load(database, clock, records[::-1], batch_size=500)
+    )
+    assert first.rejected == second.rejected == []
+    assert first.inserted + second.inserted == 3_000
+    assert first.updated + second.updated == 3_000
+    assert await _count(database, registry_persons) == 3_000

@@ -22,3 +22,12 @@ def test_html_bodies_get_the_name_escaped_plain_bodies_do_not() -> None:
         "<p>Smith &amp; Sons &lt;AS&gt; &quot;X&quot;</p>"
     )
     assert render("$recipientName$", name=name, number=None) == name
+
+
+def test_a_name_is_not_expanded_twice_and_subjects_stay_on_one_line() -> None:
+    from varsel.recipients.keywords import render_subject
+
+    assert render("$recipientName$", name="$recipientNumber$", number="1") == "$recipientNumber$"
+    assert render_subject("Hei $recipientName$", name="Ola\r\nBcc: x@example.com", number=None) == (
+        "Hei Ola Bcc: x@example.com"
+    )

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import httpx
 
 REGISTRY = "/notifications/api/v1/registry/records"
-ADMIN = "altinn:notifications.support.admin"
+ADMIN = "varsel:registry.write"
 Auth = Callable[..., dict[str, str]]
 
 PERSON = {"kind": "person", "nationalIdentityNumber": "01017012345", "name": "Ola", "emailAddress": "ola@example.com"}
@@ -58,8 +58,14 @@ async def test_admin_pushes_records_and_lookups_see_them(client: httpx.AsyncClie
 async def test_only_the_admin_scope_may_push(client: httpx.AsyncClient, auth: Auth, token: Callable[..., str]) -> None:
     assert (await client.post(REGISTRY, json=[PERSON])).status_code == 401
     assert (await client.post(REGISTRY, json=[PERSON], headers=auth())).status_code == 403
+    support = auth(scopes=["altinn:notifications.support.admin"])
+    assert (await client.post(REGISTRY, json=[PERSON], headers=support)).status_code == 403
     platform = {"PlatformAccessToken": token("ttd", platform=True)}
     assert (await client.post(REGISTRY, json=[PERSON], headers=platform)).status_code == 401
+    # Nothing refused was written.
+    order = {"subject": "s", "body": "b", "recipients": [{"nationalIdentityNumber": PERSON["nationalIdentityNumber"]}]}
+    created = await client.post("/notifications/api/v1/orders/email", json=order, headers=auth())
+    assert created.json()["recipientLookup"]["missingContact"] == [PERSON["nationalIdentityNumber"]]
 
 
 async def test_the_body_is_a_bounded_list_of_objects(client: httpx.AsyncClient, auth: Auth) -> None:

@@ -22,25 +22,25 @@ def _unauthorized(detail: str) -> Problem:
 
 
 class Authenticator:
-    def __init__(self, verifier: TokenVerifier, create_scope: str, org_claim: str, admin_scope: str) -> None:
+    def __init__(self, verifier: TokenVerifier, create_scope: str, org_claim: str, registry_scope: str) -> None:
         self._verifier = verifier
         self._create_scope = create_scope
         self._org_claim = org_claim
-        self._admin_scope = admin_scope
+        self._registry_scope = registry_scope
 
     async def caller(self, request: Request) -> Caller:
         """A service owner acting on its own orders."""
         return await self._checked(self._caller(request))
 
-    async def admin(self, request: Request) -> Caller:
-        """An operator or a registry pushing changes: a bearer token with the admin scope; no org needed."""
-        return await self._checked(self._admin(request))
+    async def registry_writer(self, request: Request) -> Caller:
+        """A registry pushing changes: a bearer token with the registry scope; no org needed."""
+        return await self._checked(self._registry_writer(request))
 
-    async def _admin(self, request: Request) -> Caller:
+    async def _registry_writer(self, request: Request) -> Caller:
         claims = await self._bearer_claims(request)
         scopes = scopes_of(claims)
-        if self._admin_scope not in scopes:
-            raise Problem(403, "Forbidden", f"The token lacks the scope {self._admin_scope}.")
+        if self._registry_scope not in scopes:
+            raise Problem(403, "Forbidden", f"The token lacks the scope {self._registry_scope}.")
         org = claims.get(self._org_claim)
         return Caller(org=org if isinstance(org, str) and ORG_PATTERN.match(org) else "", scopes=scopes)
 

@@ -36,6 +36,11 @@ async def migrate(database: Database, revision: str = "head") -> None:
         try:
             await conn.run_sync(_upgrade, revision)
             await conn.commit()
+        except BaseException:
+            # Roll the failed migration back first: unlocking inside the aborted transaction would fail and hide
+            # the migration's own error.
+            await conn.rollback()
+            raise
         finally:
             if database.dialect == "postgresql":
                 await conn.exec_driver_sql("SELECT pg_advisory_unlock(7215001)")

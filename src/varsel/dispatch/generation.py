@@ -12,7 +12,7 @@ from varsel.ids import new_id
 from varsel.notifications.statuses import EmailStatus, SmsStatus
 from varsel.orders.models import EmailContentType, NotificationChannel
 from varsel.orders.repository import StoredOrder
-from varsel.recipients.keywords import has_keywords, render
+from varsel.recipients.keywords import has_keywords, render, render_subject
 from varsel.recipients.lookup import LookupResult, Medium, Outcome, ResolvedRecipient
 
 
@@ -87,7 +87,7 @@ def _email_row(
     subject = body = None
     # Rendered copies only where the template has keywords: most orders send one text to everyone.
     if has_keywords(template.subject):
-        subject = render(template.subject, name=resolved.name, number=resolved.number)
+        subject = render_subject(template.subject, name=resolved.name, number=resolved.number)
     if has_keywords(template.body):
         html_body = template.content_type is EmailContentType.HTML
         body = render(template.body, name=resolved.name, number=resolved.number, html_body=html_body)

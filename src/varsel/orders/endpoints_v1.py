@@ -50,8 +50,8 @@ from varsel.orders.models import (
 from varsel.orders.repository import StoredOrder
 from varsel.orders.service import OrderNotFound, OrderStatusView
 from varsel.orders.validation import OrderDraft, RecipientSpec
-from varsel.problems import ValidationProblem
-from varsel.recipients.keywords import render
+from varsel.problems import Problem, ValidationProblem
+from varsel.recipients.keywords import render, render_subject
 from varsel.recipients.lookup import Address, Medium, Outcome, Reason, ResolvedRecipient
 
 PREFIX = "/notifications/api/v1"
@@ -209,7 +209,7 @@ def _preview_notification(draft: OrderDraft, resolved: ResolvedRecipient, addres
             channel="Email",
             address=address.address,
             user_id=address.user_id,
-            subject=render(template.subject, name=resolved.name, number=resolved.number),
+            subject=render_subject(template.subject, name=resolved.name, number=resolved.number),
             body=render(template.body, name=resolved.name, number=resolved.number, html_body=html_body),
         )
     sms_body = draft.sms_template.body if draft.sms_template is not None else ""
@@ -240,6 +240,11 @@ async def preview_order(
     body: Annotated[NotificationOrderRequest, Depends(json_body(NotificationOrderRequest))],
 ) -> OrderPreview:
     varsel = request.app.state.varsel
+    preview_scope = varsel.settings.auth.preview_scope
+    if preview_scope not in caller.scopes:
+        raise Problem(
+            403, "Forbidden", f"The preview shows registry contact details; it needs the scope {preview_scope}."
+        )
     draft: OrderDraft = varsel.validator.order(body)
     lookup = await varsel.orders.look_up(draft)
     return OrderPreview(

@@ -36,8 +36,8 @@ class RegistryChanges(ApiModel):
     rejected: list[RejectedRecord]
 
 
-async def admin(request: Request) -> Caller:
-    caller: Caller = await request.app.state.varsel.authenticator.admin(request)
+async def registry_writer(request: Request) -> Caller:
+    caller: Caller = await request.app.state.varsel.authenticator.registry_writer(request)
     return caller
 
 
@@ -46,7 +46,8 @@ async def admin(request: Request) -> Caller:
     response_model=RegistryChanges,
     summary="Upsert or delete registry records",
     description=(
-        "Needs a bearer token with the admin scope. Valid records are applied in order; invalid ones are listed "
+        "Needs a bearer token with the registry scope (varsel:registry.write by default). Valid records are "
+        "applied in order; invalid ones are listed "
         f"with their index and reason and do not stop the rest. At most {MAX_RECORDS} records a request."
     ),
     openapi_extra=json_request_body(RegistryRecords),
@@ -54,7 +55,7 @@ async def admin(request: Request) -> Caller:
 )
 async def push_records(
     request: Request,
-    _caller: Annotated[Caller, Depends(admin)],
+    _caller: Annotated[Caller, Depends(registry_writer)],
     body: Annotated[RegistryRecords, Depends(json_body(RegistryRecords))],
 ) -> RegistryChanges:
     summary = ImportSummary()

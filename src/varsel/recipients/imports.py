@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, TypeAdapter, ValidationError
-from sqlalchemy import Table, and_, delete, or_, select, tuple_
+from sqlalchemy import Table, delete, literal_column, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -27,6 +27,7 @@ from varsel.db.tables import (
     registry_persons,
     registry_user_contacts,
 )
+from varsel.recipients.registry import chunks
 
 BATCH_SIZE = 2_000
 
@@ -40,27 +41,37 @@ def _digits(length: int) -> Callable[[str], str]:
     return check
 
 
+def _no_control_characters(value: str) -> str:
+    # A name goes into email subjects: a line break in it would start a new header.
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
 NationalIdentityNumber = Annotated[Text, AfterValidator(_digits(11))]
 OrganizationNumber = Annotated[Text, AfterValidator(_digits(9))]
-UserId = Annotated[Text, Field(min_length=1, max_length=64)]
-Contact = Annotated[Text, Field(max_length=320)]
+UserId = Annotated[Text, Field(min_length=1, max_length=64), AfterValidator(_no_control_characters)]
+Name = Annotated[Text, Field(max_length=500), AfterValidator(_no_control_characters)]
+# As wide as the columns that hold them.
+EmailAddress = Annotated[Text, Field(max_length=320)]
+MobileNumber = Annotated[Text, Field(max_length=20)]
 
 
 class PersonRecord(ApiModel):
     kind: Literal["person"]
     national_identity_number: NationalIdentityNumber
-    name: Text | None = None
-    email_address: Contact | None = None
-    mobile_number: Contact | None = None
+    name: Name | None = None
+    email_address: EmailAddress | None = None
+    mobile_number: MobileNumber | None = None
     is_reserved: bool = False
 
 
 class OrganizationRecord(ApiModel):
     kind: Literal["organization"]
     organization_number: OrganizationNumber
-    name: Text | None = None
-    email_addresses: list[Contact] = Field(default_factory=list, max_length=1000)
-    mobile_numbers: list[Contact] = Field(default_factory=list, max_length=1000)
+    name: Name | None = None
+    email_addresses: list[EmailAddress] = Field(default_factory=list, max_length=1000)
+    mobile_numbers: list[MobileNumber] = Field(default_factory=list, max_length=1000)
 
 
 class UserContactRecord(ApiModel):
@@ -68,8 +79,8 @@ class UserContactRecord(ApiModel):
     user_id: UserId
     national_identity_number: NationalIdentityNumber | None = None
     organization_number: OrganizationNumber
-    email_address: Contact | None = None
-    mobile_number: Contact | None = None
+    email_address: EmailAddress | None = None
+    mobile_number: MobileNumber | None = None
 
 
 class AuthorizationRecord(ApiModel):
@@ -204,15 +215,29 @@ def _key_columns(table: Table) -> list[str]:
 async def _upsert(conn: AsyncConnection, dialect: str, table: Table, rows: list[dict[str, Any]]) -> tuple[int, int]:
     """Write the rows (unique by key); answer how many were new and how many replaced a stored record."""
     keys = _key_columns(table)
-    key_values = [tuple(row[k] for k in keys) for row in rows]
+    # Rows in key order: two imports writing overlapping keys then lock them in the same order and cannot deadlock.
+    rows = sorted(rows, key=lambda row: tuple(row[k] for k in keys))
+    if dialect == "postgresql":
+        pg_insert = postgresql.insert(table)
+        statement: Any = pg_insert.on_conflict_do_update(
+            index_elements=keys, set_={c: pg_insert.excluded[c] for c in rows[0] if c not in keys}
+        ).returning(literal_column("xmax = 0"))  # true for a row this statement inserted, false for an update
+        inserted = sum(1 for (was_inserted,) in await conn.execute(statement, rows) if was_inserted)
+        return inserted, len(rows) - inserted
+    # SQLite admits one writer at a time, so counting the stored keys first is exact.
     key_expr = tuple_(*(table.c[k] for k in keys)) if len(keys) > 1 else table.c[keys[0]]
-    lookup = key_values if len(keys) > 1 else [k[0] for k in key_values]
-    existing = len((await conn.execute(select(*(table.c[k] for k in keys)).where(key_expr.in_(lookup)))).all())
-    insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-    statement = insert.on_conflict_do_update(
-        index_elements=keys, set_={c: insert.excluded[c] for c in rows[0] if c not in keys}
+    existing = 0
+    for batch in chunks(rows, 500):
+        wanted = [tuple(row[k] for k in keys) if len(keys) > 1 else row[keys[0]] for row in batch]
+        found = await conn.execute(select(*(table.c[k] for k in keys)).where(key_expr.in_(wanted)))
+        existing += len(found.all())
+    sqlite_insert = sqlite.insert(table)
+    await conn.execute(
+        sqlite_insert.on_conflict_do_update(
+            index_elements=keys, set_={c: sqlite_insert.excluded[c] for c in rows[0] if c not in keys}
+        ),
+        rows,
     )
-    await conn.execute(statement, rows)
     return len(rows) - existing, existing
 
 
@@ -223,9 +248,14 @@ async def _delete(conn: AsyncConnection, records: list[DeleteRecord]) -> int:
         by_table.setdefault(table.name, (table, []))[1].append(key)
     deleted = 0
     for table, keys in by_table.values():
-        condition = or_(*(and_(*(table.c[name] == value for name, value in key.items())) for key in keys))
-        result = await conn.execute(delete(table).where(condition))
-        deleted += int(result.rowcount or 0)
+        names = _key_columns(table)
+        key_expr = tuple_(*(table.c[n] for n in names)) if len(names) > 1 else table.c[names[0]]
+        values = sorted({tuple(key[n] for n in names) for key in keys})
+        # IN lists in chunks: an OR chain per key would exceed SQLite's expression depth at about 1,000 keys.
+        for batch in chunks(values, 500):
+            wanted = list(batch) if len(names) > 1 else [value[0] for value in batch]
+            result = await conn.execute(delete(table).where(key_expr.in_(wanted)))
+            deleted += int(result.rowcount or 0)
     return deleted
 
 
@@ -236,9 +266,14 @@ class RegistryImporter:
         self._batch_size = batch_size
 
     async def apply(self, records: Iterable[Record], summary: ImportSummary) -> None:
-        """Apply valid records, in order, in batches of consecutive records of one kind."""
+        """Apply valid records in batches of one kind. Upserts of different kinds touch different tables, so
+        they may be grouped by kind; a delete keeps its place in the file, so that it wins over an upsert of
+        the same key before it and loses to one after it."""
+        ordered = list(records)
+        if not any(record.kind == "delete" for record in ordered):
+            ordered.sort(key=lambda record: record.kind)  # stable: file order is kept within a kind
         batch: list[Record] = []
-        for record in records:
+        for record in ordered:
             if batch and (record.kind != batch[0].kind or len(batch) >= self._batch_size):
                 await self._flush(batch, summary)
                 batch = []

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import html
+import re
 
 NAME = "$recipientName$"
 NUMBER = "$recipientNumber$"
+_KEYWORD = re.compile(re.escape(NAME) + "|" + re.escape(NUMBER))
+_LINE_BREAKS = re.compile(r"[\r\n\u2028\u2029\x85\x0b\x0c]+")
 
 
 def has_keywords(text: str) -> bool:
@@ -23,4 +26,11 @@ def render(text: str, *, name: str | None, number: str | None, html_body: bool =
     shown_name = name or ""
     if html_body:
         shown_name = html.escape(shown_name, quote=True)
-    return text.replace(NAME, shown_name).replace(NUMBER, number or "")
+    values = {NAME: shown_name, NUMBER: number or ""}
+    # One pass: a name that itself reads "$recipientNumber$" is shown as written, not expanded again.
+    return _KEYWORD.sub(lambda match: values[match.group(0)], text)
+
+
+def render_subject(text: str, *, name: str | None, number: str | None) -> str:
+    """A subject with keywords filled in, on one line whatever the registry's name holds."""
+    return _LINE_BREAKS.sub(" ", render(text, name=name, number=number))
