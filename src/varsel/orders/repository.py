@@ -121,13 +121,16 @@ async def _recipients_of(conn: AsyncConnection, order_ids: list[UUID]) -> dict[U
     return found
 
 
-async def get_order(conn: AsyncConnection, order_id: UUID, creator: str) -> StoredOrder | None:
-    """The creator's order, or None: another creator's order is as good as absent."""
+async def get_order(
+    conn: AsyncConnection, order_id: UUID, creator: str, *, with_recipients: bool = True
+) -> StoredOrder | None:
+    """The creator's order, or None: another creator's order is as good as absent. Without recipients when the
+    answer does not show them: an order may have ten thousand."""
     row = (await conn.execute(select(orders).where(and_(orders.c.id == order_id, orders.c.creator == creator)))).first()
     if row is None:
         return None
-    recipients = await _recipients_of(conn, [order_id])
-    return _order(row, tuple(recipients[order_id]))
+    recipients = (await _recipients_of(conn, [order_id]))[order_id] if with_recipients else []
+    return _order(row, tuple(recipients))
 
 
 async def find_orders(conn: AsyncConnection, creator: str, senders_reference: str, limit: int) -> list[StoredOrder]:

@@ -98,7 +98,7 @@ class OrderService:
 
     async def status(self, creator: str, order_id: UUID) -> OrderStatusView:
         async with self._db.read() as conn:
-            order = await repository.get_order(conn, order_id, creator)
+            order = await repository.get_order(conn, order_id, creator, with_recipients=False)
             if order is None:
                 raise OrderNotFound()
             email, sms = await notification_repository.channel_counts(conn, order_id)
@@ -110,7 +110,7 @@ class OrderService:
             cancelled = await repository.cancel_order(
                 conn, order_id, creator, now, now + timedelta(minutes=CANCEL_MARGIN_MINUTES)
             )
-            order = await repository.get_order(conn, order_id, creator)
+            order = await repository.get_order(conn, order_id, creator, with_recipients=False)
             if order is None:
                 raise OrderNotFound()
             if not cancelled and order.status is not OrderStatus.CANCELLED:
@@ -122,7 +122,7 @@ class OrderService:
         self, creator: str, order_id: UUID, channel: str
     ) -> tuple[StoredOrder, list[NotificationRow]]:
         async with self._db.read() as conn:
-            order = await repository.get_order(conn, order_id, creator)
+            order = await repository.get_order(conn, order_id, creator, with_recipients=False)
             if order is None:
                 raise OrderNotFound()
             if channel == "email":
