@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import case, func, select
+from sqlalchemy import Table, case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from varsel.db.tables import email_notifications, sms_notifications
@@ -47,58 +47,30 @@ async def channel_counts(conn: AsyncConnection, order_id: UUID) -> tuple[Channel
     return counts[0], counts[1]
 
 
-async def email_notifications_of(conn: AsyncConnection, order_id: UUID) -> list[NotificationRow]:
-    t = email_notifications
+async def notifications_of(conn: AsyncConnection, table: Table, order_id: UUID) -> list[NotificationRow]:
+    """The order's notifications on one channel (email_notifications or sms_notifications), oldest first."""
+    email = table is email_notifications
+    address = table.c.email_address if email else table.c.mobile_number
     rows = await conn.execute(
         select(
-            t.c.id,
-            t.c.status,
-            t.c.status_changed,
-            t.c.email_address,
-            t.c.national_identity_number,
-            t.c.organization_number,
-            t.c.is_reserved,
+            table.c.id,
+            table.c.status,
+            table.c.status_changed,
+            address.label("address"),
+            table.c.national_identity_number,
+            table.c.organization_number,
+            table.c.is_reserved,
         )
-        .where(t.c.order_id == order_id)
-        .order_by(t.c.created, t.c.id)
+        .where(table.c.order_id == order_id)
+        .order_by(table.c.created, table.c.id)
     )
     return [
         NotificationRow(
             r.id,
             r.status,
             r.status_changed,
-            r.email_address,
-            None,
-            r.national_identity_number,
-            r.organization_number,
-            r.is_reserved,
-        )
-        for r in rows
-    ]
-
-
-async def sms_notifications_of(conn: AsyncConnection, order_id: UUID) -> list[NotificationRow]:
-    t = sms_notifications
-    rows = await conn.execute(
-        select(
-            t.c.id,
-            t.c.status,
-            t.c.status_changed,
-            t.c.mobile_number,
-            t.c.national_identity_number,
-            t.c.organization_number,
-            t.c.is_reserved,
-        )
-        .where(t.c.order_id == order_id)
-        .order_by(t.c.created, t.c.id)
-    )
-    return [
-        NotificationRow(
-            r.id,
-            r.status,
-            r.status_changed,
-            None,
-            r.mobile_number,
+            r.address if email else None,
+            None if email else r.address,
             r.national_identity_number,
             r.organization_number,
             r.is_reserved,

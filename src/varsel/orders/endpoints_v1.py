@@ -381,20 +381,20 @@ def _recipient(row: NotificationRow) -> Recipient:
 class _Channel:
     """What differs between the email and the SMS notification lists."""
 
-    name: str
+    medium: Medium
     statuses: type[EmailStatus] | type[SmsStatus]
     descriptions: Mapping[Any, str]
     success: frozenset[Any]
 
 
-_EMAIL = _Channel("email", EmailStatus, EMAIL_STATUS_DESCRIPTIONS, EMAIL_SUCCESS)
-_SMS = _Channel("sms", SmsStatus, SMS_STATUS_DESCRIPTIONS, SMS_SUCCESS)
+_EMAIL = _Channel(Medium.EMAIL, EmailStatus, EMAIL_STATUS_DESCRIPTIONS, EMAIL_SUCCESS)
+_SMS = _Channel(Medium.SMS, SmsStatus, SMS_STATUS_DESCRIPTIONS, SMS_SUCCESS)
 
 
 async def _notification_summary(
     request: Request, caller: Caller, raw_id: str, channel: _Channel
 ) -> NotificationSummary:
-    order, rows = await request.app.state.varsel.orders.notifications(caller.org, _parse_id(raw_id), channel.name)
+    order, rows = await request.app.state.varsel.orders.notifications(caller.org, _parse_id(raw_id), channel.medium)
     items = []
     for row in rows:
         status = channel.statuses(row.status)

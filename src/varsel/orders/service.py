@@ -9,6 +9,7 @@ from uuid import UUID
 
 from varsel.clock import Clock
 from varsel.db.engine import Database
+from varsel.db.tables import email_notifications, sms_notifications
 from varsel.ids import new_id
 from varsel.notifications import repository as notification_repository
 from varsel.notifications.repository import ChannelCounts, NotificationRow
@@ -18,7 +19,7 @@ from varsel.orders.models import RecipientLookupResult
 from varsel.orders.repository import StoredOrder
 from varsel.orders.validation import OrderDraft
 from varsel.problems import Problem
-from varsel.recipients.lookup import LookupResult, RecipientLookup
+from varsel.recipients.lookup import LookupResult, Medium, RecipientLookup
 
 # An order can be cancelled only while its send time is further away than this: closer to it, a worker may
 # already be preparing it.
@@ -125,8 +126,6 @@ class OrderService:
             order = await repository.get_order(conn, order_id, creator, with_recipients=False)
             if order is None:
                 raise OrderNotFound()
-            if channel == "email":
-                rows = await notification_repository.email_notifications_of(conn, order_id)
-            else:
-                rows = await notification_repository.sms_notifications_of(conn, order_id)
+            table = email_notifications if channel is Medium.EMAIL else sms_notifications
+            rows = await notification_repository.notifications_of(conn, table, order_id)
         return order, rows
