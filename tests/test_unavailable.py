@@ -8,8 +8,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
-from varsel.app import build, create_app
+from varsel.app import build, create_app, database_unavailable
 from varsel.clock import FrozenClock
 from varsel.db.engine import Database
 from varsel.settings import Settings
@@ -40,11 +42,6 @@ async def test_unreachable_postgresql_answers_503(
 
 
 async def test_a_locked_sqlite_database_answers_503_and_a_broken_statement_500(tmp_path: Path) -> None:
-    from sqlalchemy import text
-    from sqlalchemy.exc import DBAPIError
-
-    from varsel.app import database_unavailable
-
     database = Database(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
     try:
         with pytest.raises(DBAPIError) as broken:

@@ -32,7 +32,6 @@ class AuthSettings(BaseModel):
     leeway_seconds: int = 30
     jwks_cache_seconds: int = 3600
     create_scope: str = "altinn:serviceowner/notifications.create"
-    admin_scope: str = "altinn:notifications.support.admin"
     # The preview shows registry contact details without sending anything: a scope of its own, not every sender's.
     preview_scope: str = "varsel:notifications.preview"
     # Writing the registries redirects where people's notifications go: a scope of its own, too.

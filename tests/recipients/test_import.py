@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -155,8 +156,6 @@ async def test_fields_wider_than_their_columns_and_control_characters_are_reject
 
 
 async def test_concurrent_imports_of_overlapping_keys(database: Database, clock: FrozenClock) -> None:
-    import asyncio
-
     records = [{"kind": "person", "nationalIdentityNumber": f"{30_000_000_000 + i:011d}"} for i in range(3_000)]
     first, second = await asyncio.gather(
         load(database, clock, records, batch_size=500), load(database, clock, records[::-1], batch_size=500)

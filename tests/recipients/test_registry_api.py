@@ -1,4 +1,4 @@
-"""Registries pushing changes over HTTP with the admin scope."""
+"""Registries pushing changes over HTTP with the registry scope."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ from collections.abc import Callable
 import httpx
 
 REGISTRY = "/notifications/api/v1/registry/records"
-ADMIN = "varsel:registry.write"
+REGISTRY_WRITER = "varsel:registry.write"
 Auth = Callable[..., dict[str, str]]
 
 PERSON = {"kind": "person", "nationalIdentityNumber": "01017012345", "name": "Ola", "emailAddress": "ola@example.com"}
 SUCCESS = {"status": "Success", "isReserved": [], "missingContact": []}
 
 
-async def test_admin_pushes_records_and_lookups_see_them(client: httpx.AsyncClient, auth: Auth) -> None:
+async def test_a_registry_pushes_records_and_lookups_see_them(client: httpx.AsyncClient, auth: Auth) -> None:
     pushed = await client.post(
         REGISTRY,
         json=[
@@ -23,7 +23,7 @@ async def test_admin_pushes_records_and_lookups_see_them(client: httpx.AsyncClie
             {**PERSON, "name": "Ola N"},
             {"kind": "person", "nationalIdentityNumber": "1"},
         ],
-        headers=auth(scopes=[ADMIN]),
+        headers=auth(scopes=[REGISTRY_WRITER]),
     )
     assert pushed.status_code == 200, pushed.text
     result = pushed.json()
@@ -48,14 +48,18 @@ async def test_admin_pushes_records_and_lookups_see_them(client: httpx.AsyncClie
     assert preferred.json()["recipientLookup"] == SUCCESS
 
     deleted = await client.post(
-        REGISTRY, json=[{"kind": "delete", "nationalIdentityNumber": "01017012345"}], headers=auth(scopes=[ADMIN])
+        REGISTRY,
+        json=[{"kind": "delete", "nationalIdentityNumber": "01017012345"}],
+        headers=auth(scopes=[REGISTRY_WRITER]),
     )
     assert deleted.json()["deleted"] == 1
     again = await client.post("/notifications/api/v1/orders/email", json=order, headers=auth())
     assert again.json()["recipientLookup"]["missingContact"] == ["01017012345"]
 
 
-async def test_only_the_admin_scope_may_push(client: httpx.AsyncClient, auth: Auth, token: Callable[..., str]) -> None:
+async def test_only_the_registry_scope_may_push(
+    client: httpx.AsyncClient, auth: Auth, token: Callable[..., str]
+) -> None:
     assert (await client.post(REGISTRY, json=[PERSON])).status_code == 401
     assert (await client.post(REGISTRY, json=[PERSON], headers=auth())).status_code == 403
     support = auth(scopes=["altinn:notifications.support.admin"])
@@ -69,7 +73,7 @@ async def test_only_the_admin_scope_may_push(client: httpx.AsyncClient, auth: Au
 
 
 async def test_the_body_is_a_bounded_list_of_objects(client: httpx.AsyncClient, auth: Auth) -> None:
-    headers = auth(scopes=[ADMIN])
+    headers = auth(scopes=[REGISTRY_WRITER])
     not_a_list = await client.post(REGISTRY, json=PERSON, headers=headers)
     assert not_a_list.status_code == 400
     assert "$" in not_a_list.json()["errors"]

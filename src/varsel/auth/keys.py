@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from pathlib import Path
@@ -120,9 +119,3 @@ def ensure_dev_key(path: Path) -> ec.EllipticCurvePrivateKey:
     with os.fdopen(fd, "wb") as handle:
         handle.write(pem)
     return key
-
-
-def dev_public_jwks(key: ec.EllipticCurvePrivateKey) -> str:
-    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
-    jwk.update(kid=DEV_KEY_ID, use="sig", alg="ES256")
-    return json.dumps({"keys": [jwk]})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -45,9 +44,3 @@ async def migrate(database: Database, revision: str = "head") -> None:
             if database.dialect == "postgresql":
                 await conn.exec_driver_sql("SELECT pg_advisory_unlock(7215001)")
                 await conn.commit()
-
-
-def current_revision(connection: Connection) -> Any:
-    from alembic.runtime.migration import MigrationContext
-
-    return MigrationContext.configure(connection).get_current_revision()

@@ -50,10 +50,6 @@ class RecipientSpec:
     national_identity_number: str | None = None
     organization_number: str | None = None
 
-    @property
-    def needs_lookup(self) -> bool:
-        return self.national_identity_number is not None or self.organization_number is not None
-
 
 @dataclass(frozen=True)
 class EmailTemplateSpec:
