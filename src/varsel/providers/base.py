@@ -39,6 +39,26 @@ class Accepted:
     delivered: bool = False
 
 
+@dataclass(frozen=True)
+class DeliveryReport:
+    """What a provider's delivery report says about one message, before it is matched to a notification.
+
+    `notification_id` is the id we gave the provider with the message (as text: a report may carry anything, and
+    one that matches nothing is kept as a dead report, not dropped). `provider_reference` is the provider's own id
+    for the message, when the report names it. `occurred` is when the provider says the event happened.
+    """
+
+    notification_id: str
+    status: EmailStatus | SmsStatus
+    provider_reference: str | None = None
+    detail: str | None = None
+    occurred: datetime | None = None
+
+
+class ReportFormatError(ValueError):
+    """A delivery-report body that is not what the provider documents: answered 400, nothing stored."""
+
+
 class TransientProviderError(Exception):
     """Try again later: timeouts, 4xx SMTP replies, 5xx and 429 HTTP answers. Never marks a notification failed."""
 
