@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from sqlalchemy.exc import DBAPIError
 
-from varsel import __version__
+from varsel import __version__, operations
 from varsel.auth.dependencies import Authenticator
 from varsel.auth.keys import DEV_ISSUER, JwksKeys, KeySource, StaticKeys, ensure_dev_key
 from varsel.auth.tokens import TokenVerifier, TrustedIssuerKeys
@@ -29,8 +29,9 @@ from varsel.dispatch.conditions import ConditionChecker
 from varsel.dispatch.processor import OrderProcessor
 from varsel.dispatch.runner import Workers
 from varsel.dispatch.senders import ExpirySweeper, email_sender, sms_sender
-from varsel.dispatch.wakeup import Wakeups
+from varsel.dispatch.wakeup import PostgresListener, Wakeups
 from varsel.http import BodyLimitMiddleware
+from varsel.observability import Telemetry
 from varsel.orders import endpoints_v1
 from varsel.orders.models import (
     EmailNotificationOrderRequest,
@@ -72,9 +73,10 @@ class Varsel:
     registry_importer: RegistryImporter
     wakeups: Wakeups
     workers: Workers
+    telemetry: Telemetry
 
-    async def close(self) -> None:
-        await self.workers.stop()
+    async def close(self, grace_seconds: float = 0.0) -> None:
+        await self.workers.stop(grace_seconds)
         await self.workers.email_provider.close()
         await self.workers.sms_provider.close()
         await self.http.aclose()
@@ -130,22 +132,25 @@ def build(
     allowed_hosts = frozenset(h.lower() for h in settings.conditions.allowed_hosts)
     lookup = RecipientLookup(LocalRegistry(database))
     wakeups = Wakeups()
+    telemetry = Telemetry()
     dispatch = settings.dispatch
     worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     outbox = settings.data_dir / "outbox"
     email_provider = email_provider or OutboxEmailProvider(outbox)
     sms_provider = sms_provider or OutboxSmsProvider(outbox)
     conditions = ConditionChecker(http, dispatch.condition_timeout_seconds, allowed_hosts)
+    listener = PostgresListener(database.url, wakeups) if database.dialect == "postgresql" else None
     workers = Workers(
-        OrderProcessor(database, clock, lookup, conditions, dispatch, worker, wakeups),
-        email_sender(database, clock, email_provider, dispatch, worker),
-        sms_sender(database, clock, sms_provider, dispatch, worker),
-        ExpirySweeper(database, clock, wakeups),
+        OrderProcessor(database, clock, lookup, conditions, dispatch, worker, wakeups, telemetry),
+        email_sender(database, clock, email_provider, dispatch, worker, telemetry),
+        sms_sender(database, clock, sms_provider, dispatch, worker, telemetry),
+        ExpirySweeper(database, clock, telemetry),
         wakeups,
         clock,
         dispatch.poll_seconds,
         email_provider,
         sms_provider,
+        listener,
     )
     return Varsel(
         settings=settings,
@@ -156,10 +161,13 @@ def build(
             build_verifier(settings, http), auth.create_scope, auth.org_claim, auth.registry_scope
         ),
         validator=OrderValidator(clock, settings.limits, settings.defaults, allowed_hosts),
-        orders=OrderService(database, clock, lookup, on_registered=wakeups.orders.set),
+        orders=OrderService(
+            database, clock, lookup, telemetry, on_registered=wakeups.orders.set, wake_within=dispatch.poll_seconds
+        ),
         registry_importer=RegistryImporter(database, clock),
         wakeups=wakeups,
         workers=workers,
+        telemetry=telemetry,
     )
 
 
@@ -249,7 +257,7 @@ def create_app(varsel: Varsel, *, run_workers: bool = False) -> FastAPI:
         try:
             yield
         finally:
-            await varsel.close()
+            await varsel.close(varsel.settings.dispatch.shutdown_grace_seconds)
 
     app = FastAPI(title="varsel", version=__version__, lifespan=lifespan)
     app.state.varsel = varsel
@@ -258,6 +266,7 @@ def create_app(varsel: Varsel, *, run_workers: bool = False) -> FastAPI:
         app.add_exception_handler(database_error, _database_error)
     app.include_router(endpoints_v1.router)
     app.include_router(registry_endpoints.router)
+    app.include_router(operations.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=varsel.settings.limits.max_body_bytes)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -86,6 +86,9 @@ class DispatchSettings(BaseModel):
     condition_timeout_seconds: float = 10.0
     condition_retry_seconds: float = 60.0
     condition_failure_policy: Literal["send", "skip"] = "send"
+    # On SIGTERM, how long rounds under way may take to finish before they are cut off (what a cut-off sender
+    # has not handed over is released at once; what it had in flight is retried when its lease runs out).
+    shutdown_grace_seconds: float = 20.0
 
 
 class Settings(BaseSettings):

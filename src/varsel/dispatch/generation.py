@@ -125,3 +125,30 @@ def _sms_row(
         # A Daytime SMS waiting for the window gets its 48 hours from the opening it waits for.
         "expiry": max(send_after, order.requested_send_time) + expiry,
     }
+
+
+def undeliverable(order: StoredOrder, now: datetime, reason: str) -> GeneratedNotifications:
+    """An order that could not be processed before its notifications would have expired: one Failed row per
+    recipient, saying why, so the order ends and its owner sees what happened to each recipient."""
+    out = GeneratedNotifications()
+    email_first = (
+        order.channel is not NotificationChannel.SMS and order.channel is not NotificationChannel.SMS_PREFERRED
+    )
+    for recipient in order.recipients:
+        base = {
+            "id": new_id(),
+            "order_id": order.id,
+            "national_identity_number": recipient.national_identity_number,
+            "organization_number": recipient.organization_number,
+            "created": now,
+            "status_changed": now,
+            "send_after": now,
+            "expiry": now,
+            "status_detail": reason,
+        }
+        as_email = recipient.email_address is not None or (email_first and recipient.mobile_number is None)
+        if as_email:
+            out.email.append({**base, "email_address": recipient.email_address, "status": EmailStatus.FAILED.value})
+        else:
+            out.sms.append({**base, "mobile_number": recipient.mobile_number, "status": SmsStatus.FAILED.value})
+    return out

@@ -12,9 +12,11 @@ from varsel.db.engine import Database
 from varsel.db.tables import email_notifications, sms_notifications
 from varsel.dispatch import repository
 from varsel.dispatch.conditions import ConditionChecker, ConditionResult
-from varsel.dispatch.generation import generate
+from varsel.dispatch.generation import GeneratedNotifications, generate, undeliverable
+from varsel.dispatch.retry import RetryPolicy
 from varsel.dispatch.wakeup import Wakeups
 from varsel.notifications.statuses import OrderStatus
+from varsel.observability import Telemetry
 from varsel.orders import repository as order_repository
 from varsel.orders.repository import StoredOrder
 from varsel.recipients.lookup import RecipientLookup
@@ -40,6 +42,7 @@ class OrderProcessor:
         settings: DispatchSettings,
         worker: str,
         wakeups: Wakeups,
+        telemetry: Telemetry,
     ) -> None:
         self._db = database
         self._clock = clock
@@ -48,18 +51,32 @@ class OrderProcessor:
         self._settings = settings
         self._worker = worker
         self._wakeups = wakeups
+        self._telemetry = telemetry
+        # A failed round (a registry down, or a bug this order trips) is retried with backoff, not in a hot loop.
+        self._retry = RetryPolicy(settings.retry_first_seconds, settings.retry_max_seconds)
 
     async def run_once(self) -> int:
         """Claim one batch of due orders and process it; answers how many orders were claimed."""
         now = self._clock.now()
         lease_until = now + timedelta(seconds=self._settings.lease_seconds)
-        async with self._db.transaction() as conn:
-            ids = await repository.claim_due_orders(
-                conn, self._worker, now, lease_until, self._settings.order_batch_size
-            )
-            claimed = await order_repository.load_orders(conn, ids)
+        with self._telemetry.claim_seconds.labels("orders").time():
+            async with self._db.transaction() as conn:
+                rows = await repository.claim_due_orders(
+                    conn, self._worker, now, lease_until, self._settings.order_batch_size
+                )
+                claimed = await order_repository.load_orders(conn, [row.id for row in rows])
         if not claimed:
             return 0
+        for row in rows:
+            taken_over = row.previous_status == OrderStatus.PROCESSING.value
+            self._telemetry.transition(
+                "order",
+                row.id,
+                row.previous_status,
+                OrderStatus.PROCESSING.value,
+                attempt=row.processing_attempts,
+                note="lease ran out; taken over" if taken_over else None,
+            )
         gate = asyncio.Semaphore(ORDER_CONCURRENCY)
 
         async def one(order: StoredOrder) -> None:
@@ -68,9 +85,9 @@ class OrderProcessor:
                     await self._process(order)
                 except _ClaimLost:
                     log.warning("order %s: claim lost to another worker; its work is theirs now", order.id)
-                except Exception:
-                    # The order stays Processing under our lease; when the lease runs out a worker takes it again.
-                    log.exception("order %s: processing failed; it will be retried when the lease runs out", order.id)
+                except Exception as error:
+                    log.exception("order %s: processing failed (attempt %d)", order.id, order.processing_attempts)
+                    await self._failed(order, error)
 
         await asyncio.gather(*(one(order) for order in claimed))
         return len(claimed)
@@ -88,9 +105,7 @@ class OrderProcessor:
             if answer.result is ConditionResult.FAILED:
                 if order.processing_attempts < 2:
                     retry_at = self._clock.now() + timedelta(seconds=self._settings.condition_retry_seconds)
-                    async with self._db.transaction() as conn:
-                        await repository.retry_order_later(conn, order.id, self._worker, retry_at, self._clock.now())
-                    log.info("order %s: condition check failed (%s); retrying at %s", order.id, answer.detail, retry_at)
+                    await self._retry_later(order, retry_at, f"condition check failed: {answer.detail}")
                     return
                 if self._settings.condition_failure_policy == "skip":
                     log.info("order %s: condition check failed again (%s); not sending", order.id, answer.detail)
@@ -106,18 +121,26 @@ class OrderProcessor:
         )
         now = self._clock.now()
         generated = generate(order, lookup, now, timedelta(hours=self._settings.expiry_hours))
+        await self._write(order, generated, now)
+
+    async def _write(self, order: StoredOrder, generated: GeneratedNotifications, now: datetime) -> None:
         status = OrderStatus.PROCESSED if generated.pending else OrderStatus.COMPLETED
         async with self._db.transaction() as conn:
             await repository.insert_notifications(conn, email_notifications, generated.email)
             await repository.insert_notifications(conn, sms_notifications, generated.sms)
             if not await repository.finish_order(conn, order.id, self._worker, status, now):
                 raise _ClaimLost()  # rolls the inserted notifications back with it
-        log.info(
-            "order %s: Processing -> %s (%d email, %d sms notifications)",
+            await repository.announce_work(conn, email=bool(generated.email), sms=bool(generated.sms))
+        for channel, rows in (("email", generated.email), ("sms", generated.sms)):
+            for row in rows:
+                self._telemetry.transition(channel, row["id"], None, row["status"], order=order.id)
+        self._telemetry.transition(
+            "order",
             order.id,
+            OrderStatus.PROCESSING.value,
             status.value,
-            len(generated.email),
-            len(generated.sms),
+            email=len(generated.email),
+            sms=len(generated.sms),
         )
         if generated.email:
             self._wakeups.email.set()
@@ -128,4 +151,29 @@ class OrderProcessor:
         async with self._db.transaction() as conn:
             if not await repository.finish_order(conn, order.id, self._worker, status, self._clock.now()):
                 raise _ClaimLost()
-        log.info("order %s: Processing -> %s", order.id, status.value)
+        self._telemetry.transition("order", order.id, OrderStatus.PROCESSING.value, status.value)
+
+    async def _retry_later(self, order: StoredOrder, at: datetime, reason: str) -> None:
+        async with self._db.transaction() as conn:
+            moved = await repository.retry_order_later(conn, order.id, self._worker, at, self._clock.now())
+        if moved:
+            self._telemetry.transition(
+                "order", order.id, OrderStatus.PROCESSING.value, OrderStatus.REGISTERED.value, retry_at=at, why=reason
+            )
+
+    async def _failed(self, order: StoredOrder, error: Exception) -> None:
+        """Processing raised. Try again with backoff; once the order's notifications would have expired anyway,
+        end it with a Failed notification per recipient rather than retrying it for ever."""
+        now = self._clock.now()
+        reason = f"the order could not be processed: {error!r}"[:1000]
+        give_up_at = max(order.requested_send_time, order.created) + timedelta(hours=self._settings.expiry_hours)
+        try:
+            if now >= give_up_at:
+                await self._write(order, undeliverable(order, now, reason), now)
+            else:
+                await self._retry_later(order, now + self._retry.delay(order.processing_attempts), reason)
+        except _ClaimLost:
+            log.warning("order %s: claim lost to another worker; its work is theirs now", order.id)
+        except Exception:
+            # The database itself is away: the order stays Processing, and is taken again when the lease runs out.
+            log.exception("order %s: could not record the failure; the lease will bring it back", order.id)

@@ -8,11 +8,11 @@ status it expects and by the claim, so work taken over after a lease ran out is 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Table, and_, exists, insert, or_, select, update
+from sqlalchemy import Table, and_, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -38,10 +38,13 @@ FAILED_TTL = "Failed_TTL"
 
 async def claim_due_orders(
     conn: AsyncConnection, worker: str, now: datetime, lease_until: datetime, limit: int
-) -> list[UUID]:
-    """Take up to `limit` due orders: Registered ones, and Processing ones whose worker's lease ran out."""
+) -> list[Row[Any]]:
+    """Take up to `limit` due orders: Registered ones, and Processing ones whose worker's lease ran out.
+
+    Answers (id, previous status, processing_attempts) per order: the previous status tells a first claim from a
+    take-over after a lease ran out."""
     due = (
-        select(orders.c.id)
+        select(orders.c.id, orders.c.status)
         .where(
             and_(
                 orders.c.process_after <= now,
@@ -54,10 +57,11 @@ async def claim_due_orders(
         .order_by(orders.c.process_after)
         .limit(limit)
         .with_for_update(skip_locked=True)
+        .cte("due")
     )
     result = await conn.execute(
         update(orders)
-        .where(orders.c.id.in_(due.scalar_subquery()))
+        .where(orders.c.id == due.c.id)
         .values(
             status=OrderStatus.PROCESSING.value,
             status_changed=now,
@@ -65,9 +69,9 @@ async def claim_due_orders(
             claimed_until=lease_until,
             processing_attempts=orders.c.processing_attempts + 1,
         )
-        .returning(orders.c.id)
+        .returning(orders.c.id, due.c.status.label("previous_status"), orders.c.processing_attempts)
     )
-    return [row.id for row in result]
+    return list(result)
 
 
 def _held_by(worker: str) -> Any:
@@ -100,13 +104,15 @@ async def finish_order(conn: AsyncConnection, order_id: UUID, worker: str, statu
 
 
 async def next_due_order(conn: AsyncConnection) -> datetime | None:
-    result = await conn.execute(
-        select(orders.c.process_after)
-        .where(orders.c.status.in_([OrderStatus.REGISTERED.value, OrderStatus.PROCESSING.value]))
-        .order_by(orders.c.process_after)
-        .limit(1)
+    """When the order worker next has something to claim: a Registered order's send time, or the end of another
+    worker's lease on a Processing one."""
+    registered = await conn.execute(
+        select(func.min(orders.c.process_after)).where(orders.c.status == OrderStatus.REGISTERED.value)
     )
-    return result.scalar()
+    leased = await conn.execute(
+        select(func.min(orders.c.claimed_until)).where(orders.c.status == OrderStatus.PROCESSING.value)
+    )
+    return _earliest(registered.scalar(), leased.scalar())
 
 
 async def insert_notifications(conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -146,22 +152,27 @@ async def complete_orders(conn: AsyncConnection, order_ids: Sequence[UUID], now:
 async def claim_notifications(
     conn: AsyncConnection, table: Table, worker: str, now: datetime, lease_until: datetime, limit: int
 ) -> list[Row[Any]]:
-    """Take up to `limit` notifications due for sending (and ones whose sender's lease ran out) as Sending."""
+    """Take up to `limit` notifications due for sending (and ones whose sender's lease ran out) as Sending.
+
+    Answers the claimed rows, each with `previous_status` (New, or Sending for a take-over)."""
     due = (
-        select(table.c.id)
+        select(table.c.id, table.c.status)
         .where(
             and_(
                 table.c.send_after <= now,
+                # Past its expiry a notification is never handed over (after an outage, say): the sweeper ends it.
+                table.c.expiry >= now,
                 or_(table.c.status == NEW, and_(table.c.status == SENDING, table.c.claimed_until < now)),
             )
         )
         .order_by(table.c.send_after)
         .limit(limit)
         .with_for_update(skip_locked=True)
+        .cte("due")
     )
     result = await conn.execute(
         update(table)
-        .where(table.c.id.in_(due.scalar_subquery()))
+        .where(table.c.id == due.c.id)
         .values(
             status=SENDING,
             status_changed=now,
@@ -169,7 +180,7 @@ async def claim_notifications(
             claimed_until=lease_until,
             attempts=table.c.attempts + 1,
         )
-        .returning(*table.c)
+        .returning(*table.c, due.c.status.label("previous_status"))
     )
     return list(result)
 
@@ -223,26 +234,95 @@ async def apply_delivery_report(
     return order_id
 
 
-async def expire_notifications(conn: AsyncConnection, table: Table, now: datetime, report_grace: Any) -> list[UUID]:
+async def expire_notifications(
+    conn: AsyncConnection, table: Table, now: datetime, report_grace: timedelta
+) -> list[tuple[str, Row[Any]]]:
     """Failed_TTL for notifications past expiry: awaiting a report beyond the grace period, or never sent at all
-    (New, or Sending with its sender's lease run out). Answers the affected orders."""
-    result = await conn.execute(
-        update(table)
-        .where(
-            or_(
-                and_(table.c.status == _AWAITING_REPORT[table.name], table.c.expiry < now - report_grace),
-                and_(table.c.status == NEW, table.c.expiry < now),
-                and_(table.c.status == SENDING, table.c.expiry < now, table.c.claimed_until < now),
+    (New, or Sending with its sender's lease run out). Answers (previous status, row with id and order_id)."""
+    stale = {
+        _AWAITING_REPORT[table.name]: table.c.expiry < now - report_grace,
+        NEW: table.c.expiry < now,
+        SENDING: and_(table.c.expiry < now, table.c.claimed_until < now),
+    }
+    expired: list[tuple[str, Row[Any]]] = []
+    # One guarded update per previous status: each transition is logged with the status it really left.
+    for previous, condition in stale.items():
+        result = await conn.execute(
+            update(table)
+            .where(and_(table.c.status == previous, condition))
+            .values(status=FAILED_TTL, status_changed=now, claimed_by=None, claimed_until=None)
+            .returning(table.c.id, table.c.order_id)
+        )
+        expired += [(previous, row) for row in result]
+    return expired
+
+
+async def next_sendable(conn: AsyncConnection, table: Table, now: datetime) -> datetime | None:
+    """When a sender next has something to claim: the earliest New notification's send time, or the earliest end
+    of another sender's lease. (Not a Sending row's send time: that is past, and would keep an idle worker spinning
+    while another worker holds the row.)"""
+    new = await conn.execute(
+        select(func.min(table.c.send_after)).where(and_(table.c.status == NEW, table.c.expiry >= now))
+    )
+    leased = await conn.execute(
+        select(func.min(table.c.claimed_until)).where(and_(table.c.status == SENDING, table.c.expiry >= now))
+    )
+    return _earliest(new.scalar(), leased.scalar())
+
+
+def _earliest(*moments: datetime | None) -> datetime | None:
+    known = [moment for moment in moments if moment is not None]
+    return min(known) if known else None
+
+
+# ---------------------------------------------------------------- wake-ups and the queue's shape
+
+# PostgreSQL channels on which committed work is announced to the workers of every process.
+CHANNEL_ORDERS = "varsel_orders"
+CHANNEL_EMAIL = "varsel_email"
+CHANNEL_SMS = "varsel_sms"
+
+
+async def announce_work(conn: AsyncConnection, *, orders: bool = False, email: bool = False, sms: bool = False) -> None:
+    """Tell listening workers in other processes that work was added. PostgreSQL delivers a NOTIFY only when the
+    transaction commits (and folds repeats within it into one), so nobody wakes for work that was rolled back.
+    SQLite has no such thing: its one process wakes its workers in memory."""
+    if conn.dialect.name != "postgresql":
+        return
+    for channel, wanted in ((CHANNEL_ORDERS, orders), (CHANNEL_EMAIL, email), (CHANNEL_SMS, sms)):
+        if wanted:
+            await conn.execute(select(func.pg_notify(channel, "")))
+
+
+async def queue_snapshot(conn: AsyncConnection, now: datetime) -> dict[str, tuple[int, datetime | None]]:
+    """Per kind of work: how many items are due now and unfinished, and since when the oldest has been due."""
+    snapshot: dict[str, tuple[int, datetime | None]] = {}
+    due_orders = await conn.execute(
+        select(func.count(), func.min(orders.c.process_after)).where(
+            and_(
+                orders.c.status.in_([OrderStatus.REGISTERED.value, OrderStatus.PROCESSING.value]),
+                orders.c.process_after <= now,
             )
         )
-        .values(status=FAILED_TTL, status_changed=now, claimed_by=None, claimed_until=None)
-        .returning(table.c.order_id)
     )
-    return sorted({row.order_id for row in result})
+    count, oldest = due_orders.one()
+    snapshot["orders"] = (int(count), oldest)
+    for work, table in (("email", email_notifications), ("sms", sms_notifications)):
+        due = await conn.execute(
+            select(func.count(), func.min(table.c.send_after)).where(
+                and_(table.c.status.in_([NEW, SENDING]), table.c.send_after <= now)
+            )
+        )
+        count, oldest = due.one()
+        snapshot[work] = (int(count), oldest)
+    return snapshot
 
 
-async def next_sendable(conn: AsyncConnection, table: Table) -> datetime | None:
-    result = await conn.execute(
-        select(table.c.send_after).where(table.c.status.in_([NEW, SENDING])).order_by(table.c.send_after).limit(1)
-    )
-    return result.scalar()
+async def awaiting_report_counts(conn: AsyncConnection) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for channel, table in (("email", email_notifications), ("sms", sms_notifications)):
+        result = await conn.execute(
+            select(func.count()).select_from(table).where(table.c.status == _AWAITING_REPORT[table.name])
+        )
+        counts[channel] = int(result.scalar_one())
+    return counts

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -11,12 +10,14 @@ from datetime import datetime
 from varsel.clock import Clock
 from varsel.dispatch.processor import OrderProcessor
 from varsel.dispatch.senders import ExpirySweeper, Sender
-from varsel.dispatch.wakeup import Signal, Wakeups
+from varsel.dispatch.wakeup import PostgresListener, Signal, Wakeups
 from varsel.providers.base import EmailProvider, SmsProvider
 
 log = logging.getLogger("varsel.dispatch")
 
 SWEEP_SECONDS = 60.0
+# After a failed round (the database away), the pause before the next: long enough not to flood the log.
+FAILED_ROUND_PAUSE_SECONDS = 1.0
 
 
 class Workers:
@@ -31,6 +32,7 @@ class Workers:
         poll_seconds: float,
         email_provider: EmailProvider,
         sms_provider: SmsProvider,
+        listener: PostgresListener | None = None,
     ) -> None:
         self.email_provider = email_provider
         self.sms_provider = sms_provider
@@ -41,7 +43,10 @@ class Workers:
         self._wakeups = wakeups
         self._clock = clock
         self._poll = poll_seconds
-        self._tasks: list[asyncio.Task[None]] = []
+        self._listener = listener
+        self._loops: list[asyncio.Task[None]] = []
+        self._listening: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def drain(self) -> int:
         """Run every kind of work until none is due now: for tests with a frozen clock, and for one-shot runs."""
@@ -59,26 +64,34 @@ class Workers:
         async def no_due() -> datetime | None:
             return None
 
-        self._tasks = [
-            asyncio.create_task(
-                self._loop("orders", self.processor.run_once, self._wakeups.orders, self.processor.next_due, self._poll)
-            ),
-            asyncio.create_task(
-                self._loop("email", self.email.run_once, self._wakeups.email, self.email.next_due, self._poll)
-            ),
-            asyncio.create_task(self._loop("sms", self.sms.run_once, self._wakeups.sms, self.sms.next_due, self._poll)),
-            asyncio.create_task(
-                self._loop("expiry", self.sweeper.run_once, self._wakeups.sweeper, no_due, SWEEP_SECONDS)
-            ),
+        self._stopping = False
+        w = self._wakeups
+        self._loops = [
+            asyncio.create_task(self._loop("orders", self.processor.run_once, w.orders, self.processor.next_due)),
+            asyncio.create_task(self._loop("email", self.email.run_once, w.email, self.email.next_due)),
+            asyncio.create_task(self._loop("sms", self.sms.run_once, w.sms, self.sms.next_due)),
+            asyncio.create_task(self._loop("expiry", self.sweeper.run_once, w.sweeper, no_due, SWEEP_SECONDS)),
         ]
+        if self._listener is not None:
+            self._listening = asyncio.create_task(self._listener.run())
 
-    async def stop(self) -> None:
-        for task in self._tasks:
+    async def stop(self, grace_seconds: float = 0.0) -> None:
+        """Stop claiming; let rounds under way finish for up to `grace_seconds`; then cut off what is left.
+
+        A sender cut off records what the provider already took and releases what it never handed over (see
+        Sender.run_once); an order cut off stays Processing until its lease runs out, and nothing of it was
+        written, so another worker redoes it whole."""
+        if not self._loops:
+            return
+        self._stopping = True
+        self._wakeups.all()
+        if grace_seconds > 0:
+            await asyncio.wait(self._loops, timeout=grace_seconds)
+        tasks = [*self._loops, *([self._listening] if self._listening else [])]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._loops, self._listening = [], None
 
     async def _loop(
         self,
@@ -86,15 +99,16 @@ class Workers:
         run_once: Callable[[], Awaitable[int]],
         signal: Signal,
         next_due: Callable[[], Awaitable[datetime | None]],
-        poll: float,
+        poll: float | None = None,
     ) -> None:
-        while True:
+        while not self._stopping:
             try:
                 done = await run_once()
                 due = None if done else await next_due()
             except Exception:
                 # The database may be away for a moment; the work stays in it, so wait and try again.
                 log.exception("%s worker: a round failed; trying again shortly", name)
-                done, due = 0, None
-            if not done:
-                await signal.wait(self._clock, poll, due)
+                await asyncio.sleep(FAILED_ROUND_PAUSE_SECONDS)
+                continue
+            if not done and not self._stopping:
+                await signal.wait(self._clock, poll if poll is not None else self._poll, due)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from sqlalchemy import Table
@@ -21,9 +22,11 @@ from varsel.clock import Clock
 from varsel.db.engine import Database
 from varsel.db.tables import email_notifications, sms_notifications
 from varsel.dispatch import repository
-from varsel.dispatch.wakeup import Wakeups
+from varsel.dispatch.repository import NEW, SENDING
+from varsel.dispatch.retry import RetryPolicy
 from varsel.dispatch.window import next_daytime_send
-from varsel.notifications.statuses import EmailStatus, SmsStatus
+from varsel.notifications.statuses import EmailStatus, OrderStatus, SmsStatus
+from varsel.observability import Telemetry
 from varsel.orders.models import EmailContentType
 from varsel.providers.base import (
     Accepted,
@@ -39,17 +42,7 @@ from varsel.settings import DispatchSettings
 
 log = logging.getLogger("varsel.dispatch")
 
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff for transient provider failures."""
-
-    first_seconds: float
-    max_seconds: float
-
-    def delay(self, attempts: int, retry_after: float | None = None) -> timedelta:
-        backoff = min(self.max_seconds, self.first_seconds * 2 ** max(0, attempts - 1))
-        return timedelta(seconds=max(backoff, retry_after or 0.0))
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -58,6 +51,25 @@ class _Outcome:
     order_id: UUID
     values: dict[str, Any]
     delivered: bool = False
+
+
+async def finish_despite_cancellation(work: Awaitable[T]) -> T:
+    """Run `work` to its end even if the caller is cancelled meanwhile, then pass the cancellation on.
+
+    Recording what a provider already took must not be cut off by a shutdown: a rolled-back outcome leaves the
+    notification Sending, and when its lease runs out it would be sent a second time."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                break
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError()
+    return task.result()
 
 
 class Sender:
@@ -71,15 +83,18 @@ class Sender:
         concurrency: int,
         settings: DispatchSettings,
         worker: str,
+        telemetry: Telemetry,
     ) -> None:
         self._db = database
         self._clock = clock
         self._table = table
+        self._channel = "email" if table is email_notifications else "sms"
         self._send = send
         self._provider_name = provider_name
         self._gate = asyncio.Semaphore(concurrency)
         self._settings = settings
         self._worker = worker
+        self._telemetry = telemetry
         self._retry = RetryPolicy(settings.retry_first_seconds, settings.retry_max_seconds)
 
     @property
@@ -89,85 +104,145 @@ class Sender:
     async def run_once(self) -> int:
         now = self._clock.now()
         lease_until = now + timedelta(seconds=self._settings.lease_seconds)
-        async with self._db.transaction() as conn:
-            claimed = await repository.claim_notifications(
-                conn, self._table, self._worker, now, lease_until, self._settings.notification_batch_size
-            )
-            templates = await repository.order_templates(conn, [row.order_id for row in claimed])
+        with self._telemetry.claim_seconds.labels(self._channel).time():
+            async with self._db.transaction() as conn:
+                claimed = await repository.claim_notifications(
+                    conn, self._table, self._worker, now, lease_until, self._settings.notification_batch_size
+                )
+                templates = await repository.order_templates(conn, [row.order_id for row in claimed])
         if not claimed:
             return 0
+        for row in claimed:
+            self._telemetry.transition(
+                self._channel, row.id, row.previous_status, SENDING, order=row.order_id, attempt=row.attempts
+            )
         # No transaction is open from here until the outcomes are written.
-        outcomes = await asyncio.gather(*(self._one(row, templates[row.order_id]) for row in claimed))
-        await self._record(outcomes)
+        started: set[UUID] = set()
+        calls = [asyncio.ensure_future(self._one(row, templates[row.order_id], started)) for row in claimed]
+        try:
+            outcomes = await asyncio.gather(*calls)
+        except asyncio.CancelledError:
+            # Shutting down past the grace period: keep what the provider took, give back what it never saw.
+            # Calls cut off at the provider stay Sending; their lease brings them back (the one duplicate risk).
+            finished = [c.result() for c in calls if c.done() and not c.cancelled() and c.exception() is None]
+            released = [
+                _Outcome(
+                    row.id, row.order_id, {"status": NEW, "send_after": row.send_after, "attempts": row.attempts - 1}
+                )
+                for row in claimed
+                if row.id not in started
+            ]
+            log.warning(
+                "%s sender stopping: %d outcomes recorded, %d released unsent, %d cut off at the provider",
+                self._channel,
+                len(finished),
+                len(released),
+                len(claimed) - len(finished) - len(released),
+            )
+            await finish_despite_cancellation(self._record(finished + released))
+            raise
+        await finish_despite_cancellation(self._record(outcomes))
         return len(claimed)
 
     async def next_due(self) -> datetime | None:
         async with self._db.read() as conn:
-            return await repository.next_sendable(conn, self._table)
+            return await repository.next_sendable(conn, self._table, self._clock.now())
 
-    async def _one(self, row: Any, template: Any) -> _Outcome:
+    async def _one(self, row: Any, template: Any, started: set[UUID]) -> _Outcome:
         async with self._gate:
             now = self._clock.now()
-            try:
-                result = await self._send(row, template, now)
-            except _Defer as defer:
-                return _Outcome(row.id, row.order_id, {"status": "New", "send_after": defer.until})
-            except TransientProviderError as error:
-                delay = self._retry.delay(row.attempts, error.retry_after)
-                log.info("%s %s: transient failure (%s); retry in %s", self._table.name, row.id, error, delay)
-                return _Outcome(
-                    row.id, row.order_id, {"status": "New", "send_after": now + delay, "status_detail": str(error)}
-                )
-            except (PermanentEmailError, PermanentSmsError) as error:
-                return _Outcome(
-                    row.id,
-                    row.order_id,
-                    {"status": error.status.value, "status_changed": now, "status_detail": str(error)},
-                )
-            except Exception as error:
-                # An adapter bug must not lose the notification: treat it as transient, and say so loudly.
-                log.exception("%s %s: provider call raised unexpectedly", self._table.name, row.id)
-                delay = self._retry.delay(row.attempts)
-                return _Outcome(
-                    row.id, row.order_id, {"status": "New", "send_after": now + delay, "status_detail": repr(error)}
-                )
-            accepted_status = (
-                EmailStatus.SUCCEEDED.value if self._table is email_notifications else SmsStatus.ACCEPTED.value
+            started.add(row.id)
+            began = time.perf_counter()
+            outcome = await self._call(row, template, now)
+            kind = outcome.values["status"]
+            label = (
+                "accepted"
+                if kind in (EmailStatus.SUCCEEDED.value, SmsStatus.ACCEPTED.value)
+                else ("retry" if kind == NEW else "failed")
             )
-            assert isinstance(result, Accepted)
+            self._telemetry.provider_seconds.labels(self._channel, self._provider_name, label).observe(
+                time.perf_counter() - began
+            )
+            return outcome
+
+    async def _call(self, row: Any, template: Any, now: datetime) -> _Outcome:
+        try:
+            result = await self._send(row, template, now)
+        except _Defer as defer:
+            return _Outcome(
+                row.id, row.order_id, {"status": NEW, "send_after": defer.until, "attempts": row.attempts - 1}
+            )
+        except TransientProviderError as error:
+            delay = self._retry.delay(row.attempts, error.retry_after)
+            return _Outcome(
+                row.id, row.order_id, {"status": NEW, "send_after": now + delay, "status_detail": str(error)[:2000]}
+            )
+        except (PermanentEmailError, PermanentSmsError) as error:
             return _Outcome(
                 row.id,
                 row.order_id,
-                {
-                    "status": accepted_status,
-                    "status_changed": now,
-                    "provider": self._provider_name,
-                    "provider_reference": result.reference,
-                    "status_detail": None,
-                },
-                delivered=result.delivered,
+                {"status": error.status.value, "status_changed": now, "status_detail": str(error)[:2000]},
             )
+        except Exception as error:
+            # An adapter bug must not lose the notification: treat it as transient, and say so loudly.
+            log.exception("%s %s: provider call raised unexpectedly", self._channel, row.id)
+            delay = self._retry.delay(row.attempts)
+            return _Outcome(
+                row.id, row.order_id, {"status": NEW, "send_after": now + delay, "status_detail": repr(error)[:2000]}
+            )
+        accepted_status = EmailStatus.SUCCEEDED.value if self._channel == "email" else SmsStatus.ACCEPTED.value
+        assert isinstance(result, Accepted)
+        return _Outcome(
+            row.id,
+            row.order_id,
+            {
+                "status": accepted_status,
+                "status_changed": now,
+                "provider": self._provider_name,
+                "provider_reference": result.reference,
+                "status_detail": None,
+            },
+            delivered=result.delivered,
+        )
 
     async def _record(self, outcomes: list[_Outcome]) -> None:
+        if not outcomes:
+            return
         now = self._clock.now()
-        delivered = EmailStatus.DELIVERED.value if self._table is email_notifications else SmsStatus.DELIVERED.value
+        delivered = EmailStatus.DELIVERED.value if self._channel == "email" else SmsStatus.DELIVERED.value
         touched: set[UUID] = set()
+        recorded: list[_Outcome] = []
         async with self._db.transaction() as conn:
             for outcome in outcomes:
                 if not await repository.record_outcome(
                     conn, self._table, outcome.notification_id, self._worker, outcome.values
                 ):
                     log.warning(
-                        "%s %s: outcome not recorded, the claim was lost", self._table.name, outcome.notification_id
+                        "%s %s: outcome not recorded, the claim was lost", self._channel, outcome.notification_id
                     )
                     continue
+                recorded.append(outcome)
                 if outcome.delivered:
                     await repository.apply_delivery_report(conn, self._table, outcome.notification_id, delivered, now)
-                if outcome.values["status"] != "New":
+                if outcome.values["status"] != NEW:
                     touched.add(outcome.order_id)
             completed = await repository.complete_orders(conn, sorted(touched), now)
-        for order_id in completed:
-            log.info("order %s: Processed -> Completed", order_id)
+        for outcome in recorded:
+            status = outcome.values["status"]
+            self._telemetry.transition(
+                self._channel,
+                outcome.notification_id,
+                SENDING,
+                status,
+                order=outcome.order_id,
+                retry_at=outcome.values.get("send_after") if status == NEW else None,
+                detail=outcome.values.get("status_detail"),
+            )
+            if outcome.delivered:
+                self._telemetry.transition(
+                    self._channel, outcome.notification_id, status, delivered, order=outcome.order_id
+                )
+        self._telemetry.transitions_of("order", completed, OrderStatus.PROCESSED.value, OrderStatus.COMPLETED.value)
 
 
 class _Defer(Exception):
@@ -177,7 +252,12 @@ class _Defer(Exception):
 
 
 def email_sender(
-    database: Database, clock: Clock, provider: EmailProvider, settings: DispatchSettings, worker: str
+    database: Database,
+    clock: Clock,
+    provider: EmailProvider,
+    settings: DispatchSettings,
+    worker: str,
+    telemetry: Telemetry,
 ) -> Sender:
     async def send(row: Any, template: Any, now: datetime) -> Accepted:
         message = EmailMessage(
@@ -191,12 +271,25 @@ def email_sender(
         return await provider.send(message)
 
     return Sender(
-        database, clock, email_notifications, send, provider.name, settings.email_concurrency, settings, worker
+        database,
+        clock,
+        email_notifications,
+        send,
+        provider.name,
+        settings.email_concurrency,
+        settings,
+        worker,
+        telemetry,
     )
 
 
 def sms_sender(
-    database: Database, clock: Clock, provider: SmsProvider, settings: DispatchSettings, worker: str
+    database: Database,
+    clock: Clock,
+    provider: SmsProvider,
+    settings: DispatchSettings,
+    worker: str,
+    telemetry: Telemetry,
 ) -> Sender:
     async def send(row: Any, template: Any, now: datetime) -> Accepted:
         if template.sms_sending_time_policy == "Daytime":
@@ -213,7 +306,9 @@ def sms_sender(
         )
         return await provider.send(message)
 
-    return Sender(database, clock, sms_notifications, send, provider.name, settings.sms_concurrency, settings, worker)
+    return Sender(
+        database, clock, sms_notifications, send, provider.name, settings.sms_concurrency, settings, worker, telemetry
+    )
 
 
 class ExpirySweeper:
@@ -221,18 +316,21 @@ class ExpirySweeper:
 
     REPORT_GRACE = timedelta(minutes=5)
 
-    def __init__(self, database: Database, clock: Clock, wakeups: Wakeups) -> None:
+    def __init__(self, database: Database, clock: Clock, telemetry: Telemetry) -> None:
         self._db = database
         self._clock = clock
-        self._wakeups = wakeups
+        self._telemetry = telemetry
 
     async def run_once(self) -> int:
         now = self._clock.now()
-        expired: list[UUID] = []
+        expired: dict[str, list[tuple[str, Any]]] = {}
         async with self._db.transaction() as conn:
-            for table in (email_notifications, sms_notifications):
-                expired += await repository.expire_notifications(conn, table, now, self.REPORT_GRACE)
-            completed = await repository.complete_orders(conn, expired, now)
-        if expired:
-            log.info("expired notifications of %d orders; %d orders completed", len(set(expired)), len(completed))
-        return len(expired)
+            for channel, table in (("email", email_notifications), ("sms", sms_notifications)):
+                expired[channel] = await repository.expire_notifications(conn, table, now, self.REPORT_GRACE)
+            orders = sorted({row.order_id for rows in expired.values() for _, row in rows})
+            completed = await repository.complete_orders(conn, orders, now)
+        for channel, rows in expired.items():
+            for previous, row in rows:
+                self._telemetry.transition(channel, row.id, previous, repository.FAILED_TTL, order=row.order_id)
+        self._telemetry.transitions_of("order", completed, OrderStatus.PROCESSED.value, OrderStatus.COMPLETED.value)
+        return sum(len(rows) for rows in expired.values())

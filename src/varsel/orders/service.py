@@ -10,10 +10,12 @@ from uuid import UUID
 from varsel.clock import Clock
 from varsel.db.engine import Database
 from varsel.db.tables import email_notifications, sms_notifications
+from varsel.dispatch import repository as dispatch_repository
 from varsel.ids import new_id
 from varsel.notifications import repository as notification_repository
 from varsel.notifications.repository import ChannelCounts, NotificationRow
 from varsel.notifications.statuses import OrderStatus
+from varsel.observability import Telemetry
 from varsel.orders import repository
 from varsel.orders.models import RecipientLookupResult
 from varsel.orders.repository import StoredOrder
@@ -55,12 +57,17 @@ class OrderService:
         database: Database,
         clock: Clock,
         lookup: RecipientLookup,
+        telemetry: Telemetry,
         on_registered: Callable[[], None] = lambda: None,
+        wake_within: float = 2.0,
     ) -> None:
         self._db = database
         self._clock = clock
         self._lookup = lookup
+        self._telemetry = telemetry
         self._on_registered = on_registered
+        # Orders due sooner than the workers' longest sleep wake them; later ones are found by their next poll.
+        self._wake_within = timedelta(seconds=wake_within)
 
     async def look_up(self, draft: OrderDraft) -> LookupResult:
         return await self._lookup.resolve(
@@ -80,10 +87,16 @@ class OrderService:
         lookup = await self.look_up(draft)
         order_id = new_id()
         now = self._clock.now()
+        due_soon = draft.requested_send_time <= now + self._wake_within
         async with self._db.transaction() as conn:
             await repository.insert_order(conn, order_id, creator, draft, now)
-        if draft.requested_send_time <= now:
-            self._on_registered()  # committed and due: wake the order worker rather than let it poll
+            if due_soon:
+                # Workers in other processes (PostgreSQL) learn of it when this commits.
+                await dispatch_repository.announce_work(conn, orders=True)
+        self._telemetry.orders_accepted.labels(draft.channel.value).inc()
+        self._telemetry.transition("order", order_id, None, OrderStatus.REGISTERED.value, creator=creator)
+        if due_soon:
+            self._on_registered()  # committed and due: wake this process's order worker rather than let it poll
         return order_id, lookup.summary()
 
     async def get(self, creator: str, order_id: UUID) -> StoredOrder:
@@ -117,6 +130,8 @@ class OrderService:
             if not cancelled and order.status is not OrderStatus.CANCELLED:
                 raise OrderNotCancellable(order.status)
             email, sms = await notification_repository.channel_counts(conn, order_id)
+        if cancelled:
+            self._telemetry.transition("order", order_id, OrderStatus.REGISTERED.value, OrderStatus.CANCELLED.value)
         return OrderStatusView(order, email, sms)
 
     async def notifications(
