@@ -53,7 +53,7 @@ from varsel.recipients import endpoints as registry_endpoints
 from varsel.recipients.endpoints import RegistryRecords
 from varsel.recipients.imports import RegistryImporter
 from varsel.recipients.lookup import RecipientLookup
-from varsel.recipients.registry import LocalRegistry
+from varsel.recipients.registry import ContactRegistry, LocalRegistry
 from varsel.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -124,13 +124,15 @@ def build(
     database: Database | None = None,
     email_provider: EmailProvider | None = None,
     sms_provider: SmsProvider | None = None,
+    registry: ContactRegistry | None = None,
 ) -> Varsel:
     clock = clock or SystemClock()
     database = database or Database(settings.resolved_database_url())
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
     auth = settings.auth
     allowed_hosts = frozenset(h.lower() for h in settings.conditions.allowed_hosts)
-    lookup = RecipientLookup(LocalRegistry(database))
+    # The local copy of the contact registries unless another (a remote registry's client) is given.
+    lookup = RecipientLookup(registry or LocalRegistry(database))
     wakeups = Wakeups()
     telemetry = Telemetry()
     dispatch = settings.dispatch

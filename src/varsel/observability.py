@@ -34,7 +34,10 @@ class Telemetry:
         # A registry per instance, not prometheus_client's global one: tests build many varsels in one process.
         self.registry = CollectorRegistry()
         self.orders_accepted = Counter(
-            "varsel_orders_accepted", "Orders accepted with 202, by endpoint kind.", ["kind"], registry=self.registry
+            "varsel_orders_accepted",
+            "Orders accepted with 202, by notification channel.",
+            ["channel"],
+            registry=self.registry,
         )
         self.transitions = Counter(
             "varsel_status_transitions",
@@ -104,4 +107,3 @@ class Telemetry:
 
     def exposition(self) -> bytes:
         return bytes(generate_latest(self.registry))
-

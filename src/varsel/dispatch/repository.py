@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Table, and_, exists, func, insert, or_, select, update
+from sqlalchemy import Select, Table, and_, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -57,21 +58,15 @@ async def claim_due_orders(
         .order_by(orders.c.process_after)
         .limit(limit)
         .with_for_update(skip_locked=True)
-        .cte("due")
     )
-    result = await conn.execute(
-        update(orders)
-        .where(orders.c.id == due.c.id)
-        .values(
-            status=OrderStatus.PROCESSING.value,
-            status_changed=now,
-            claimed_by=worker,
-            claimed_until=lease_until,
-            processing_attempts=orders.c.processing_attempts + 1,
-        )
-        .returning(orders.c.id, due.c.status.label("previous_status"), orders.c.processing_attempts)
-    )
-    return list(result)
+    values = {
+        "status": OrderStatus.PROCESSING.value,
+        "status_changed": now,
+        "claimed_by": worker,
+        "claimed_until": lease_until,
+        "processing_attempts": orders.c.processing_attempts + 1,
+    }
+    return await _claim(conn, orders, due, values, [orders.c.id, orders.c.processing_attempts])
 
 
 def _held_by(worker: str) -> Any:
@@ -168,21 +163,45 @@ async def claim_notifications(
         .order_by(table.c.send_after)
         .limit(limit)
         .with_for_update(skip_locked=True)
-        .cte("due")
     )
-    result = await conn.execute(
-        update(table)
-        .where(table.c.id == due.c.id)
-        .values(
-            status=SENDING,
-            status_changed=now,
-            claimed_by=worker,
-            claimed_until=lease_until,
-            attempts=table.c.attempts + 1,
+    values = {
+        "status": SENDING,
+        "status_changed": now,
+        "claimed_by": worker,
+        "claimed_until": lease_until,
+        "attempts": table.c.attempts + 1,
+    }
+    return await _claim(conn, table, due, values, list(table.c))
+
+
+async def _claim(
+    conn: AsyncConnection, table: Table, due: Select[Any], values: dict[str, Any], returning: list[Any]
+) -> list[Row[Any]]:
+    """Update the rows `due` selects (id, status) with `values`, answering `returning` plus `previous_status`.
+
+    PostgreSQL does it in one statement, the locking select as a CTE whose status RETURNING can still show.
+    SQLite cannot name a FROM table in RETURNING; there the select and the update run one after the other, which
+    is as safe, since its write transaction (begun IMMEDIATE) admits no other writer in between."""
+    if conn.dialect.name == "postgresql":
+        locked = due.cte("due")
+        result = await conn.execute(
+            update(table)
+            .where(table.c.id == locked.c.id)
+            .values(**values)
+            .returning(*returning, locked.c.status.label("previous_status"))
         )
-        .returning(*table.c, due.c.status.label("previous_status"))
+        return list(result)
+    previous = {row.id: row.status for row in await conn.execute(due)}
+    if not previous:
+        return []
+    result = await conn.execute(
+        update(table).where(table.c.id.in_(list(previous))).values(**values).returning(*returning)
     )
-    return list(result)
+    return [_with_previous(row, previous[row.id]) for row in result]
+
+
+def _with_previous(row: Row[Any], previous_status: str) -> Any:
+    return SimpleNamespace(**row._asdict(), previous_status=previous_status)
 
 
 async def order_templates(conn: AsyncConnection, order_ids: Sequence[UUID]) -> dict[UUID, Any]:

@@ -1,0 +1,302 @@
+"""What operators rely on around the pipeline: metrics, the transition log, stopping gracefully, orders that cannot
+be processed, idle workers that stay idle, and wake-ups across processes on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable, Collection
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select, text
+
+from tests.conftest import NOW
+from tests.recipients.registry_data import load
+from varsel.app import Varsel, build, create_app
+from varsel.clock import FrozenClock
+from varsel.db.engine import Database
+from varsel.db.tables import email_notifications, metadata, orders
+from varsel.providers.base import Accepted, EmailMessage
+from varsel.recipients.registry import LocalRegistry, OrganizationContact, PersonContact, UserContactPoint
+from varsel.settings import Settings
+
+V1 = "/notifications/api/v1"
+Auth = Callable[..., dict[str, str]]
+
+
+def _email(*addresses: str) -> dict[str, Any]:
+    return {"subject": "Hei", "body": "Hallo", "recipients": [{"emailAddress": a} for a in addresses]}
+
+
+async def _order(client: httpx.AsyncClient, auth: Auth, body: dict[str, Any], path: str = "/orders/email") -> str:
+    response = await client.post(f"{V1}{path}", json=body, headers=auth())
+    assert response.status_code == 202, response.text
+    return str(response.json()["orderId"])
+
+
+def _metric(exposition: str, name: str, **labels: str) -> float:
+    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    for line in exposition.splitlines():
+        match = re.fullmatch(rf"{re.escape(name)}(?:\{{(.*)\}})? (\S+)", line)
+        if match and ",".join(sorted((match.group(1) or "").split(","))) == wanted:
+            return float(match.group(2))
+    raise AssertionError(f"{name}{{{wanted}}} not in metrics")
+
+
+async def test_metrics_show_intake_transitions_and_the_queue(
+    client: httpx.AsyncClient, auth: Auth, varsel: Varsel, clock: FrozenClock
+) -> None:
+    await _order(client, auth, _email("a@example.com", "b@example.com"))
+    clock.advance(timedelta(seconds=30))  # the order has now been due for 30 s
+    before = (await client.get("/metrics")).text
+    assert _metric(before, "varsel_orders_accepted_total", channel="Email") == 1
+    assert _metric(before, "varsel_queue_depth", work="orders") == 1
+    assert _metric(before, "varsel_oldest_due_age_seconds", work="orders") == 30
+    assert _metric(before, "varsel_queue_depth", work="email") == 0
+
+    await varsel.workers.processor.run_once()
+    generated = (await client.get("/metrics")).text
+    assert _metric(generated, "varsel_queue_depth", work="orders") == 0
+    assert _metric(generated, "varsel_queue_depth", work="email") == 2
+    assert _metric(generated, "varsel_status_transitions_total", entity="email", status="New") == 2
+
+    await varsel.workers.drain()
+    after = (await client.get("/metrics")).text
+    assert _metric(after, "varsel_queue_depth", work="email") == 0
+    assert _metric(after, "varsel_oldest_due_age_seconds", work="email") == 0
+    assert _metric(after, "varsel_status_transitions_total", entity="email", status="Delivered") == 2
+    assert _metric(after, "varsel_status_transitions_total", entity="order", status="Completed") == 1
+    assert (
+        _metric(after, "varsel_provider_call_seconds_count", channel="email", provider="outbox", outcome="accepted")
+        == 2
+    )
+    assert _metric(after, "varsel_claim_seconds_count", work="orders") >= 1
+
+
+async def test_health(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/health/live")).json() == {"status": "ok"}
+    assert (await client.get("/health/ready")).json() == {"status": "ok"}
+
+
+async def test_every_status_transition_is_one_log_line(
+    client: httpx.AsyncClient, auth: Auth, varsel: Varsel, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="varsel.transitions")
+    order_id = await _order(client, auth, _email("a@example.com"))
+    await varsel.workers.drain()
+    lines = [r.getMessage() for r in caplog.records if r.name == "varsel.transitions"]
+    moves = [re.search(r"entity=(\S+) id=\S+ from=(\S+) to=(\S+)", line).groups() for line in lines]  # type: ignore[union-attr]
+    assert moves == [
+        ("order", "-", "Registered"),
+        ("order", "Registered", "Processing"),
+        ("email", "-", "New"),
+        ("order", "Processing", "Processed"),
+        ("email", "New", "Sending"),
+        ("email", "Sending", "Succeeded"),
+        ("email", "Succeeded", "Delivered"),
+        ("order", "Processed", "Completed"),
+    ]
+    assert all(f"id={order_id}" in line or f"order={order_id}" in line for line in lines)
+    record = next(r for r in caplog.records if r.name == "varsel.transitions")
+    # The same facts as attributes, for a JSON log formatter.
+    assert (record.entity, record.entity_id, record.to_status) == ("order", order_id, "Registered")  # type: ignore[attr-defined]
+
+
+class GatedEmailProvider:
+    """Holds every send until the test opens the gate; counts what it was handed."""
+
+    name = "gated"
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.entered: list[str] = []
+        self.sent: list[str] = []
+
+    async def send(self, message: EmailMessage) -> Accepted:
+        self.entered.append(message.to_address)
+        await self.gate.wait()
+        self.sent.append(message.to_address)
+        return Accepted(reference=str(message.notification_id))
+
+    async def close(self) -> None:
+        return None
+
+
+async def _statuses(database: Database) -> dict[str, tuple[str, int]]:
+    async with database.read() as conn:
+        rows = await conn.execute(
+            select(email_notifications.c.email_address, email_notifications.c.status, email_notifications.c.attempts)
+        )
+        return {row.email_address: (row.status, row.attempts) for row in rows}
+
+
+async def _stopping_build(settings: Settings, database: Database, clock: FrozenClock) -> tuple[Varsel, Any]:
+    provider = GatedEmailProvider()
+    one_at_a_time = settings.model_copy(
+        update={"dispatch": settings.dispatch.model_copy(update={"email_concurrency": 1, "poll_seconds": 3600})}
+    )
+    return build(one_at_a_time, clock=clock, database=database, email_provider=provider), provider
+
+
+async def _wait_for(condition: Callable[[], bool]) -> None:
+    # A harness bound, not a timing assertion: the condition is expected to hold almost at once.
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
+async def test_stopping_past_the_grace_period_releases_what_the_provider_never_saw(
+    settings: Settings, database: Database, clock: FrozenClock, auth: Auth
+) -> None:
+    varsel, provider = await _stopping_build(settings, database, clock)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(varsel)), base_url="http://t") as client:
+        await _order(client, auth, _email("a@example.com", "b@example.com", "c@example.com"))
+    await varsel.workers.processor.run_once()
+    varsel.workers.start()
+    await _wait_for(lambda: len(provider.entered) == 1)
+    await varsel.close(grace_seconds=0.05)  # the one send under way never finishes
+    statuses = await _statuses(database)
+    in_flight = provider.entered[0]
+    # Cut off at the provider: left Sending under its lease, to be retried when the lease runs out.
+    assert statuses.pop(in_flight) == ("Sending", 1)
+    # Never handed over: back to New at once, the attempt not counted.
+    assert statuses == {address: ("New", 0) for address in statuses}
+    assert len(statuses) == 2
+
+
+async def test_stopping_within_the_grace_period_finishes_and_records_the_round(
+    settings: Settings, database: Database, clock: FrozenClock, auth: Auth
+) -> None:
+    varsel, provider = await _stopping_build(settings, database, clock)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(varsel)), base_url="http://t") as client:
+        await _order(client, auth, _email("a@example.com", "b@example.com"))
+    await varsel.workers.processor.run_once()
+    varsel.workers.start()
+    await _wait_for(lambda: len(provider.entered) == 1)
+    stopping = asyncio.create_task(varsel.close(grace_seconds=30))
+    await asyncio.sleep(0)
+    provider.gate.set()
+    await stopping
+    assert sorted(provider.sent) == ["a@example.com", "b@example.com"]
+    assert await _statuses(database) == {"a@example.com": ("Succeeded", 1), "b@example.com": ("Succeeded", 1)}
+
+
+class FlakyRegistry:
+    """A contact registry that can be taken down, as a remote registry can be."""
+
+    def __init__(self, inner: LocalRegistry) -> None:
+        self.inner = inner
+        self.down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise ConnectionError("registry unreachable")
+
+    async def persons(self, numbers: Collection[str]) -> dict[str, PersonContact]:
+        self._check()
+        return await self.inner.persons(numbers)
+
+    async def organizations(self, numbers: Collection[str]) -> dict[str, OrganizationContact]:
+        self._check()
+        return await self.inner.organizations(numbers)
+
+    async def user_contacts(
+        self, organization_numbers: Collection[str], resource_id: str
+    ) -> dict[str, list[UserContactPoint]]:
+        self._check()
+        return await self.inner.user_contacts(organization_numbers, resource_id)
+
+
+async def _order_row(database: Database, order_id: str) -> Any:
+    async with database.read() as conn:
+        rows = list(await conn.execute(select(orders)))
+    return next(row for row in rows if str(row.id) == order_id)
+
+
+async def test_an_order_that_cannot_be_processed_backs_off_and_finally_ends_failed(
+    settings: Settings, database: Database, clock: FrozenClock, auth: Auth
+) -> None:
+    registry = FlakyRegistry(LocalRegistry(database))
+    varsel = build(settings, clock=clock, database=database, registry=registry)
+    await load(database, clock, [{"kind": "person", "nationalIdentityNumber": "01017012345", "name": "Ola",
+                                  "emailAddress": "ola@example.com", "isReserved": False}])  # fmt: skip
+    body = {"subject": "Hei", "body": "Hallo", "recipients": [{"nationalIdentityNumber": "01017012345"}]}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(varsel)), base_url="http://t") as client:
+        order_id = await _order(client, auth, body)
+        registry.down = True
+        delays = []
+        for _ in range(4):
+            assert await varsel.workers.processor.run_once() == 1
+            row = await _order_row(database, order_id)
+            # Back to Registered (not stuck Processing for a lease) with a growing delay.
+            assert row.status == "Registered"
+            delays.append((row.process_after - clock.now()).total_seconds())
+            assert await varsel.workers.processor.run_once() == 0  # not retried before its time
+            clock.set(row.process_after)
+        assert delays == [5, 10, 20, 40]
+        # Still down when the notifications would have expired: the order ends, each recipient Failed with why.
+        clock.set(NOW + timedelta(hours=48))
+        assert await varsel.workers.processor.run_once() == 1
+        assert (await _order_row(database, order_id)).status == "Completed"
+        listed = (await client.get(f"{V1}/orders/{order_id}/notifications/email", headers=auth())).json()
+        assert (listed["generated"], listed["succeeded"]) == (1, 0)
+        assert listed["notifications"][0]["sendStatus"]["status"] == "Failed"
+        async with database.read() as conn:
+            detail = (await conn.execute(select(email_notifications.c.status_detail))).scalar_one()
+        assert "registry unreachable" in detail
+    await varsel.close()
+
+
+async def test_an_idle_sender_waits_for_another_workers_lease_instead_of_spinning(
+    client: httpx.AsyncClient, auth: Auth, varsel: Varsel, clock: FrozenClock, settings: Settings, database: Database
+) -> None:
+    await _order(client, auth, _email("a@example.com"))
+    await varsel.workers.processor.run_once()
+    other = build(settings, clock=clock, database=database)
+    # Another worker claims the notification (and holds it, as if its provider call were slow).
+    async with database.transaction() as conn:
+        from varsel.dispatch import repository
+
+        claimed = await repository.claim_notifications(
+            conn, email_notifications, "other", clock.now(), clock.now() + timedelta(seconds=120), 10
+        )
+    assert len(claimed) == 1
+    assert await varsel.workers.email.run_once() == 0
+    # Nothing to do until the other worker's lease runs out: not "now", which would keep this worker spinning.
+    assert await varsel.workers.email.next_due() == clock.now() + timedelta(seconds=120)
+    await other.close()
+
+
+@pytest.mark.postgres_only
+async def test_a_worker_in_another_process_is_woken_by_postgresql(
+    postgres_url: str, settings: Settings, clock: FrozenClock, auth: Auth, tmp_path: Path
+) -> None:
+    cleaner = Database(postgres_url)
+    async with cleaner.transaction() as conn:
+        await conn.execute(text(f"TRUNCATE {', '.join(t.name for t in metadata.sorted_tables)} CASCADE"))
+    await cleaner.dispose()
+    never_polls = settings.model_copy(update={"dispatch": settings.dispatch.model_copy(update={"poll_seconds": 3600})})
+    provider = GatedEmailProvider()
+    provider.gate.set()
+    api = build(never_polls, clock=clock, database=Database(postgres_url))
+    worker = build(never_polls, clock=clock, database=Database(postgres_url), email_provider=provider)
+    worker.workers.start()
+    try:
+        assert worker.workers._listener is not None
+        await asyncio.wait_for(worker.workers._listener.connected.wait(), 10)
+        await asyncio.sleep(0.1)  # let the loops finish their first (empty) rounds and go to sleep
+        transport = httpx.ASGITransport(app=create_app(api))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            await _order(client, auth, _email("woken@example.com"))
+        # Only a NOTIFY can wake the worker: its poll is an hour, and the API's in-process signal is not its own.
+        await _wait_for(lambda: provider.sent == ["woken@example.com"])
+    finally:
+        await worker.close()
+        await api.close()
