@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -47,13 +48,16 @@ from varsel.problems import (
     install_problem_handlers,
     problem_response,
 )
+from varsel.providers import factory
 from varsel.providers.base import EmailProvider, SmsProvider
-from varsel.providers.outbox import OutboxEmailProvider, OutboxSmsProvider
+from varsel.providers.guard import ProviderGuard
 from varsel.recipients import endpoints as registry_endpoints
 from varsel.recipients.endpoints import RegistryRecords
 from varsel.recipients.imports import RegistryImporter
 from varsel.recipients.lookup import RecipientLookup
 from varsel.recipients.registry import ContactRegistry, LocalRegistry
+from varsel.reports import endpoints as report_endpoints
+from varsel.reports.service import DeliveryReports
 from varsel.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -74,6 +78,7 @@ class Varsel:
     wakeups: Wakeups
     workers: Workers
     telemetry: Telemetry
+    reports: DeliveryReports
 
     async def close(self, grace_seconds: float = 0.0) -> None:
         await self.workers.stop(grace_seconds)
@@ -137,21 +142,31 @@ def build(
     telemetry = Telemetry()
     dispatch = settings.dispatch
     worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-    outbox = settings.data_dir / "outbox"
-    email_provider = email_provider or OutboxEmailProvider(outbox)
-    sms_provider = sms_provider or OutboxSmsProvider(outbox)
+    if email_provider is None or sms_provider is None:
+        factory.check_providers(settings)
+    # Every provider, chosen or given, is called through a guard: concurrency, rate, 429 pauses, breaker.
+    email_guard = ProviderGuard(email_provider or factory.email_provider(settings, clock), settings.email.guard, clock)
+    sms_guard = ProviderGuard(sms_provider or factory.sms_provider(settings, clock), settings.sms.guard, clock)
+    reports = DeliveryReports(
+        database,
+        clock,
+        telemetry,
+        settings.reports.retry_seconds,
+        timedelta(minutes=settings.reports.retry_window_minutes),
+    )
     conditions = ConditionChecker(http, dispatch.condition_timeout_seconds, allowed_hosts)
     listener = PostgresListener(database.url, wakeups) if database.dialect == "postgresql" else None
     workers = Workers(
         OrderProcessor(database, clock, lookup, conditions, dispatch, worker, wakeups, telemetry),
-        email_sender(database, clock, email_provider, dispatch, worker, telemetry),
-        sms_sender(database, clock, sms_provider, dispatch, worker, telemetry),
+        email_sender(database, clock, email_guard, dispatch, worker, telemetry),
+        sms_sender(database, clock, sms_guard, dispatch, worker, telemetry),
         ExpirySweeper(database, clock, telemetry),
+        reports,
         wakeups,
         clock,
         dispatch.poll_seconds,
-        email_provider,
-        sms_provider,
+        email_guard,
+        sms_guard,
         listener,
     )
     return Varsel(
@@ -170,6 +185,7 @@ def build(
         wakeups=wakeups,
         workers=workers,
         telemetry=telemetry,
+        reports=reports,
     )
 
 
@@ -269,6 +285,7 @@ def create_app(varsel: Varsel, *, run_workers: bool = False) -> FastAPI:
     app.include_router(endpoints_v1.router)
     app.include_router(registry_endpoints.router)
     app.include_router(operations.router)
+    app.include_router(report_endpoints.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=varsel.settings.limits.max_body_bytes)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

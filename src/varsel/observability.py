@@ -71,6 +71,13 @@ class Telemetry:
             ["work"],
             registry=self.registry,
         )
+        self.reports = Counter(
+            "varsel_delivery_reports",
+            "Delivery reports received or retried, by what became of them (applied, duplicate, late, superseded, "
+            "pending, dead).",
+            ["channel", "state"],
+            registry=self.registry,
+        )
         self.awaiting_report = Gauge(
             "varsel_notifications_awaiting_report",
             "Notifications handed to the provider and waiting for its delivery report (Succeeded / Accepted).",

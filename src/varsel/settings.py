@@ -11,6 +11,11 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from varsel.providers.acs import AcsSettings
+from varsel.providers.guard import GuardSettings
+from varsel.providers.linkmobility import LinkMobilitySettings
+from varsel.providers.smtp import SmtpSettings
+
 
 class TrustedIssuer(BaseModel):
     """An issuer of bearer tokens (e.g. Maskinporten) and where its signing keys are found."""
@@ -71,9 +76,6 @@ class DispatchSettings(BaseModel):
     order_batch_size: int = 100
     notification_batch_size: int = 500
     lease_seconds: int = 120
-    # Provider calls under way at once, per channel and process.
-    email_concurrency: int = 50
-    sms_concurrency: int = 50
     # Workers are woken when work is committed; this is the longest they sleep when nobody wakes them.
     poll_seconds: float = 2.0
     # Notifications not confirmed delivered this long after their send time fail with Failed_TTL.
@@ -89,6 +91,38 @@ class DispatchSettings(BaseModel):
     # On SIGTERM, how long rounds under way may take to finish before they are cut off (what a cut-off sender
     # has not handed over is released at once; what it had in flight is retried when its lease runs out).
     shutdown_grace_seconds: float = 20.0
+
+
+class EmailSettings(BaseModel):
+    # Where email goes: "outbox" (files in the data folder: development), "smtp" (a relay) or "acs" (Azure
+    # Communication Services). Each has its own settings below, e.g. VARSEL_EMAIL__SMTP__HOST.
+    provider: Literal["outbox", "smtp", "acs"] = "outbox"
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    acs: AcsSettings = Field(default_factory=AcsSettings)
+    # Calls under way at once (per process), a rate limit, and when to stop calling a failing provider for a while.
+    guard: GuardSettings = Field(default_factory=GuardSettings)
+
+
+class SmsSettings(BaseModel):
+    # Where SMS goes: "outbox" (a JSON-lines file in the data folder: development) or "linkmobility".
+    provider: Literal["outbox", "linkmobility"] = "outbox"
+    linkmobility: LinkMobilitySettings = Field(default_factory=LinkMobilitySettings)
+    guard: GuardSettings = Field(default_factory=GuardSettings)
+
+
+class ReportSettings(BaseModel):
+    """Delivery reports that match no notification yet are retried this often, for this long, then kept dead."""
+
+    retry_seconds: float = 5.0
+    retry_window_minutes: float = 10.0
+    # A provider's report request larger than this is refused (413) before it is read whole.
+    max_body_bytes: int = 1024 * 1024
+
+
+def _variable(prefix: str, item: str) -> str:
+    # Adapters name a missing field, perhaps with why: "connection_string (no accesskey)".
+    name, _, why = item.partition(" ")
+    return f"{prefix}{name.upper()}" + (f" {why}" if why else "")
 
 
 class Settings(BaseSettings):
@@ -110,6 +144,18 @@ class Settings(BaseSettings):
     limits: Limits = Field(default_factory=Limits)
     conditions: ConditionSettings = Field(default_factory=ConditionSettings)
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
+    email: EmailSettings = Field(default_factory=EmailSettings)
+    sms: SmsSettings = Field(default_factory=SmsSettings)
+    reports: ReportSettings = Field(default_factory=ReportSettings)
+
+    def provider_problems(self) -> list[str]:
+        """What keeps the chosen providers from working, as environment variables to set; empty when nothing."""
+        missing: list[str] = []
+        if self.email.provider == "acs":
+            missing += [_variable("VARSEL_EMAIL__ACS__", item) for item in self.email.acs.missing()]
+        if self.sms.provider == "linkmobility":
+            missing += [_variable("VARSEL_SMS__LINKMOBILITY__", item) for item in self.sms.linkmobility.missing()]
+        return missing
 
     def resolved_database_url(self) -> str:
         if self.database_url is not None and self.database_url.get_secret_value():

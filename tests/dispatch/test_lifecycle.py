@@ -138,7 +138,12 @@ async def _statuses(database: Database) -> dict[str, tuple[str, int]]:
 async def _stopping_build(settings: Settings, database: Database, clock: FrozenClock) -> tuple[Varsel, Any]:
     provider = GatedEmailProvider()
     one_at_a_time = settings.model_copy(
-        update={"dispatch": settings.dispatch.model_copy(update={"email_concurrency": 1, "poll_seconds": 3600})}
+        update={
+            "dispatch": settings.dispatch.model_copy(update={"poll_seconds": 3600}),
+            "email": settings.email.model_copy(
+                update={"guard": settings.email.guard.model_copy(update={"max_concurrency": 1})}
+            ),
+        }
     )
     return build(one_at_a_time, clock=clock, database=database, email_provider=provider), provider
 

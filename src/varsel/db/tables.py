@@ -140,6 +140,58 @@ for _table in (email_notifications, sms_notifications):
     Index(f"ix_{_table.name}_provider_reference", _table.c.provider_reference)
     Index(f"ix_{_table.name}_status_expiry", _table.c.status, _table.c.expiry)
 
+# Every time a notification was handed to a provider: when, to which, what came of it. For operators
+# (`varsel notifications history`); the API shows a notification's current status, as the reference does.
+notification_attempts = Table(
+    "notification_attempts",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("channel", String(5), nullable=False),
+    Column("notification_id", Uuid, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("started", UtcDateTime, nullable=False),
+    Column("finished", UtcDateTime, nullable=False),
+    Column("provider", String(40), nullable=False),
+    # accepted, retry (transient failure) or failed (permanent failure)
+    Column("outcome", String(10), nullable=False),
+    Column("status", String(40), nullable=False),
+    Column("provider_reference", String(200)),
+    Column("detail", Text),
+)
+Index("ix_notification_attempts_notification_id", notification_attempts.c.notification_id)
+
+# Delivery reports as they arrived, and what became of each: applied, duplicate, late (after expiry, kept without
+# changing the status), superseded (the notification was final already), pending (no notification to apply it to
+# yet: retried for a while) or dead (never matched: for an operator to inspect and retry).
+delivery_reports = Table(
+    "delivery_reports",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("channel", String(5), nullable=False),
+    Column("provider", String(40), nullable=False),
+    # The id the report names, as it came: it may match nothing, or not even be a UUID.
+    Column("reference", String(200), nullable=False),
+    Column("provider_reference", String(200)),
+    Column("notification_id", Uuid),
+    Column("status", String(40), nullable=False),
+    Column("detail", Text),
+    Column("occurred", UtcDateTime),
+    Column("received", UtcDateTime, nullable=False),
+    Column("state", String(12), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="1"),
+    Column("next_attempt", UtcDateTime),
+    Column("retry_until", UtcDateTime),
+    Column("resolved", UtcDateTime),
+)
+Index(
+    "ix_delivery_reports_pending",
+    delivery_reports.c.next_attempt,
+    sqlite_where=text("state = 'pending'"),
+    postgresql_where=text("state = 'pending'"),
+)
+Index("ix_delivery_reports_state_received", delivery_reports.c.state, delivery_reports.c.received)
+Index("ix_delivery_reports_notification_id", delivery_reports.c.notification_id)
+
 # ---------------------------------------------------------------- contact registries (local copies)
 # Fed by `varsel registry import` and the registry HTTP endpoints; read by recipient look-ups in batches.
 

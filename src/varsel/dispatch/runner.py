@@ -12,6 +12,7 @@ from varsel.dispatch.processor import OrderProcessor
 from varsel.dispatch.senders import ExpirySweeper, Sender
 from varsel.dispatch.wakeup import PostgresListener, Signal, Wakeups
 from varsel.providers.base import EmailProvider, SmsProvider
+from varsel.reports.service import DeliveryReports
 
 log = logging.getLogger("varsel.dispatch")
 
@@ -27,6 +28,7 @@ class Workers:
         email: Sender,
         sms: Sender,
         sweeper: ExpirySweeper,
+        reports: DeliveryReports,
         wakeups: Wakeups,
         clock: Clock,
         poll_seconds: float,
@@ -40,6 +42,7 @@ class Workers:
         self.email = email
         self.sms = sms
         self.sweeper = sweeper
+        self.reports = reports
         self._wakeups = wakeups
         self._clock = clock
         self._poll = poll_seconds
@@ -56,6 +59,7 @@ class Workers:
             done += await self.email.run_once()
             done += await self.sms.run_once()
             done += await self.sweeper.run_once()
+            done += await self.reports.run_once()
             total += done
             if done == 0:
                 return total
@@ -71,6 +75,7 @@ class Workers:
             asyncio.create_task(self._loop("email", self.email.run_once, w.email, self.email.next_due)),
             asyncio.create_task(self._loop("sms", self.sms.run_once, w.sms, self.sms.next_due)),
             asyncio.create_task(self._loop("expiry", self.sweeper.run_once, w.sweeper, no_due, SWEEP_SECONDS)),
+            asyncio.create_task(self._loop("reports", self.reports.run_once, w.reports, self.reports.next_due)),
         ]
         if self._listener is not None:
             self._listening = asyncio.create_task(self._listener.run())

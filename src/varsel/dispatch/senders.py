@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
@@ -25,19 +25,20 @@ from varsel.dispatch import repository
 from varsel.dispatch.repository import NEW, SENDING
 from varsel.dispatch.retry import RetryPolicy
 from varsel.dispatch.window import next_daytime_send
+from varsel.ids import new_id
 from varsel.notifications.statuses import EmailStatus, OrderStatus, SmsStatus
 from varsel.observability import Telemetry
 from varsel.orders.models import EmailContentType
 from varsel.providers.base import (
     Accepted,
     EmailMessage,
-    EmailProvider,
     PermanentEmailError,
     PermanentSmsError,
     SmsMessage,
-    SmsProvider,
     TransientProviderError,
 )
+from varsel.providers.guard import ProviderGuard
+from varsel.reports import repository as report_repository
 from varsel.settings import DispatchSettings
 
 log = logging.getLogger("varsel.dispatch")
@@ -51,6 +52,9 @@ class _Outcome:
     order_id: UUID
     values: dict[str, Any]
     delivered: bool = False
+    # The provider call's history row; None when the provider was not called (deferred to the window, released).
+    attempt: dict[str, Any] | None = None
+    called: bool = True
 
 
 async def finish_despite_cancellation(work: Awaitable[T]) -> T:
@@ -84,6 +88,7 @@ class Sender:
         settings: DispatchSettings,
         worker: str,
         telemetry: Telemetry,
+        blocked_for: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self._db = database
         self._clock = clock
@@ -95,6 +100,7 @@ class Sender:
         self._settings = settings
         self._worker = worker
         self._telemetry = telemetry
+        self._blocked_for = blocked_for
         self._retry = RetryPolicy(settings.retry_first_seconds, settings.retry_max_seconds)
 
     @property
@@ -102,6 +108,9 @@ class Sender:
         return self._table
 
     async def run_once(self) -> int:
+        if self._blocked_for() > 0:
+            # The provider is paused (429) or its breaker is open: claiming now would only fail the batch.
+            return 0
         now = self._clock.now()
         lease_until = now + timedelta(seconds=self._settings.lease_seconds)
         with self._telemetry.claim_seconds.labels(self._channel).time():
@@ -145,8 +154,13 @@ class Sender:
         return len(claimed)
 
     async def next_due(self) -> datetime | None:
+        now = self._clock.now()
+        blocked = self._blocked_for()
         async with self._db.read() as conn:
-            return await repository.next_sendable(conn, self._table, self._clock.now())
+            due = await repository.next_sendable(conn, self._table, now)
+        if blocked > 0 and due is not None:
+            return max(due, now + timedelta(seconds=blocked))
+        return due
 
     async def _one(self, row: Any, template: Any, started: set[UUID]) -> _Outcome:
         async with self._gate:
@@ -154,23 +168,41 @@ class Sender:
             started.add(row.id)
             began = time.perf_counter()
             outcome = await self._call(row, template, now)
-            kind = outcome.values["status"]
-            label = (
+            status = outcome.values["status"]
+            if not outcome.called:
+                return outcome  # deferred to the SMS window
+            kind = (
                 "accepted"
-                if kind in (EmailStatus.SUCCEEDED.value, SmsStatus.ACCEPTED.value)
-                else ("retry" if kind == NEW else "failed")
+                if status in (EmailStatus.SUCCEEDED.value, SmsStatus.ACCEPTED.value)
+                else ("retry" if status == NEW else "failed")
             )
-            self._telemetry.provider_seconds.labels(self._channel, self._provider_name, label).observe(
+            self._telemetry.provider_seconds.labels(self._channel, self._provider_name, kind).observe(
                 time.perf_counter() - began
             )
-            return outcome
+            attempt = {
+                "id": new_id(),
+                "channel": self._channel,
+                "notification_id": row.id,
+                "attempt": row.attempts,
+                "started": now,
+                "finished": self._clock.now(),
+                "provider": self._provider_name,
+                "outcome": kind,
+                "status": status,
+                "provider_reference": outcome.values.get("provider_reference"),
+                "detail": outcome.values.get("status_detail"),
+            }
+            return replace(outcome, attempt=attempt)
 
     async def _call(self, row: Any, template: Any, now: datetime) -> _Outcome:
         try:
             result = await self._send(row, template, now)
         except _Defer as defer:
             return _Outcome(
-                row.id, row.order_id, {"status": NEW, "send_after": defer.until, "attempts": row.attempts - 1}
+                row.id,
+                row.order_id,
+                {"status": NEW, "send_after": defer.until, "attempts": row.attempts - 1},
+                called=False,
             )
         except TransientProviderError as error:
             delay = self._retry.delay(row.attempts, error.retry_after)
@@ -227,6 +259,7 @@ class Sender:
                 if outcome.values["status"] != NEW:
                     touched.add(outcome.order_id)
             completed = await repository.complete_orders(conn, sorted(touched), now)
+            await report_repository.insert_attempts(conn, [o.attempt for o in recorded if o.attempt is not None])
         for outcome in recorded:
             status = outcome.values["status"]
             self._telemetry.transition(
@@ -254,7 +287,7 @@ class _Defer(Exception):
 def email_sender(
     database: Database,
     clock: Clock,
-    provider: EmailProvider,
+    provider: ProviderGuard[EmailMessage],
     settings: DispatchSettings,
     worker: str,
     telemetry: Telemetry,
@@ -276,17 +309,18 @@ def email_sender(
         email_notifications,
         send,
         provider.name,
-        settings.email_concurrency,
+        provider.max_concurrency,
         settings,
         worker,
         telemetry,
+        provider.blocked_for,
     )
 
 
 def sms_sender(
     database: Database,
     clock: Clock,
-    provider: SmsProvider,
+    provider: ProviderGuard[SmsMessage],
     settings: DispatchSettings,
     worker: str,
     telemetry: Telemetry,
@@ -307,7 +341,16 @@ def sms_sender(
         return await provider.send(message)
 
     return Sender(
-        database, clock, sms_notifications, send, provider.name, settings.sms_concurrency, settings, worker, telemetry
+        database,
+        clock,
+        sms_notifications,
+        send,
+        provider.name,
+        provider.max_concurrency,
+        settings,
+        worker,
+        telemetry,
+        provider.blocked_for,
     )
 
 

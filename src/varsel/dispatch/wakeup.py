@@ -47,9 +47,10 @@ class Wakeups:
         self.email = Signal()
         self.sms = Signal()
         self.sweeper = Signal()
+        self.reports = Signal()
 
     def all(self) -> None:
-        for signal in (self.orders, self.email, self.sms, self.sweeper):
+        for signal in (self.orders, self.email, self.sms, self.sweeper, self.reports):
             signal.set()
 
 

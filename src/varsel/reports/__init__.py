@@ -1,0 +1,1 @@
+"""Delivery reports from providers, and the history of every hand-over to a provider."""

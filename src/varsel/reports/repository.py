@@ -1,0 +1,105 @@
+"""SQL of delivery reports and notification attempts. Functions run inside a transaction their caller owns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Table, and_, func, insert, or_, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from varsel.db.tables import delivery_reports, notification_attempts
+
+PENDING = "pending"
+DEAD = "dead"
+
+
+async def find_notification(
+    conn: AsyncConnection, table: Table, notification_id: UUID | None, provider_reference: str | None
+) -> Row[Any] | None:
+    """The notification a report names: by our id when the report carries it, else by the provider's id."""
+    chosen = select(table.c.id, table.c.order_id, table.c.status, table.c.expiry)
+    found: Any = None
+    if notification_id is not None:
+        found = (await conn.execute(chosen.where(table.c.id == notification_id))).first()
+    if found is None and provider_reference:
+        found = (await conn.execute(chosen.where(table.c.provider_reference == provider_reference).limit(1))).first()
+    return found  # type: ignore[no-any-return]
+
+
+async def insert_reports(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await conn.execute(insert(delivery_reports), list(rows))
+
+
+async def update_report(conn: AsyncConnection, report_id: UUID, values: dict[str, Any]) -> None:
+    await conn.execute(update(delivery_reports).where(delivery_reports.c.id == report_id).values(**values))
+
+
+async def claim_pending(conn: AsyncConnection, now: datetime, limit: int) -> list[Row[Any]]:
+    """Pending reports due for another try, locked so that two workers do not both retry one."""
+    result = await conn.execute(
+        select(delivery_reports)
+        .where(and_(delivery_reports.c.state == PENDING, delivery_reports.c.next_attempt <= now))
+        .order_by(delivery_reports.c.next_attempt)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(result)
+
+
+async def next_pending(conn: AsyncConnection) -> datetime | None:
+    result = await conn.execute(
+        select(func.min(delivery_reports.c.next_attempt)).where(delivery_reports.c.state == PENDING)
+    )
+    moment: datetime | None = result.scalar()
+    return moment
+
+
+async def reports_in_state(conn: AsyncConnection, state: str, limit: int) -> list[Row[Any]]:
+    result = await conn.execute(
+        select(delivery_reports)
+        .where(delivery_reports.c.state == state)
+        .order_by(delivery_reports.c.received)
+        .limit(limit)
+    )
+    return list(result)
+
+
+async def revive_dead(conn: AsyncConnection, ids: Sequence[UUID] | None, now: datetime, retry_until: datetime) -> int:
+    """Dead reports (all, or these) become pending again, due now."""
+    condition: Any = delivery_reports.c.state == DEAD
+    if ids is not None:
+        condition = and_(condition, delivery_reports.c.id.in_(list(ids)))
+    result = await conn.execute(
+        update(delivery_reports)
+        .where(condition)
+        .values(state=PENDING, next_attempt=now, retry_until=retry_until, resolved=None)
+    )
+    return int(result.rowcount)
+
+
+async def insert_attempts(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await conn.execute(insert(notification_attempts), list(rows))
+
+
+async def attempts_of(conn: AsyncConnection, notification_id: UUID) -> list[Row[Any]]:
+    result = await conn.execute(
+        select(notification_attempts)
+        .where(notification_attempts.c.notification_id == notification_id)
+        .order_by(notification_attempts.c.started, notification_attempts.c.attempt)
+    )
+    return list(result)
+
+
+async def reports_of(conn: AsyncConnection, notification_id: UUID, reference: str) -> list[Row[Any]]:
+    result = await conn.execute(
+        select(delivery_reports)
+        .where(or_(delivery_reports.c.notification_id == notification_id, delivery_reports.c.reference == reference))
+        .order_by(delivery_reports.c.received)
+    )
+    return list(result)
