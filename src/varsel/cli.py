@@ -8,7 +8,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import Annotated, Any, TextIO
 
 import typer
 import uvicorn
@@ -40,11 +40,17 @@ def serve(
 ) -> None:
     """Run the API and the workers in one process (SQLite in the data folder unless VARSEL_DATABASE_URL is set)."""
     from varsel.app import build, create_app
+    from varsel.providers.factory import ProviderNotConfigured
 
     settings = Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        services = build(settings)
+    except ProviderNotConfigured as error:
+        console.print(f"[red]varsel cannot start:[/] {error}", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from error
     asyncio.run(_migrate(settings))
-    app = create_app(build(settings), run_workers=True)
+    app = create_app(services, run_workers=True)
     bind_host = host or settings.host
     bind_port = port or settings.port
     console.print(f"varsel serving on http://{bind_host}:{bind_port} (data in {settings.data_dir.resolve()})")
@@ -156,6 +162,132 @@ def registry_import(
     rejected = asyncio.run(_import(settings, files))
     # Exit 1 when lines were rejected, so scripts notice; everything valid has been written regardless.
     raise typer.Exit(1 if rejected else 0)
+
+
+reports_cli = typer.Typer(help="Delivery reports that matched no notification, for operators.")
+cli.add_typer(reports_cli, name="reports")
+
+
+async def _with_services(settings: Settings, work: Any) -> Any:
+    from varsel.app import build
+    from varsel.providers.outbox import OutboxEmailProvider, OutboxSmsProvider
+
+    # Operator commands send nothing: outbox providers spare them the real providers' settings.
+    outbox = settings.data_dir / "outbox"
+    await _migrate(settings)
+    services = build(settings, email_provider=OutboxEmailProvider(outbox), sms_provider=OutboxSmsProvider(outbox))
+    try:
+        return await work(services)
+    finally:
+        await services.close()
+
+
+@reports_cli.command("dead")
+def reports_dead(
+    limit: Annotated[int, typer.Option(help="At most this many, oldest first.")] = 1000,
+) -> None:
+    """List delivery reports that never matched a notification."""
+    from rich.table import Table
+
+    async def work(services: Any) -> list[Any]:
+        return list(await services.reports.dead(limit))
+
+    dead = asyncio.run(_with_services(Settings(), work))
+    table = Table("id", "received", "channel", "provider", "reference", "provider ref", "status", "attempts")
+    for report in dead:
+        table.add_row(
+            str(report.id),
+            report.received.isoformat(timespec="seconds"),
+            report.channel,
+            report.provider,
+            report.reference,
+            report.provider_reference or "",
+            report.status,
+            str(report.attempts),
+        )
+    Console().print(table)
+    console.print(f"{len(dead)} dead reports")
+
+
+@reports_cli.command("retry")
+def reports_retry(
+    ids: Annotated[list[str] | None, typer.Argument(help="Report ids; none with --all.")] = None,
+    all_reports: Annotated[bool, typer.Option("--all", help="Retry every dead report.")] = False,
+) -> None:
+    """Try dead reports again (for another retry window): after the notifications they name have appeared."""
+    from uuid import UUID
+
+    if not ids and not all_reports:
+        console.print("name report ids, or --all")
+        raise typer.Exit(2)
+    try:
+        chosen = None if all_reports else [UUID(value) for value in ids or []]
+    except ValueError as error:
+        console.print(f"not a report id: {error}")
+        raise typer.Exit(2) from error
+
+    async def work(services: Any) -> tuple[int, int]:
+        revived = await services.reports.retry(chosen)
+        processed = await services.reports.run_once()
+        return revived, processed
+
+    revived, processed = asyncio.run(_with_services(Settings(), work))
+    console.print(f"{revived} reports pending again; {processed} tried now (the workers retry the rest)")
+
+
+notifications_cli = typer.Typer(help="Notifications, for operators.")
+cli.add_typer(notifications_cli, name="notifications")
+
+
+@notifications_cli.command("history")
+def notification_history(notification_id: Annotated[str, typer.Argument(help="The notification's id.")]) -> None:
+    """Every hand-over of a notification to a provider, and every delivery report about it."""
+    from uuid import UUID
+
+    from rich.table import Table
+
+    try:
+        wanted = UUID(notification_id)
+    except ValueError as error:
+        console.print(f"not a notification id: {notification_id!r}")
+        raise typer.Exit(2) from error
+
+    async def work(services: Any) -> tuple[list[Any], list[Any]]:
+        from varsel.reports import repository
+
+        async with services.database.read() as conn:
+            attempts = await repository.attempts_of(conn, wanted)
+            reports = await repository.reports_of(conn, wanted, str(wanted))
+        return attempts, reports
+
+    attempts, reports = asyncio.run(_with_services(Settings(), work))
+    table = Table("attempt", "started", "finished", "provider", "outcome", "status", "provider ref", "detail")
+    for a in attempts:
+        table.add_row(
+            str(a.attempt),
+            a.started.isoformat(timespec="milliseconds"),
+            a.finished.isoformat(timespec="milliseconds"),
+            a.provider,
+            a.outcome,
+            a.status,
+            a.provider_reference or "",
+            a.detail or "",
+        )
+    Console().print(table)
+    reported = Table("report received", "provider", "status", "state", "occurred", "detail")
+    for r in reports:
+        reported.add_row(
+            r.received.isoformat(timespec="seconds"),
+            r.provider,
+            r.status,
+            r.state,
+            r.occurred.isoformat(timespec="seconds") if r.occurred else "",
+            r.detail or "",
+        )
+    Console().print(reported)
+    if not attempts and not reports:
+        console.print("nothing recorded for that id")
+        raise typer.Exit(1)
 
 
 def main() -> None:
