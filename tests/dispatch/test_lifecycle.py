@@ -305,3 +305,32 @@ async def test_a_worker_in_another_process_is_woken_by_postgresql(
     finally:
         await worker.close()
         await api.close()
+
+
+class RelayWithoutReports:
+    """Accepts like an SMTP relay: no delivery report will ever follow."""
+
+    name = "smtp"
+
+    async def send(self, message: EmailMessage) -> Accepted:
+        return Accepted(reference=f"<{message.notification_id}@varsel>")
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_email_through_a_provider_without_reports_is_final_when_accepted(
+    settings: Settings, database: Database, clock: FrozenClock, auth: Auth
+) -> None:
+    varsel = build(settings, clock=clock, database=database, email_provider=RelayWithoutReports())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(varsel)), base_url="http://t") as client:
+        order_id = await _order(client, auth, _email("a@example.com"))
+        await varsel.workers.drain()
+        # Nothing is awaited: the order completes at once (not Processed until a report that never comes).
+        assert (await _order_row(database, order_id)).status == "Completed"
+        clock.advance(timedelta(hours=49))
+        await varsel.workers.drain()
+        assert await _statuses(database) == {"a@example.com": ("Succeeded", 1)}  # not Failed_TTL
+        metrics = (await client.get("/metrics")).text
+        assert _metric(metrics, "varsel_notifications_awaiting_report", channel="email") == 0
+    await varsel.close()

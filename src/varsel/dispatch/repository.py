@@ -29,9 +29,25 @@ _AWAITING_REPORT: dict[str, str] = {
     email_notifications.name: EmailStatus.SUCCEEDED.value,
     sms_notifications.name: SmsStatus.ACCEPTED.value,
 }
+# Providers that never send delivery reports (an SMTP relay): their accepted notifications are final as they are,
+# neither awaited by their order nor failed with Failed_TTL for want of a report. Matched on the provider column,
+# so notifications sent before an operator switched providers keep the rule of the provider that took them.
+PROVIDERS_WITHOUT_REPORTS = ("smtp",)
 NEW = "New"
 SENDING = "Sending"
 FAILED_TTL = "Failed_TTL"
+
+
+def _expects_report(table: Table) -> Any:
+    return or_(table.c.provider.is_(None), table.c.provider.not_in(PROVIDERS_WITHOUT_REPORTS))
+
+
+def _still_pending(table: Table) -> Any:
+    """New, Sending, or handed over and awaiting a report that will come."""
+    return or_(
+        table.c.status.in_([s for s in _PENDING[table.name] if s != _AWAITING_REPORT[table.name]]),
+        and_(table.c.status == _AWAITING_REPORT[table.name], _expects_report(table)),
+    )
 
 
 # ---------------------------------------------------------------- orders
@@ -123,7 +139,7 @@ async def complete_orders(conn: AsyncConnection, order_ids: Sequence[UUID], now:
     if not order_ids:
         return []
     nothing_pending = [
-        ~exists().where(and_(table.c.order_id == orders.c.id, table.c.status.in_(_PENDING[table.name])))
+        ~exists().where(and_(table.c.order_id == orders.c.id, _still_pending(table)))
         for table in (email_notifications, sms_notifications)
     ]
     result = await conn.execute(
@@ -259,7 +275,7 @@ async def expire_notifications(
     """Failed_TTL for notifications past expiry: awaiting a report beyond the grace period, or never sent at all
     (New, or Sending with its sender's lease run out). Answers (previous status, row with id and order_id)."""
     stale = {
-        _AWAITING_REPORT[table.name]: table.c.expiry < now - report_grace,
+        _AWAITING_REPORT[table.name]: and_(table.c.expiry < now - report_grace, _expects_report(table)),
         NEW: table.c.expiry < now,
         SENDING: and_(table.c.expiry < now, table.c.claimed_until < now),
     }
@@ -341,7 +357,9 @@ async def awaiting_report_counts(conn: AsyncConnection) -> dict[str, int]:
     counts: dict[str, int] = {}
     for channel, table in (("email", email_notifications), ("sms", sms_notifications)):
         result = await conn.execute(
-            select(func.count()).select_from(table).where(table.c.status == _AWAITING_REPORT[table.name])
+            select(func.count())
+            .select_from(table)
+            .where(and_(table.c.status == _AWAITING_REPORT[table.name], _expects_report(table)))
         )
         counts[channel] = int(result.scalar_one())
     return counts
