@@ -271,7 +271,7 @@ def create_app(varsel: Varsel, *, run_workers: bool = False) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if run_workers:
-            varsel.workers.start()
+            varsel.workers.start(varsel.settings.dispatch.kinds)
         try:
             yield
         finally:
@@ -288,4 +288,15 @@ def create_app(varsel: Varsel, *, run_workers: bool = False) -> FastAPI:
     app.include_router(report_endpoints.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=varsel.settings.limits.max_body_bytes)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def create_operations_app(varsel: Varsel) -> FastAPI:
+    """Metrics and health only: what a worker process serves (it takes no orders)."""
+    app = FastAPI(title="varsel worker", version=__version__, openapi_url=None, docs_url=None, redoc_url=None)
+    app.state.varsel = varsel
+    install_problem_handlers(app)
+    for database_error in (DBAPIError, OSError):
+        app.add_exception_handler(database_error, _database_error)
+    app.include_router(operations.router)
     return app

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TextIO
 
@@ -33,27 +34,108 @@ async def _migrate(settings: Settings) -> None:
         await database.dispose()
 
 
+def _build_or_exit(settings: Settings, *, providers: bool = True) -> Any:
+    from varsel.app import build
+    from varsel.providers.factory import ProviderNotConfigured
+    from varsel.providers.outbox import OutboxEmailProvider, OutboxSmsProvider
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if not providers:
+        # This process sends nothing: the providers' settings are not its concern.
+        outbox = settings.data_dir / "outbox"
+        return build(settings, email_provider=OutboxEmailProvider(outbox), sms_provider=OutboxSmsProvider(outbox))
+    try:
+        return build(settings)
+    except ProviderNotConfigured as error:
+        console.print(f"[red]varsel cannot start:[/] {error}", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from error
+
+
 @cli.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (default 8080).")] = None,
 ) -> None:
     """Run the API and the workers in one process (SQLite in the data folder unless VARSEL_DATABASE_URL is set)."""
-    from varsel.app import build, create_app
-    from varsel.providers.factory import ProviderNotConfigured
+    from varsel.app import create_app
 
     settings = Settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        services = build(settings)
-    except ProviderNotConfigured as error:
-        console.print(f"[red]varsel cannot start:[/] {error}", markup=True, highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from error
+    services = _build_or_exit(settings)
     asyncio.run(_migrate(settings))
-    app = create_app(services, run_workers=True)
+    _serve_http(create_app(services, run_workers=True), settings, host, port, "varsel serving")
+
+
+@cli.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default 8080).")] = None,
+) -> None:
+    """Run the API only (orders, registry pushes, delivery-report webhooks, metrics, health); no workers."""
+    from varsel.app import create_app
+
+    settings = Settings()
+    services = _build_or_exit(settings, providers=False)
+    asyncio.run(_migrate(settings))
+    _serve_http(create_app(services, run_workers=False), settings, host, port, "varsel API serving")
+
+
+@cli.command()
+def worker(
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve /metrics and /health on this port (127.0.0.1 unless VARSEL_HOST).")
+    ] = None,
+) -> None:
+    """Run the workers only: the kinds of work in VARSEL_DISPATCH__KINDS (all by default)."""
+    settings = Settings()
+    services = _build_or_exit(settings)
+    asyncio.run(_migrate(settings))
+    asyncio.run(_work(services, settings, metrics_port))
+    raise typer.Exit(0)
+
+
+async def _work(services: Any, settings: Settings, metrics_port: int | None) -> None:
+    from varsel.app import create_operations_app
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    server = None
+    serving = None
+    if metrics_port is not None:
+        config = uvicorn.Config(
+            create_operations_app(services),
+            host=settings.host,
+            port=metrics_port,
+            log_level=settings.log_level,
+            access_log=False,
+            lifespan="off",
+        )
+        server = _MetricsServer(config)
+        serving = asyncio.create_task(server.serve())
+    kinds = settings.dispatch.kinds
+    services.workers.start(kinds)
+    console.print(f"varsel worker running: {', '.join(kinds)} (data in {settings.data_dir.resolve()})")
+    await stop.wait()
+    console.print("varsel worker stopping: finishing what is under way")
+    await services.close(settings.dispatch.shutdown_grace_seconds)
+    if server is not None and serving is not None:
+        server.should_exit = True
+        await serving
+
+
+class _MetricsServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # The worker handles SIGTERM itself (stop claiming, finish what is under way, exit 0): uvicorn must not
+        # take the signal from it.
+        yield
+
+
+def _serve_http(app: Any, settings: Settings, host: str | None, port: int | None, what: str) -> None:
     bind_host = host or settings.host
     bind_port = port or settings.port
-    console.print(f"varsel serving on http://{bind_host}:{bind_port} (data in {settings.data_dir.resolve()})")
+    console.print(f"{what} on http://{bind_host}:{bind_port} (data in {settings.data_dir.resolve()})")
     _exit_cleanly_after_graceful_shutdown()
     uvicorn.run(app, host=bind_host, port=bind_port, log_level=settings.log_level, access_log=False)
 

@@ -69,6 +69,10 @@ class ConditionSettings(BaseModel):
     allowed_hosts: list[str] = Field(default_factory=list)
 
 
+WorkKind = Literal["orders", "email", "sms", "expiry", "reports"]
+ALL_WORK_KINDS: tuple[WorkKind, ...] = ("orders", "email", "sms", "expiry", "reports")
+
+
 class DispatchSettings(BaseModel):
     """How the workers take and hand on work."""
 
@@ -91,6 +95,9 @@ class DispatchSettings(BaseModel):
     # On SIGTERM, how long rounds under way may take to finish before they are cut off (what a cut-off sender
     # has not handed over is released at once; what it had in flight is retried when its lease runs out).
     shutdown_grace_seconds: float = 20.0
+    # The kinds of work this process's workers do (`varsel worker`, `varsel serve`): all by default; a deployment
+    # may, say, run SMS senders apart from the rest.
+    kinds: list[WorkKind] = Field(default_factory=lambda: list(ALL_WORK_KINDS))
 
 
 class EmailSettings(BaseModel):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from datetime import datetime
+from typing import Any
 
 from varsel.clock import Clock
 from varsel.dispatch.processor import OrderProcessor
@@ -64,19 +65,23 @@ class Workers:
             if done == 0:
                 return total
 
-    def start(self) -> None:
+    def start(self, kinds: Collection[str] = ("orders", "email", "sms", "expiry", "reports")) -> None:
         async def no_due() -> datetime | None:
             return None
 
         self._stopping = False
         w = self._wakeups
-        self._loops = [
-            asyncio.create_task(self._loop("orders", self.processor.run_once, w.orders, self.processor.next_due)),
-            asyncio.create_task(self._loop("email", self.email.run_once, w.email, self.email.next_due)),
-            asyncio.create_task(self._loop("sms", self.sms.run_once, w.sms, self.sms.next_due)),
-            asyncio.create_task(self._loop("expiry", self.sweeper.run_once, w.sweeper, no_due, SWEEP_SECONDS)),
-            asyncio.create_task(self._loop("reports", self.reports.run_once, w.reports, self.reports.next_due)),
-        ]
+        loops: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
+            "orders": lambda: self._loop("orders", self.processor.run_once, w.orders, self.processor.next_due),
+            "email": lambda: self._loop("email", self.email.run_once, w.email, self.email.next_due),
+            "sms": lambda: self._loop("sms", self.sms.run_once, w.sms, self.sms.next_due),
+            "expiry": lambda: self._loop("expiry", self.sweeper.run_once, w.sweeper, no_due, SWEEP_SECONDS),
+            "reports": lambda: self._loop("reports", self.reports.run_once, w.reports, self.reports.next_due),
+        }
+        unknown = set(kinds) - set(loops)
+        if unknown:
+            raise ValueError(f"unknown kinds of work: {sorted(unknown)}")
+        self._loops = [asyncio.create_task(make()) for kind, make in loops.items() if kind in kinds]
         if self._listener is not None:
             self._listening = asyncio.create_task(self._listener.run())
 
