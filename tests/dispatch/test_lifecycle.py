@@ -334,3 +334,26 @@ async def test_email_through_a_provider_without_reports_is_final_when_accepted(
         metrics = (await client.get("/metrics")).text
         assert _metric(metrics, "varsel_notifications_awaiting_report", channel="email") == 0
     await varsel.close()
+
+
+@pytest.mark.parametrize(("policy", "sent_at_night"), [("Daytime", False), ("Anytime", True)])
+async def test_the_sms_sending_time_policy_decides_whether_sms_go_out_at_night(
+    client: httpx.AsyncClient,
+    auth: Auth,
+    varsel: Varsel,
+    clock: FrozenClock,
+    database: Database,
+    settings: Settings,
+    policy: str,
+    sent_at_night: bool,
+) -> None:
+    clock.set(NOW.replace(hour=2))  # 03:00 in Oslo
+    body = {"body": "Hei", "recipients": [{"mobileNumber": "+4799999999"}]}
+    order_id = await _order(client, auth, body, path="/orders/sms")
+    # v1 orders are all Daytime; Anytime is what later API versions can ask for.
+    async with database.transaction() as conn:
+        await conn.execute(orders.update().values(sms_sending_time_policy=policy))
+    await varsel.workers.drain()
+    outbox = settings.data_dir / "outbox" / "sms.jsonl"
+    assert outbox.exists() is sent_at_night
+    assert (await _order_row(database, order_id)).status == ("Completed" if sent_at_night else "Processed")

@@ -120,7 +120,13 @@ class OrderProcessor:
             resource_action=order.resource_action,
         )
         now = self._clock.now()
-        generated = generate(order, lookup, now, timedelta(hours=self._settings.expiry_hours))
+        generated = generate(
+            order,
+            lookup,
+            now,
+            timedelta(hours=self._settings.expiry_hours),
+            daytime_sms=order.sms_sending_time_policy != "Anytime",
+        )
         await self._write(order, generated, now)
 
     async def _write(self, order: StoredOrder, generated: GeneratedNotifications, now: datetime) -> None:

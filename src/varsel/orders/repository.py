@@ -34,6 +34,8 @@ class StoredOrder:
     sms_template: SmsTemplateSpec | None
     recipients: tuple[RecipientSpec, ...]
     processing_attempts: int = 0
+    # "Daytime": SMS only between 09:00 and 17:00 Oslo time (every v1 order); "Anytime": at once.
+    sms_sending_time_policy: str = "Daytime"
 
 
 async def insert_order(conn: AsyncConnection, order_id: UUID, creator: str, draft: OrderDraft, now: datetime) -> None:
@@ -102,6 +104,7 @@ def _order(row: Any, recipients: tuple[RecipientSpec, ...]) -> StoredOrder:
         sms_template=sms,
         recipients=recipients,
         processing_attempts=row.processing_attempts,
+        sms_sending_time_policy=row.sms_sending_time_policy,
     )
 
 
