@@ -110,6 +110,25 @@ def test_quick_start_with_a_token_from_varsel_token(served: tuple[str, dict[str,
     assert len(written) == 3
     assert all("Subject: A test email from Altinn Notifications" in text for text in written)
 
+    # The README's second example: a person by identity number, the name filled in from the registry.
+    named = {
+        "notificationChannel": "EmailPreferred",
+        "emailTemplate": {"subject": "Til $recipientName$", "body": "Hei $recipientName$, du har en ny melding."},
+        "smsTemplate": {"body": "Hei $recipientName$, du har en ny melding."},
+        "recipients": [{"nationalIdentityNumber": "01017012345"}],
+    }
+    created = httpx.post(f"{base}/notifications/api/v1/orders", json=named, headers=headers)
+    assert created.status_code == 202, created.text
+    deadline = time.monotonic() + 20
+    while len(list(outbox.glob("*.eml"))) < 4:
+        assert time.monotonic() < deadline, "the named email did not arrive"
+        time.sleep(0.1)
+    newest = [path.read_text() for path in outbox.glob("*.eml") if "Ola Nordmann" in path.read_text()]
+    assert len(newest) == 1
+    assert "Subject: Til Ola Nordmann" in newest[0]
+    assert "Hei Ola Nordmann, du har en ny melding." in newest[0]
+    assert "To: ola.nordmann@example.com" in newest[0]
+
     # The embedded database lives in the data folder, next to the development signing key.
     if "VARSEL_DATABASE_URL" not in env:
         assert (Path(env["VARSEL_DATA_DIR"]) / "varsel.db").exists()
