@@ -186,8 +186,11 @@ class DeliveryReports:
         if found.expiry < now:
             return _Match(ReportState.LATE, found.id, found.order_id, found.status)
         if await dispatch_repository.apply_delivery_report(conn, table, found.id, status, now) is None:
-            # Moved by someone else since we looked (another report, the sweeper): this one changes nothing.
-            return _Match(ReportState.SUPERSEDED, found.id, found.order_id, found.status)
+            # Moved by someone else since we looked (the same report posted twice at once, another report, the
+            # sweeper): this one changes nothing. Which of those it was decides what it is called.
+            again = await repository.find_notification(conn, table, found.id, None)
+            state = ReportState.DUPLICATE if again is not None and again.status == status else ReportState.SUPERSEDED
+            return _Match(state, found.id, found.order_id, found.status)
         return _Match(ReportState.APPLIED, found.id, found.order_id, found.status)
 
     async def _complete(self, conn: AsyncConnection, matches: Sequence[_Match], now: datetime) -> list[UUID]:
