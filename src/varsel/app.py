@@ -267,6 +267,14 @@ async def _database_error(request: Request, exc: Exception) -> Response:
     )
 
 
+def _serve_problems(app: FastAPI, varsel: Varsel) -> None:
+    """What every varsel app shares: its services, and RFC 9457 answers for every error, outages included."""
+    app.state.varsel = varsel
+    install_problem_handlers(app)
+    for database_error in (DBAPIError, OSError):
+        app.add_exception_handler(database_error, _database_error)
+
+
 def create_app(varsel: Varsel, *, run_workers: bool = False) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -278,10 +286,7 @@ def create_app(varsel: Varsel, *, run_workers: bool = False) -> FastAPI:
             await varsel.close(varsel.settings.dispatch.shutdown_grace_seconds)
 
     app = FastAPI(title="varsel", version=__version__, lifespan=lifespan)
-    app.state.varsel = varsel
-    install_problem_handlers(app)
-    for database_error in (DBAPIError, OSError):
-        app.add_exception_handler(database_error, _database_error)
+    _serve_problems(app, varsel)
     app.include_router(endpoints_v1.router)
     app.include_router(registry_endpoints.router)
     app.include_router(operations.router)
@@ -294,9 +299,6 @@ def create_app(varsel: Varsel, *, run_workers: bool = False) -> FastAPI:
 def create_operations_app(varsel: Varsel) -> FastAPI:
     """Metrics and health only: what a worker process serves (it takes no orders)."""
     app = FastAPI(title="varsel worker", version=__version__, openapi_url=None, docs_url=None, redoc_url=None)
-    app.state.varsel = varsel
-    install_problem_handlers(app)
-    for database_error in (DBAPIError, OSError):
-        app.add_exception_handler(database_error, _database_error)
+    _serve_problems(app, varsel)
     app.include_router(operations.router)
     return app

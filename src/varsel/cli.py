@@ -251,13 +251,9 @@ cli.add_typer(reports_cli, name="reports")
 
 
 async def _with_services(settings: Settings, work: Any) -> Any:
-    from varsel.app import build
-    from varsel.providers.outbox import OutboxEmailProvider, OutboxSmsProvider
-
-    # Operator commands send nothing: outbox providers spare them the real providers' settings.
-    outbox = settings.data_dir / "outbox"
+    # Operator commands send nothing: built as `varsel api` is, without the providers' settings.
+    services = _build_or_exit(settings, providers=False)
     await _migrate(settings)
-    services = build(settings, email_provider=OutboxEmailProvider(outbox), sms_provider=OutboxSmsProvider(outbox))
     try:
         return await work(services)
     finally:

@@ -16,27 +16,19 @@ import pytest
 from sqlalchemy import select, text
 
 from tests.conftest import NOW
+from tests.dispatch.test_pipeline import _email, _order
 from tests.recipients.registry_data import load
 from varsel.app import Varsel, build, create_app
 from varsel.clock import FrozenClock
 from varsel.db.engine import Database
 from varsel.db.tables import email_notifications, metadata, orders
+from varsel.dispatch import repository
 from varsel.providers.base import Accepted, EmailMessage
 from varsel.recipients.registry import LocalRegistry, OrganizationContact, PersonContact, UserContactPoint
 from varsel.settings import Settings
 
 V1 = "/notifications/api/v1"
 Auth = Callable[..., dict[str, str]]
-
-
-def _email(*addresses: str) -> dict[str, Any]:
-    return {"subject": "Hei", "body": "Hallo", "recipients": [{"emailAddress": a} for a in addresses]}
-
-
-async def _order(client: httpx.AsyncClient, auth: Auth, body: dict[str, Any], path: str = "/orders/email") -> str:
-    response = await client.post(f"{V1}{path}", json=body, headers=auth())
-    assert response.status_code == 202, response.text
-    return str(response.json()["orderId"])
 
 
 def _metric(exposition: str, name: str, **labels: str) -> float:
@@ -81,6 +73,18 @@ async def test_metrics_show_intake_transitions_and_the_queue(
 async def test_health(client: httpx.AsyncClient) -> None:
     assert (await client.get("/health/live")).json() == {"status": "ok"}
     assert (await client.get("/health/ready")).json() == {"status": "ok"}
+
+
+async def test_readiness_fails_while_the_database_is_away(settings: Settings, clock: FrozenClock) -> None:
+    # Nothing listens on port 1: the database is unreachable, the process itself is fine.
+    varsel = build(settings, clock=clock, database=Database("postgresql+asyncpg://postgres@127.0.0.1:1/varsel"))
+    transport = httpx.ASGITransport(app=create_app(varsel))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        assert (await client.get("/health/live")).status_code == 200
+        ready = await client.get("/health/ready")
+        assert ready.status_code == 503
+        assert ready.headers["content-type"] == "application/problem+json"
+    await varsel.close()
 
 
 async def test_every_status_transition_is_one_log_line(
@@ -267,8 +271,6 @@ async def test_an_idle_sender_waits_for_another_workers_lease_instead_of_spinnin
     other = build(settings, clock=clock, database=database)
     # Another worker claims the notification (and holds it, as if its provider call were slow).
     async with database.transaction() as conn:
-        from varsel.dispatch import repository
-
         claimed = await repository.claim_notifications(
             conn, email_notifications, "other", clock.now(), clock.now() + timedelta(seconds=120), 10
         )

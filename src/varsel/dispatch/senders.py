@@ -83,24 +83,23 @@ class Sender:
         clock: Clock,
         table: Table,
         send: Callable[[Any, Any, datetime], Any],
-        provider_name: str,
-        concurrency: int,
+        provider: ProviderGuard[Any],
         settings: DispatchSettings,
         worker: str,
         telemetry: Telemetry,
-        blocked_for: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self._db = database
         self._clock = clock
         self._table = table
         self._channel = "email" if table is email_notifications else "sms"
         self._send = send
-        self._provider_name = provider_name
-        self._gate = asyncio.Semaphore(concurrency)
+        self._provider_name = provider.name
+        # As many sends under way as the guard lets through to the provider: more would only wait inside it.
+        self._gate = asyncio.Semaphore(provider.max_concurrency)
         self._settings = settings
         self._worker = worker
         self._telemetry = telemetry
-        self._blocked_for = blocked_for
+        self._blocked_for = provider.blocked_for
         self._retry = RetryPolicy(settings.retry_first_seconds, settings.retry_max_seconds)
 
     @property
@@ -303,18 +302,7 @@ def email_sender(
         )
         return await provider.send(message)
 
-    return Sender(
-        database,
-        clock,
-        email_notifications,
-        send,
-        provider.name,
-        provider.max_concurrency,
-        settings,
-        worker,
-        telemetry,
-        provider.blocked_for,
-    )
+    return Sender(database, clock, email_notifications, send, provider, settings, worker, telemetry)
 
 
 def sms_sender(
@@ -340,18 +328,7 @@ def sms_sender(
         )
         return await provider.send(message)
 
-    return Sender(
-        database,
-        clock,
-        sms_notifications,
-        send,
-        provider.name,
-        provider.max_concurrency,
-        settings,
-        worker,
-        telemetry,
-        provider.blocked_for,
-    )
+    return Sender(database, clock, sms_notifications, send, provider, settings, worker, telemetry)
 
 
 class ExpirySweeper:
