@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from varsel.dispatch.window import DaytimeWindow
 from varsel.providers.acs import AcsSettings
 from varsel.providers.guard import GuardSettings
 from varsel.providers.linkmobility import LinkMobilitySettings
@@ -98,6 +99,9 @@ class DispatchSettings(BaseModel):
     # The kinds of work this process's workers do (`varsel worker`, `varsel serve`): all by default; a deployment
     # may, say, run SMS senders apart from the rest.
     kinds: list[WorkKind] = Field(default_factory=lambda: list(ALL_WORK_KINDS))
+    # When Daytime SMS may go out (every v1 order is Daytime): 09:00-17:00 Europe/Oslo, as the reference. OPENS and
+    # CLOSES both 00:00 send at any hour.
+    sms_daytime: DaytimeWindow = Field(default_factory=DaytimeWindow)
 
 
 class EmailSettings(BaseModel):

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import select, text
 
 from tests.conftest import NOW
@@ -278,6 +279,60 @@ async def test_daytime_sms_waits_for_the_window(
     # 48 hours to live, counted from when it may first be sent.
     assert datetime.fromisoformat(line["expiry"]) == sent_at + timedelta(hours=48)
     assert await _order_status(varsel.database, order_id) == "Completed"
+
+
+@pytest.mark.parametrize(
+    ("window", "ordered", "sent_at"),
+    [
+        # The operator's own hours and zone: 08:00-20:00 in Helsinki (UTC+2 in March).
+        ({"opens": "08:00", "closes": "20:00", "timezone": "Europe/Helsinki"}, _oslo(2026, 3, 2, 18, 30),
+         _oslo(2026, 3, 2, 18, 30)),
+        ({"opens": "08:00", "closes": "20:00", "timezone": "Europe/Helsinki"}, _oslo(2026, 3, 2, 19, 0),
+         _oslo(2026, 3, 3, 7, 0)),
+        # Both at 00:00: the window never closes, so a Daytime SMS goes out at 03:00.
+        ({"opens": "00:00", "closes": "00:00"}, _oslo(2026, 3, 2, 3, 0), _oslo(2026, 3, 2, 3, 0)),
+    ],
+)  # fmt: skip
+async def test_the_sms_window_is_a_setting(
+    varsel: Varsel,
+    client: httpx.AsyncClient,
+    auth: Auth,
+    clock: FrozenClock,
+    settings: Settings,
+    window: dict[str, str],
+    ordered: datetime,
+    sent_at: datetime,
+) -> None:
+    configured = Settings(data_dir=settings.data_dir, dispatch={"sms_daytime": window})
+    other = build(configured, clock=clock, database=varsel.database)
+    workers = other.workers
+    clock.set(ordered)
+    await _order(client, auth, {"body": "Hei", "recipients": [{"mobileNumber": "+4790000001"}]}, "/orders/sms")
+    await workers.drain()
+    if sent_at > ordered:
+        assert _sms_lines(settings) == []
+        clock.set(sent_at - timedelta(seconds=1))
+        await workers.drain()
+        assert _sms_lines(settings) == []
+        clock.set(sent_at)
+        await workers.drain()
+    (line,) = _sms_lines(settings)
+    assert datetime.fromisoformat(line["expiry"]) == sent_at + timedelta(hours=48)
+    await other.http.aclose()
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        {"opens": "17:00", "closes": "09:00"},
+        {"opens": "09:00", "closes": "09:00"},
+        {"timezone": "Europe/Atlantis"},
+        {"opens": "09:00+01:00"},
+    ],
+)
+def test_an_sms_window_that_cannot_be_is_refused_at_start(window: dict[str, str]) -> None:
+    with pytest.raises(ValidationError):
+        Settings(dispatch={"sms_daytime": window})
 
 
 async def test_notifications_never_sent_expire_and_the_order_completes(

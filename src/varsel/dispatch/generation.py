@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from varsel.dispatch.segments import sms_segments
-from varsel.dispatch.window import next_daytime_send
+from varsel.dispatch.window import DAYTIME, DaytimeWindow
 from varsel.ids import new_id
 from varsel.notifications.statuses import EmailStatus, SmsStatus
 from varsel.orders.models import EmailContentType, NotificationChannel
@@ -27,14 +27,21 @@ class GeneratedNotifications:
 
 
 def generate(
-    order: StoredOrder, lookup: LookupResult, now: datetime, expiry: timedelta, daytime_sms: bool = True
+    order: StoredOrder,
+    lookup: LookupResult,
+    now: datetime,
+    expiry: timedelta,
+    sms_window: DaytimeWindow | None = DAYTIME,
 ) -> GeneratedNotifications:
-    """One row per address; a reserved or unreachable recipient gets one failed row, so the sender sees it."""
+    """One row per address; a reserved or unreachable recipient gets one failed row, so the sender sees it.
+
+    SMS wait for `sms_window` to open; None (an order whose policy is Anytime) sends them at once.
+    """
     out = GeneratedNotifications()
     email_first = (
         order.channel is not NotificationChannel.SMS and order.channel is not NotificationChannel.SMS_PREFERRED
     )
-    sms_send_after = next_daytime_send(now) if daytime_sms else now
+    sms_send_after = sms_window.next_send(now) if sms_window is not None else now
     for resolved in lookup.recipients:
         base = {
             "order_id": order.id,

@@ -125,7 +125,7 @@ class OrderProcessor:
             lookup,
             now,
             timedelta(hours=self._settings.expiry_hours),
-            daytime_sms=order.sms_sending_time_policy != "Anytime",
+            sms_window=None if order.sms_sending_time_policy == "Anytime" else self._settings.sms_daytime,
         )
         await self._write(order, generated, now)
 

@@ -24,7 +24,6 @@ from varsel.db.tables import email_notifications, sms_notifications
 from varsel.dispatch import repository
 from varsel.dispatch.repository import NEW, SENDING
 from varsel.dispatch.retry import RetryPolicy
-from varsel.dispatch.window import next_daytime_send
 from varsel.ids import new_id
 from varsel.notifications.statuses import EmailStatus, OrderStatus, SmsStatus
 from varsel.observability import Telemetry
@@ -315,7 +314,7 @@ def sms_sender(
 ) -> Sender:
     async def send(row: Any, template: Any, now: datetime) -> Accepted:
         if template.sms_sending_time_policy == "Daytime":
-            opening = next_daytime_send(now)
+            opening = settings.sms_daytime.next_send(now)
             if opening > now:
                 # Retries or a slow queue carried it past 17:00: it waits for the next morning, not sent at night.
                 raise _Defer(opening)
