@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from varsel.app import build, create_app, database_unavailable
+from varsel.app import build, create_app
 from varsel.clock import FrozenClock
-from varsel.db.engine import Database
+from varsel.db.engine import Database, database_unavailable
 from varsel.settings import Settings
 
 

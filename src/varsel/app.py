@@ -25,7 +25,7 @@ from varsel.auth.dependencies import Authenticator
 from varsel.auth.keys import DEV_ISSUER, JwksKeys, KeySource, StaticKeys, ensure_dev_key
 from varsel.auth.tokens import TokenVerifier, TrustedIssuerKeys
 from varsel.clock import Clock, SystemClock
-from varsel.db.engine import Database
+from varsel.db.engine import Database, database_unavailable
 from varsel.dispatch.conditions import ConditionChecker
 from varsel.dispatch.processor import OrderProcessor
 from varsel.dispatch.runner import Workers
@@ -228,27 +228,6 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     schema["security"] = [{"bearer": []}, {"platformAccessToken": []}]
     app.openapi_schema = schema
     return schema
-
-
-# PostgreSQL error classes that mean "not now" rather than "wrong": connection exceptions, server shutting down or
-# starting, too many connections, and the transaction conflicts a retry resolves.
-_UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "57P", "53300", "40001", "40P01")
-
-
-def database_unavailable(exc: BaseException) -> bool:
-    """True when a database error is an outage or a conflict worth retrying, not a bug."""
-    if isinstance(exc, OSError):
-        return True  # the connection could not be made at all
-    if not isinstance(exc, DBAPIError):
-        return False
-    if exc.connection_invalidated:
-        return True
-    sqlstate = getattr(exc.orig, "sqlstate", None)
-    if isinstance(sqlstate, str):
-        return sqlstate.startswith(_UNAVAILABLE_SQLSTATE_PREFIXES)
-    message = str(exc.orig).lower()
-    # SQLite: another writer held the lock for longer than the busy timeout.
-    return "database is locked" in message or "database is busy" in message
 
 
 async def _database_error(request: Request, exc: Exception) -> Response:

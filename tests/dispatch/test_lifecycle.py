@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Callable, Collection
 from datetime import timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
 
 from tests.conftest import NOW
 from tests.dispatch.test_pipeline import _email, _order
@@ -197,16 +199,24 @@ async def test_stopping_within_the_grace_period_finishes_and_records_the_round(
     assert await _statuses(database) == {"a@example.com": ("Succeeded", 1), "b@example.com": ("Succeeded", 1)}
 
 
+class _ConnectionLost(Exception):
+    sqlstate = "08006"  # PostgreSQL's connection_failure
+
+
 class FlakyRegistry:
     """A contact registry that can be taken down, as a remote registry can be."""
 
     def __init__(self, inner: LocalRegistry) -> None:
         self.inner = inner
         self.down = False
+        # The local registry is varsel's own database: its connection can fail as the database goes away.
+        self.database_gone = False
 
     def _check(self) -> None:
         if self.down:
             raise ConnectionError("registry unreachable")
+        if self.database_gone:
+            raise DBAPIError("SELECT …", None, _ConnectionLost("server closed the connection unexpectedly"))
 
     async def persons(self, numbers: Collection[str]) -> dict[str, PersonContact]:
         self._check()
@@ -261,6 +271,58 @@ async def test_an_order_that_cannot_be_processed_backs_off_and_finally_ends_fail
             detail = (await conn.execute(select(email_notifications.c.status_detail))).scalar_one()
         assert "registry unreachable" in detail
     await varsel.close()
+
+
+async def test_orders_held_when_the_database_went_away_are_given_back_at_once_not_after_their_lease(
+    settings: Settings, database: Database, clock: FrozenClock, auth: Auth
+) -> None:
+    registry = FlakyRegistry(LocalRegistry(database))
+    varsel = build(settings, clock=clock, database=database, registry=registry)
+    await load(database, clock, [{"kind": "person", "nationalIdentityNumber": "01017012345", "name": "Ola",
+                                  "emailAddress": "ola@example.com", "isReserved": False}])  # fmt: skip
+    body = {"subject": "Hei", "body": "Hallo", "recipients": [{"nationalIdentityNumber": "01017012345"}]}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(varsel)), base_url="http://t") as client:
+        order_id = await _order(client, auth, body)
+    registry.database_gone = True
+    # The round fails as a whole (the worker loop then pauses): an outage is not this order's failure.
+    with pytest.raises(DBAPIError):
+        await varsel.workers.processor.run_once()
+    held = await _order_row(database, order_id)
+    assert (held.status, held.processing_attempts) == ("Processing", 1)
+    registry.database_gone = False
+    await varsel.workers.processor.recover()
+    row = await _order_row(database, order_id)
+    # Registered again as it was: due now (no backoff), its try not counted, held by nobody.
+    assert (row.status, row.processing_attempts, row.claimed_by) == ("Registered", 0, None)
+    assert row.process_after == held.process_after
+    await varsel.workers.drain()
+    assert (await _order_row(database, order_id)).status == "Completed"
+    await varsel.close()
+
+
+async def test_a_sender_gives_back_what_it_held_but_never_sent_and_leaves_what_the_provider_may_have_to_its_lease(
+    client: httpx.AsyncClient, auth: Auth, varsel: Varsel, clock: FrozenClock, database: Database, settings: Settings
+) -> None:
+    await _order(client, auth, _email("a@example.com", "b@example.com"))
+    await varsel.workers.processor.run_once()
+    sender = varsel.workers.email
+    # A claim that committed though its worker never learnt so (the connection dropped at COMMIT), and one the
+    # worker had handed to the provider in a round that then failed: the first is safe to send again, the second
+    # not before its lease runs out.
+    async with database.transaction() as conn:
+        claimed = await repository.claim_notifications(
+            conn, email_notifications, sender._worker, clock.now(), clock.now() + timedelta(seconds=120), 10
+        )
+    never_sent, maybe_sent = sorted(row.id for row in claimed)
+    sender._uncertain[maybe_sent] = time.monotonic() + 3600
+    await sender.recover()
+    async with database.read() as conn:
+        rows = {row.id: row for row in await conn.execute(select(email_notifications))}
+    assert (rows[never_sent].status, rows[never_sent].attempts, rows[never_sent].claimed_by) == ("New", 0, None)
+    assert rows[maybe_sent].status == "Sending"
+    await varsel.workers.drain()
+    eml = sorted((settings.data_dir / "outbox" / "email").glob("*.eml"))
+    assert [path.stem for path in eml] == [str(never_sent)]
 
 
 async def test_an_idle_sender_waits_for_another_workers_lease_instead_of_spinning(

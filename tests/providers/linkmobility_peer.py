@@ -100,10 +100,11 @@ class LoopbackServer:
         return self._loop
 
     def start(self, timeout: float = 10.0) -> None:
-        # Binding here, before the thread starts, fixes the port without the race of asking for a free one.
+        # Binding here, before the thread starts, fixes the port without the race of asking for a free one. A server
+        # started again takes the port it had, so its clients find it back: a provider that was down comes back.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("127.0.0.1", self.port))
         self._socket = sock
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(

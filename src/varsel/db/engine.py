@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 # How long a SQLite writer waits for another writer's lock before giving up, in milliseconds.
@@ -78,3 +79,24 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+# PostgreSQL error classes that mean "not now" rather than "wrong": connection exceptions, server shutting down or
+# starting, too many connections, and the transaction conflicts a retry resolves.
+_UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "57P", "53300", "40001", "40P01")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True when a database error is an outage or a conflict worth retrying, not a bug."""
+    if isinstance(exc, OSError):
+        return True  # the connection could not be made at all
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if isinstance(sqlstate, str):
+        return sqlstate.startswith(_UNAVAILABLE_SQLSTATE_PREFIXES)
+    message = str(exc.orig).lower()
+    # SQLite: another writer held the lock for longer than the busy timeout.
+    return "database is locked" in message or "database is busy" in message

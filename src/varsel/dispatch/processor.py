@@ -7,8 +7,10 @@ import asyncio
 import logging
 from datetime import datetime, timedelta
 
+from sqlalchemy.exc import DBAPIError
+
 from varsel.clock import Clock
-from varsel.db.engine import Database
+from varsel.db.engine import Database, database_unavailable
 from varsel.db.tables import email_notifications, sms_notifications
 from varsel.dispatch import repository
 from varsel.dispatch.conditions import ConditionChecker, ConditionResult
@@ -78,6 +80,7 @@ class OrderProcessor:
                 note="lease ran out; taken over" if taken_over else None,
             )
         gate = asyncio.Semaphore(ORDER_CONCURRENCY)
+        outage: list[Exception] = []
 
         async def one(order: StoredOrder) -> None:
             async with gate:
@@ -86,11 +89,45 @@ class OrderProcessor:
                 except _ClaimLost:
                     log.warning("order %s: claim lost to another worker; its work is theirs now", order.id)
                 except Exception as error:
+                    if await self._database_away(error):
+                        # Not the order's fault, and no failure could be written now anyway: the round fails, and
+                        # once the database answers again `recover` gives the order back, its try not counted.
+                        outage.append(error)
+                        return
                     log.exception("order %s: processing failed (attempt %d)", order.id, order.processing_attempts)
                     await self._failed(order, error)
 
         await asyncio.gather(*(one(order) for order in claimed))
+        if outage:
+            raise outage[0]
         return len(claimed)
+
+    async def _database_away(self, error: Exception) -> bool:
+        if not database_unavailable(error):
+            return False
+        if isinstance(error, DBAPIError):
+            return True
+        # A bare OSError may be the database's connection or a registry's: only the database is an outage here;
+        # a registry that is down is the order's failure, retried with backoff until it expires.
+        try:
+            await self._db.ping()
+        except Exception:
+            return True
+        return False
+
+    async def recover(self) -> None:
+        """After a failed round: the orders this worker still holds are processed by nobody; give them back now
+        rather than when their lease runs out (minutes) so that work resumes as soon as the database is back."""
+        now = self._clock.now()
+        async with self._db.transaction() as conn:
+            released = await repository.release_orders_held_by(conn, self._worker, now)
+        self._telemetry.transitions_of(
+            "order",
+            released,
+            OrderStatus.PROCESSING.value,
+            OrderStatus.REGISTERED.value,
+            note="released after a failed round",
+        )
 
     async def next_due(self) -> datetime | None:
         async with self._db.read() as conn:

@@ -104,6 +104,24 @@ async def retry_order_later(conn: AsyncConnection, order_id: UUID, worker: str, 
     return bool(result.rowcount == 1)
 
 
+async def release_orders_held_by(conn: AsyncConnection, worker: str, now: datetime) -> list[UUID]:
+    """Give back the orders this worker holds while it processes none (a round of its failed with the database
+    away): nothing of them was written, so they are Registered again as they were, the failed try not counted."""
+    result = await conn.execute(
+        update(orders)
+        .where(_held_by(worker))
+        .values(
+            status=OrderStatus.REGISTERED.value,
+            status_changed=now,
+            claimed_by=None,
+            claimed_until=None,
+            processing_attempts=orders.c.processing_attempts - 1,  # counted when it was claimed
+        )
+        .returning(orders.c.id)
+    )
+    return [row.id for row in result]
+
+
 async def finish_order(conn: AsyncConnection, order_id: UUID, worker: str, status: OrderStatus, now: datetime) -> bool:
     """Move an order this worker holds to `status`; False when the claim was lost (nothing must be written)."""
     result = await conn.execute(
@@ -246,6 +264,21 @@ async def record_outcome(
         .values(claimed_by=None, claimed_until=None, **values)
     )
     return bool(result.rowcount == 1)
+
+
+async def release_notifications_held_by(
+    conn: AsyncConnection, table: Table, worker: str, keep: Sequence[UUID]
+) -> list[UUID]:
+    """Give back, as New, the notifications this worker holds as Sending while it sends none, but for `keep`:
+    those it may have handed to the provider, which wait for their lease so that they are not sent twice."""
+    held = and_(table.c.status == SENDING, table.c.claimed_by == worker)
+    result = await conn.execute(
+        update(table)
+        .where(and_(held, table.c.id.not_in(keep)) if keep else held)
+        .values(status=NEW, claimed_by=None, claimed_until=None, attempts=table.c.attempts - 1)
+        .returning(table.c.id)
+    )
+    return [row.id for row in result]
 
 
 async def apply_delivery_report(

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from varsel.clock import Clock
+from varsel.db.engine import database_unavailable
 from varsel.dispatch.processor import OrderProcessor
 from varsel.dispatch.senders import ExpirySweeper, Sender
 from varsel.dispatch.wakeup import PostgresListener, Signal, Wakeups
@@ -72,9 +73,13 @@ class Workers:
         self._stopping = False
         w = self._wakeups
         loops: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
-            "orders": lambda: self._loop("orders", self.processor.run_once, w.orders, self.processor.next_due),
-            "email": lambda: self._loop("email", self.email.run_once, w.email, self.email.next_due),
-            "sms": lambda: self._loop("sms", self.sms.run_once, w.sms, self.sms.next_due),
+            "orders": lambda: self._loop(
+                "orders", self.processor.run_once, w.orders, self.processor.next_due, recover=self.processor.recover
+            ),
+            "email": lambda: self._loop(
+                "email", self.email.run_once, w.email, self.email.next_due, recover=self.email.recover
+            ),
+            "sms": lambda: self._loop("sms", self.sms.run_once, w.sms, self.sms.next_due, recover=self.sms.recover),
             "expiry": lambda: self._loop("expiry", self.sweeper.run_once, w.sweeper, no_due, SWEEP_SECONDS),
             "reports": lambda: self._loop("reports", self.reports.run_once, w.reports, self.reports.next_due),
         }
@@ -110,14 +115,24 @@ class Workers:
         signal: Signal,
         next_due: Callable[[], Awaitable[datetime | None]],
         poll: float | None = None,
+        recover: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        failed = False
         while not self._stopping:
             try:
+                if failed and recover is not None:
+                    # What the failed round held is given back before anything new is claimed.
+                    await recover()
+                failed = False
                 done = await run_once()
                 due = None if done else await next_due()
-            except Exception:
+            except Exception as error:
                 # The database may be away for a moment; the work stays in it, so wait and try again.
-                log.exception("%s worker: a round failed; trying again shortly", name)
+                failed = True
+                if database_unavailable(error):
+                    log.warning("%s worker: the database is unavailable (%s); trying again shortly", name, error)
+                else:
+                    log.exception("%s worker: a round failed; trying again shortly", name)
                 await asyncio.sleep(FAILED_ROUND_PAUSE_SECONDS)
                 continue
             if not done and not self._stopping:

@@ -100,6 +100,9 @@ class Sender:
         self._telemetry = telemetry
         self._blocked_for = provider.blocked_for
         self._retry = RetryPolicy(settings.retry_first_seconds, settings.retry_max_seconds)
+        # Notifications of failed rounds that the provider may have taken, with when (monotonic) their lease ends:
+        # `recover` leaves them to their lease, so that they are not sent twice.
+        self._uncertain: dict[UUID, float] = {}
 
     @property
     def table(self) -> Table:
@@ -123,15 +126,48 @@ class Sender:
             self._telemetry.transition(
                 self._channel, row.id, row.previous_status, SENDING, order=row.order_id, attempt=row.attempts
             )
-        # No transaction is open from here until the outcomes are written.
+        # No transaction is open around the provider calls. Outcomes are written as the calls finish, in groups of
+        # whatever finished while the previous group was being written (group commit: a fast provider still gets
+        # few, large writes), and a call holds its place among the provider's concurrent calls until its outcome is
+        # written. So a crash at any moment leaves at most that many messages taken by the provider but not yet
+        # known to the database: only those can be sent a second time, never the whole batch.
         started: set[UUID] = set()
-        calls = [asyncio.ensure_future(self._one(row, templates[row.order_id], started)) for row in claimed]
+        finished: asyncio.Queue[tuple[_Outcome | None, asyncio.Event]] = asyncio.Queue()
+
+        async def call(row: Any) -> None:
+            async with self._gate:
+                try:
+                    outcome: _Outcome | None = await self._one(row, templates[row.order_id], started)
+                except Exception:
+                    # Not a provider error (those are outcomes): a bug. The notification stays Sending until its
+                    # lease runs out and is tried again then.
+                    log.exception("%s %s: sending failed unexpectedly", self._channel, row.id)
+                    outcome = None
+                written = asyncio.Event()
+                finished.put_nowait((outcome, written))
+                await written.wait()
+
+        calls = [asyncio.ensure_future(call(row)) for row in claimed]
+        give_up_at = time.monotonic() + self._settings.lease_seconds
+        remaining = len(claimed)
+        recorded: set[UUID] = set()
         try:
-            outcomes = await asyncio.gather(*calls)
+            while remaining:
+                group = [await finished.get()]
+                group += _drain(finished)
+                remaining -= len(group)
+                try:
+                    await self._record_until_written([o for o, _ in group if o is not None], give_up_at)
+                    recorded.update(o.notification_id for o, _ in group if o is not None)
+                finally:
+                    for _, written in group:
+                        written.set()
         except asyncio.CancelledError:
             # Shutting down past the grace period: keep what the provider took, give back what it never saw.
             # Calls cut off at the provider stay Sending; their lease brings them back (the one duplicate risk).
-            finished = [c.result() for c in calls if c.done() and not c.cancelled() and c.exception() is None]
+            for pending in calls:
+                pending.cancel()
+            unrecorded = [o for o, _ in _drain(finished) if o is not None]
             released = [
                 _Outcome(
                     row.id, row.order_id, {"status": NEW, "send_after": row.send_after, "attempts": row.attempts - 1}
@@ -142,14 +178,58 @@ class Sender:
             log.warning(
                 "%s sender stopping: %d outcomes recorded, %d released unsent, %d cut off at the provider",
                 self._channel,
-                len(finished),
+                len(claimed) - remaining + len(unrecorded),
                 len(released),
-                len(claimed) - len(finished) - len(released),
+                remaining - len(unrecorded) - len(released),
             )
-            await finish_despite_cancellation(self._record(finished + released))
+            await finish_despite_cancellation(self._record(unrecorded + released))
             raise
-        await finish_despite_cancellation(self._record(outcomes))
+        except Exception:
+            for pending in calls:
+                pending.cancel()
+            self._uncertain.update((i, give_up_at) for i in started - recorded)
+            raise
         return len(claimed)
+
+    async def recover(self) -> None:
+        """After a failed round (the database away): what this worker holds as Sending but sends no more goes back
+        to New now, not when its lease runs out (minutes); but for what the provider may have taken."""
+        now = time.monotonic()
+        self._uncertain = {i: until for i, until in self._uncertain.items() if until > now}
+        async with self._db.transaction() as conn:
+            released = await repository.release_notifications_held_by(
+                conn, self._table, self._worker, list(self._uncertain)
+            )
+        self._telemetry.transitions_of(self._channel, released, SENDING, NEW, note="released after a failed round")
+
+    async def _record_until_written(self, outcomes: list[_Outcome], give_up_at: float) -> None:
+        """Write outcomes, trying again while the database is away: the provider has taken these messages, and an
+        outcome never written means the message is sent again when its lease runs out. Past the lease, another
+        worker may have taken the notifications over, so the write gives up (and would be refused anyway)."""
+        delay = 0.2
+        while True:
+            try:
+                await finish_despite_cancellation(self._record(outcomes))
+                return
+            except Exception as error:
+                if time.monotonic() + delay > give_up_at:
+                    log.error(
+                        "%s sender: could not record %d outcomes before their lease ran out (%s); they will be "
+                        "sent again",
+                        self._channel,
+                        len(outcomes),
+                        error,
+                    )
+                    raise
+                log.warning(
+                    "%s sender: recording %d outcomes failed (%s); trying again in %.1f s",
+                    self._channel,
+                    len(outcomes),
+                    error,
+                    delay,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def next_due(self) -> datetime | None:
         now = self._clock.now()
@@ -161,36 +241,35 @@ class Sender:
         return due
 
     async def _one(self, row: Any, template: Any, started: set[UUID]) -> _Outcome:
-        async with self._gate:
-            now = self._clock.now()
-            started.add(row.id)
-            began = time.perf_counter()
-            outcome = await self._call(row, template, now)
-            status = outcome.values["status"]
-            if not outcome.called:
-                return outcome  # deferred to the SMS window
-            kind = (
-                "accepted"
-                if status in (EmailStatus.SUCCEEDED.value, SmsStatus.ACCEPTED.value)
-                else ("retry" if status == NEW else "failed")
-            )
-            self._telemetry.provider_seconds.labels(self._channel, self._provider_name, kind).observe(
-                time.perf_counter() - began
-            )
-            attempt = {
-                "id": new_id(),
-                "channel": self._channel,
-                "notification_id": row.id,
-                "attempt": row.attempts,
-                "started": now,
-                "finished": self._clock.now(),
-                "provider": self._provider_name,
-                "outcome": kind,
-                "status": status,
-                "provider_reference": outcome.values.get("provider_reference"),
-                "detail": outcome.values.get("status_detail"),
-            }
-            return replace(outcome, attempt=attempt)
+        now = self._clock.now()
+        started.add(row.id)
+        began = time.perf_counter()
+        outcome = await self._call(row, template, now)
+        status = outcome.values["status"]
+        if not outcome.called:
+            return outcome  # deferred to the SMS window
+        kind = (
+            "accepted"
+            if status in (EmailStatus.SUCCEEDED.value, SmsStatus.ACCEPTED.value)
+            else ("retry" if status == NEW else "failed")
+        )
+        self._telemetry.provider_seconds.labels(self._channel, self._provider_name, kind).observe(
+            time.perf_counter() - began
+        )
+        attempt = {
+            "id": new_id(),
+            "channel": self._channel,
+            "notification_id": row.id,
+            "attempt": row.attempts,
+            "started": now,
+            "finished": self._clock.now(),
+            "provider": self._provider_name,
+            "outcome": kind,
+            "status": status,
+            "provider_reference": outcome.values.get("provider_reference"),
+            "detail": outcome.values.get("status_detail"),
+        }
+        return replace(outcome, attempt=attempt)
 
     async def _call(self, row: Any, template: Any, now: datetime) -> _Outcome:
         try:
@@ -274,6 +353,13 @@ class Sender:
                     self._channel, outcome.notification_id, status, delivered, order=outcome.order_id
                 )
         self._telemetry.transitions_of("order", completed, OrderStatus.PROCESSED.value, OrderStatus.COMPLETED.value)
+
+
+def _drain(queue: asyncio.Queue[T]) -> list[T]:
+    items = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items
 
 
 class _Defer(Exception):
