@@ -26,9 +26,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from varsel.notifications.statuses import EmailStatus
 from varsel.orders.models import EmailContentType
+from varsel.providers import smtp
 from varsel.providers.base import EmailMessage, PermanentEmailError, TransientProviderError
 from varsel.providers.smtp import SmtpEmailProvider, SmtpSettings, html_to_text
 
@@ -791,3 +794,69 @@ def test_settings_want_username_and_password_together() -> None:
     with pytest.raises(ValueError, match="username and password"):
         SmtpSettings(username="varsel")
     assert SmtpSettings().security == "starttls"
+
+
+# -- the direct composition of plain messages equals the email package's -------------------------------------------
+
+_plain_addresses = st.from_regex(
+    r"[a-z0-9_%+=-]{1,12}(\.[a-z0-9_+-]{1,8})?@[a-z0-9-]{1,10}\.(no|com|example)", fullmatch=True
+)
+
+
+def _read(payload: bytes) -> dict[str, Any]:
+    parsed = email.message_from_bytes(payload, policy=email.policy.default)
+    assert isinstance(parsed, ParsedMessage)
+    plain, html = parsed.get_body(("plain",)), parsed.get_body(("html",)) if parsed.is_multipart() else None
+    assert plain is not None
+    assert all(not part.defects for part in parsed.walk())
+    return {
+        "from": str(parsed["From"]),
+        "to": str(parsed["To"]),
+        # Runs of white space read the same: the email package folds and strips them its own way.
+        "subject": " ".join(str(parsed["Subject"]).split()),
+        "message-id": str(parsed["Message-ID"]),
+        "type": parsed.get_content_type(),
+        "plain": plain.get_content(),
+        "html": html.get_content() if html is not None else None,
+    }
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sender=_plain_addresses,
+    recipient=_plain_addresses,
+    subject=st.text(st.characters(exclude_categories=("Cs",)), max_size=200),
+    body=st.text(st.characters(exclude_categories=("Cs",)), max_size=2000),
+    html=st.booleans(),
+)
+def test_plain_messages_composed_directly_read_as_the_email_package_composes_them(
+    sender: str, recipient: str, subject: str, body: str, html: bool
+) -> None:
+    # Messages to and from bare addresses skip the email package (over a millisecond each); what a mail client
+    # reads from them must be what it reads from the email package's composition, for any subject and body.
+    message = EmailMessage(
+        notification_id=uuid.uuid4(),
+        from_address=sender,
+        to_address=recipient,
+        subject=subject,
+        body=body,
+        content_type=EmailContentType.HTML if html else EmailContentType.PLAIN,
+    )
+    direct = smtp._plain_envelope(message)
+    assert direct is not None
+    composed = smtp._composed_envelope(message)
+    assert (direct.sender, direct.recipient, direct.utf8) == (composed.sender, composed.recipient, composed.utf8)
+    assert direct.accepted == composed.accepted
+    assert _read(direct.payload) == _read(composed.payload)
+    # 7-bit and within SMTP's line limit, whatever the content.
+    assert direct.payload.isascii()
+    assert max(len(line) for line in direct.payload.split(b"\r\n")) <= 998
+    assert b"\n" not in direct.payload.replace(b"\r\n", b"")
+
+
+@pytest.mark.parametrize(
+    "address", ["Ola Nordmann <ola@example.com>", "ola@exämple.no", "øla@example.no", '"o la"@example.com']
+)
+def test_addresses_that_are_not_plain_take_the_email_package(address: str) -> None:
+    message = EmailMessage(uuid.uuid4(), address, "kari@example.com", "s", "b", EmailContentType.PLAIN)
+    assert smtp._plain_envelope(message) is None

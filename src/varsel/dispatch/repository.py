@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, Table, and_, exists, func, insert, or_, select, update
+from sqlalchemy import Select, Table, and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -254,16 +254,53 @@ async def order_templates(conn: AsyncConnection, order_ids: Sequence[UUID]) -> d
     return {row.id: row for row in result}
 
 
-async def record_outcome(
-    conn: AsyncConnection, table: Table, notification_id: UUID, worker: str, values: dict[str, Any]
-) -> bool:
-    """Write a send outcome, only while this worker still holds the notification as Sending."""
-    result = await conn.execute(
-        update(table)
-        .where(and_(table.c.id == notification_id, table.c.status == SENDING, table.c.claimed_by == worker))
-        .values(claimed_by=None, claimed_until=None, **values)
+# What a send outcome may set; the columns an outcome leaves out keep their values.
+_OUTCOME_COLUMNS = (
+    "status",
+    "status_changed",
+    "provider",
+    "provider_reference",
+    "status_detail",
+    "send_after",
+    "attempts",
+)
+
+
+async def record_outcomes(
+    conn: AsyncConnection, table: Table, worker: str, outcomes: Sequence[tuple[UUID, dict[str, Any]]]
+) -> set[UUID]:
+    """Write send outcomes, only for the notifications this worker still holds as Sending; answers those ids.
+
+    Two statements whatever the number of outcomes: the held rows are read (and locked) with the columns an outcome
+    may leave out, then one UPDATE runs for every row with the same shape (one round trip, executemany). SQLite's
+    write transaction admits no other writer in between; PostgreSQL's row locks keep others out likewise."""
+    if not outcomes:
+        return set()
+    columns = [table.c[name] for name in _OUTCOME_COLUMNS]
+    held = await conn.execute(
+        select(table.c.id, *columns)
+        .where(and_(table.c.id.in_([i for i, _ in outcomes]), table.c.status == SENDING, table.c.claimed_by == worker))
+        .with_for_update()
     )
-    return bool(result.rowcount == 1)
+    current = {row.id: row._asdict() for row in held}
+    if not current:
+        return set()
+    parameters = []
+    for notification_id, values in outcomes:
+        if notification_id in current:
+            merged = {**current[notification_id], **values}
+            parameters.append({"_id": notification_id, **{f"_{name}": merged[name] for name in _OUTCOME_COLUMNS}})
+    await conn.execute(
+        update(table)
+        .where(table.c.id == bindparam("_id", type_=table.c.id.type))
+        .values(
+            claimed_by=None,
+            claimed_until=None,
+            **{name: bindparam(f"_{name}", type_=table.c[name].type) for name in _OUTCOME_COLUMNS},
+        ),
+        parameters,
+    )
+    return set(current)
 
 
 async def release_notifications_held_by(

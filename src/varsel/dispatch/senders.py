@@ -322,10 +322,11 @@ class Sender:
         touched: set[UUID] = set()
         recorded: list[_Outcome] = []
         async with self._db.transaction() as conn:
+            held = await repository.record_outcomes(
+                conn, self._table, self._worker, [(o.notification_id, o.values) for o in outcomes]
+            )
             for outcome in outcomes:
-                if not await repository.record_outcome(
-                    conn, self._table, outcome.notification_id, self._worker, outcome.values
-                ):
+                if outcome.notification_id not in held:
                     log.warning(
                         "%s %s: outcome not recorded, the claim was lost", self._channel, outcome.notification_id
                     )
