@@ -33,6 +33,7 @@ from varsel.providers.base import (
     EmailMessage,
     PermanentEmailError,
     PermanentSmsError,
+    ProviderUnavailable,
     SmsMessage,
     TransientProviderError,
 )
@@ -279,6 +280,19 @@ class Sender:
                 row.id,
                 row.order_id,
                 {"status": NEW, "send_after": defer.until, "attempts": row.attempts - 1},
+                called=False,
+            )
+        except ProviderUnavailable as error:
+            # Refused by the guard without reaching the provider: no attempt, and back when the guard reopens.
+            return _Outcome(
+                row.id,
+                row.order_id,
+                {
+                    "status": NEW,
+                    "send_after": now + timedelta(seconds=error.retry_after or self._settings.retry_first_seconds),
+                    "attempts": row.attempts - 1,
+                    "status_detail": str(error)[:2000],
+                },
                 called=False,
             )
         except TransientProviderError as error:

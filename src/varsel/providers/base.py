@@ -67,6 +67,11 @@ class TransientProviderError(Exception):
         self.retry_after = retry_after
 
 
+class ProviderUnavailable(TransientProviderError):
+    """varsel's own guard refused the call (the provider is paused after a 429, or its breaker is open): the
+    provider never saw the message, so it is no attempt; `retry_after` says when the guard lets calls through."""
+
+
 class PermanentEmailError(Exception):
     def __init__(self, message: str, status: EmailStatus = EmailStatus.FAILED) -> None:
         super().__init__(message)

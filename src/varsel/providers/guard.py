@@ -19,7 +19,13 @@ from typing import Generic, Protocol, TypeVar
 from pydantic import BaseModel, Field, model_validator
 
 from varsel.clock import Clock
-from varsel.providers.base import Accepted, PermanentEmailError, PermanentSmsError, TransientProviderError
+from varsel.providers.base import (
+    Accepted,
+    PermanentEmailError,
+    PermanentSmsError,
+    ProviderUnavailable,
+    TransientProviderError,
+)
 
 log = logging.getLogger("varsel.providers")
 
@@ -105,7 +111,7 @@ class ProviderGuard(Generic[M]):
             await self._take_token()
             try:
                 trial = self._admit(self._clock.now())
-            except TransientProviderError:
+            except ProviderUnavailable:
                 # Paused or opened while this call waited: the token was never used on the provider.
                 self._return_token()
                 raise
@@ -154,18 +160,18 @@ class ProviderGuard(Generic[M]):
         paused = self._pause_remaining(now)
         if paused > 0:
             assert self._paused_until is not None
-            raise TransientProviderError(
+            raise ProviderUnavailable(
                 f"{self.name}: provider paused until {self._paused_until.isoformat()}", retry_after=paused
             )
         if self._open_until is None:
             return
         if now < self._open_until:
-            raise TransientProviderError(
+            raise ProviderUnavailable(
                 f"{self.name}: circuit open until {self._open_until.isoformat()}",
                 retry_after=_seconds(self._open_until - now),
             )
         if self._trial_running:
-            raise TransientProviderError(
+            raise ProviderUnavailable(
                 f"{self.name}: circuit half-open, trial call under way", retry_after=TRIAL_WAIT_SECONDS
             )
 
