@@ -519,6 +519,27 @@ async def test_a_report_before_our_own_record_of_the_send_is_applied_once_it_lan
     assert row.resolved == clock.now()
 
 
+async def test_a_report_that_arrived_in_time_counts_though_it_is_matched_after_expiry(
+    client: httpx.AsyncClient, auth: Auth, varsel: Varsel, clock: FrozenClock, settings: Settings, channel: Channel
+) -> None:
+    (address,) = channel.addresses(1)
+    order_id = await _order(client, auth, channel, address)
+    await varsel.workers.processor.run_once()
+    (new,) = (await _notifications(varsel.database, channel)).values()
+    # A second before expiry the provider reports, faster than our record of the hand-over: pending.
+    clock.advance(timedelta(hours=48, seconds=-1))
+    answer = await channel.post(client, channel.report(new.id, f"lm-{uuid.UUID(new.id).hex[:12]}"))
+    assert answer.json() == {"received": 1, "states": {"pending": 1}}
+    await varsel.workers.drain()
+    assert (await _notifications(varsel.database, channel))[address].status == channel.awaiting
+    # Its next try comes after expiry; it arrived in time, so it counts.
+    clock.advance(timedelta(seconds=settings.reports.retry_seconds))
+    await varsel.workers.drain()
+    assert (await _notifications(varsel.database, channel))[address].status == "Delivered"
+    assert await _order_status(varsel.database, order_id) == "Completed"
+    assert [row.state for row in await _reports(varsel.database)] == ["applied"]
+
+
 async def test_a_report_posted_while_the_send_is_under_way_is_applied_after_it(
     client: httpx.AsyncClient,
     auth: Auth,

@@ -319,17 +319,23 @@ async def release_notifications_held_by(
 
 
 async def apply_delivery_report(
-    conn: AsyncConnection, table: Table, notification_id: UUID, status: str, now: datetime
+    conn: AsyncConnection,
+    table: Table,
+    notification_id: UUID,
+    status: str,
+    now: datetime,
+    arrived: datetime | None = None,
 ) -> UUID | None:
     """Move a notification awaiting its report to the reported status. A final status never moves again, and a
-    report arriving after expiry changes nothing. Answers the order id when the status moved."""
+    report that arrived (`arrived`, by default now) after expiry changes nothing. Answers the order id when the
+    status moved."""
     result = await conn.execute(
         update(table)
         .where(
             and_(
                 table.c.id == notification_id,
                 table.c.status == _AWAITING_REPORT[table.name],
-                table.c.expiry >= now,
+                table.c.expiry >= (arrived or now),
             )
         )
         .values(status=status, status_changed=now)

@@ -119,8 +119,10 @@ class DeliveryReports:
         async with self._db.transaction() as conn:
             due = await repository.claim_pending(conn, now, limit)
             for report in due:
+                # Judged by when it arrived: a report that came in time but waited for our own record of the
+                # hand-over still counts, though the notification expired meanwhile.
                 match = await self._apply(conn, report.channel, report.reference, report.provider_reference,
-                                          report.status, now)  # fmt: skip
+                                          report.status, now, arrived=report.received)  # fmt: skip
                 if match.state is ReportState.PENDING and report.retry_until is not None and now >= report.retry_until:
                     match = _Match(ReportState.DEAD)
                     log.warning(
@@ -170,7 +172,9 @@ class DeliveryReports:
         provider_reference: str | None,
         status: str,
         now: datetime,
+        arrived: datetime | None = None,
     ) -> _Match:
+        arrived = arrived or now
         table: Table = _TABLES[channel]
         found = await repository.find_notification(conn, table, _as_uuid(reference), provider_reference)
         if found is None:
@@ -183,9 +187,9 @@ class DeliveryReports:
         if found.status != _AWAITING[channel]:
             state = ReportState.LATE if found.status == dispatch_repository.FAILED_TTL else ReportState.SUPERSEDED
             return _Match(state, found.id, found.order_id, found.status)
-        if found.expiry < now:
+        if found.expiry < arrived:
             return _Match(ReportState.LATE, found.id, found.order_id, found.status)
-        if await dispatch_repository.apply_delivery_report(conn, table, found.id, status, now) is None:
+        if await dispatch_repository.apply_delivery_report(conn, table, found.id, status, now, arrived) is None:
             # Moved by someone else since we looked (the same report posted twice at once, another report, the
             # sweeper): this one changes nothing. Which of those it was decides what it is called.
             again = await repository.find_notification(conn, table, found.id, None)
