@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -34,6 +33,7 @@ from varsel.providers.base import (
     ReportFormatError,
     TransientProviderError,
 )
+from varsel.providers.http import ProviderHttp
 
 
 def message(
@@ -357,11 +357,14 @@ async def test_the_signature_uses_the_injected_clock(peer: AcsPeer) -> None:
 
 
 async def test_a_given_client_is_used_and_left_open(peer: AcsPeer) -> None:
-    async with httpx.AsyncClient() as client:
+    client = ProviderHttp()
+    try:
         adapter = AcsEmailProvider(settings_for(peer), SystemClock(), http=client)
         await adapter.send(message())
         await adapter.close()
-        assert not client.is_closed
+        assert not client.closed
+    finally:
+        await client.aclose()
     assert len(peer.emails) == 1
 
 

@@ -29,6 +29,7 @@ from varsel.providers.base import (
     SmsMessage,
     TransientProviderError,
 )
+from varsel.providers.http import ProviderHttp
 from varsel.providers.linkmobility import LinkMobilitySettings, LinkMobilitySmsProvider, parse_delivery_reports
 
 from .linkmobility_peer import LinkMobilityPeer, LoopbackServer, delivery_report
@@ -339,13 +340,17 @@ async def test_unreadable_2xx_answer_is_transient(
 
 
 async def test_closing_leaves_a_given_client_open(peer: LinkMobilityPeer, frozen: FrozenClock) -> None:
-    async with httpx.AsyncClient() as http:
+    http = ProviderHttp()
+    try:
         adapter = LinkMobilitySmsProvider(peer.settings(), frozen, http=http)
         await adapter.send(sms())
         await adapter.close()
 
-        assert not http.is_closed
-        assert (await http.get(peer.url + "/")).status_code == 404
+        assert not http.closed
+        assert (await http.request("GET", peer.url + "/", timeout_seconds=5)).status_code == 404
+    finally:
+        await http.aclose()
+    assert len(peer.messages) == 1
 
 
 async def test_closing_closes_its_own_client(peer: LinkMobilityPeer, frozen: FrozenClock) -> None:

@@ -1,7 +1,8 @@
 """Azure Communication Services (ACS) email over its REST API, and the Event Grid delivery reports it sends back.
 
 The reference (Altinn Notifications) sends its email through ACS with Microsoft's SDK; varsel speaks the REST API
-with httpx, so no Azure SDK is needed.
+with aiohttp (through varsel.providers.http), so no Azure SDK is needed. aiohttp rather than httpx because provider
+calls are the dispatch path: measured on 2 cores, httpx spent 2-5 ms of CPU per request, aiohttp about 0.3 ms.
 
 Sending (Email REST API, stable versions 2023-03-31 and 2025-09-01; source: the OpenAPI files
 ``specification/communication/data-plane/Email/stable/*/CommunicationServicesEmail.json`` in Azure/azure-rest-api-specs
@@ -85,8 +86,8 @@ from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 from pydantic import BaseModel, SecretStr
+from yarl import URL
 
 from varsel.clock import Clock
 from varsel.notifications.statuses import EmailStatus
@@ -98,6 +99,13 @@ from varsel.providers.base import (
     PermanentEmailError,
     ReportFormatError,
     TransientProviderError,
+)
+from varsel.providers.http import (
+    DEFAULT_CONNECTION_LIMIT,
+    ProviderAnswer,
+    ProviderConnectionError,
+    ProviderHttp,
+    ProviderTimeout,
 )
 
 log = logging.getLogger(__name__)
@@ -150,7 +158,10 @@ def parse_connection_string(value: str) -> AcsConnection:
     endpoint = parts.get("endpoint")
     if not endpoint:
         raise ValueError("endpoint=https://<resource>.communication.azure.com/ is missing")
-    url = httpx.URL(endpoint)
+    try:
+        url = URL(endpoint)
+    except ValueError:
+        raise ValueError(f"endpoint {endpoint!r} is not an http(s) URL") from None
     if url.scheme not in ("http", "https") or not url.host:
         raise ValueError(f"endpoint {endpoint!r} is not an http(s) URL")
     key_text = parts.get("accesskey")
@@ -162,7 +173,8 @@ def parse_connection_string(value: str) -> AcsConnection:
         raise ValueError("accesskey is not base64") from None
     if not key:
         raise ValueError("accesskey is empty")
-    return AcsConnection(endpoint=f"{url.scheme}://{url.netloc.decode('ascii')}", access_key=key)
+    # host_port_subcomponent: the host lower-cased and IDNA-encoded, IPv6 in brackets, the port unless the default.
+    return AcsConnection(endpoint=f"{url.scheme}://{url.host_port_subcomponent}", access_key=key)
 
 
 class AcsSettings(BaseModel):
@@ -209,7 +221,7 @@ def sign(
 # ---------------------------------------------------------------- sending
 
 
-def _retry_after(response: httpx.Response, now: datetime) -> float | None:
+def _retry_after(response: ProviderAnswer, now: datetime) -> float | None:
     """Seconds to wait, from retry-after-ms / x-ms-retry-after-ms (as azure-core reads them) or Retry-After."""
     for name in ("retry-after-ms", "x-ms-retry-after-ms"):
         value = response.headers.get(name)
@@ -234,7 +246,7 @@ def _retry_after(response: httpx.Response, now: datetime) -> float | None:
     return max((moment - now).total_seconds(), 0.0)
 
 
-def _error_of(response: httpx.Response) -> tuple[str, str, str]:
+def _error_of(response: ProviderAnswer) -> tuple[str, str, str]:
     """(code, message, target) of an ACS error answer; empty strings for what it does not say."""
     code = response.headers.get("x-ms-error-code", "")
     message = target = ""
@@ -271,16 +283,22 @@ class AcsEmailProvider:
 
     name = "acs"
 
-    def __init__(self, settings: AcsSettings, clock: Clock, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        settings: AcsSettings,
+        clock: Clock,
+        http: ProviderHttp | None = None,
+        connections: int = DEFAULT_CONNECTION_LIMIT,
+    ) -> None:
         problems = settings.missing()
         if problems or settings.connection_string is None:
             raise ValueError(f"ACS email is not configured: set {', '.join(problems)}")
         self._connection = parse_connection_string(settings.connection_string.get_secret_value())
         self._settings = settings
         self._clock = clock
-        self._timeout = httpx.Timeout(settings.timeout_seconds)
+        # Given a client, the adapter uses it and leaves it open; its own it closes in close().
         self._owns_http = http is None
-        self._http = http if http is not None else httpx.AsyncClient(timeout=self._timeout)
+        self._http = http if http is not None else ProviderHttp(limit=connections)
 
     async def close(self) -> None:
         if self._owns_http:
@@ -324,27 +342,23 @@ class AcsEmailProvider:
 
     async def _request(
         self, method: str, url: str, body: bytes, headers: dict[str, str] | None = None
-    ) -> httpx.Response:
-        request = self._http.build_request(method, url, content=body, headers=headers, timeout=self._timeout)
-        # Signed from the request as built, so the host and path-and-query are exactly what goes on the wire.
-        request.headers.update(
-            sign(
-                method,
-                request.url.raw_path.decode("ascii"),
-                request.headers["host"],
-                body,
-                self._connection.access_key,
-                self._clock.now(),
-            )
-        )
+    ) -> ProviderAnswer:
+        # encoded=True: the path and query go on the wire exactly as built (already quoted) and as signed.
+        target = URL(url, encoded=True)
+        host = target.host_port_subcomponent or ""
+        # The Host header is set to what was signed rather than left to the client to derive.
+        signed = {**(headers or {}), "Host": host}
+        signed.update(sign(method, target.raw_path_qs, host, body, self._connection.access_key, self._clock.now()))
         try:
-            return await self._http.send(request)
-        except httpx.TimeoutException as error:
-            raise TransientProviderError(f"ACS did not answer in time ({type(error).__name__})") from error
-        except httpx.TransportError as error:
-            raise TransientProviderError(f"ACS could not be reached: {error!r}") from error
+            return await self._http.request(
+                method, target, body=body or None, headers=signed, timeout_seconds=self._settings.timeout_seconds
+            )
+        except ProviderTimeout as error:
+            raise TransientProviderError(f"ACS did not answer in time ({error})") from error
+        except ProviderConnectionError as error:
+            raise TransientProviderError(f"ACS could not be reached: {error}") from error
 
-    def _send_error(self, response: httpx.Response) -> Exception:
+    def _send_error(self, response: ProviderAnswer) -> Exception:
         status = response.status_code
         code, message, target = _error_of(response)
         described = _describe(status, code, message)

@@ -29,11 +29,12 @@ def email_provider(settings: Settings, clock: Clock) -> EmailProvider:
     if chosen == "smtp":
         return SmtpEmailProvider(settings.email.smtp)
     if chosen == "acs":
-        return AcsEmailProvider(settings.email.acs, clock)
+        # As many connections as the guard lets calls through: no call waits for a connection inside its timeout.
+        return AcsEmailProvider(settings.email.acs, clock, connections=settings.email.guard.max_concurrency)
     return OutboxEmailProvider(settings.data_dir / "outbox")
 
 
 def sms_provider(settings: Settings, clock: Clock) -> SmsProvider:
     if settings.sms.provider == "linkmobility":
-        return LinkMobilitySmsProvider(settings.sms.linkmobility, clock)
+        return LinkMobilitySmsProvider(settings.sms.linkmobility, clock, connections=settings.sms.guard.max_concurrency)
     return OutboxSmsProvider(settings.data_dir / "outbox")

@@ -13,7 +13,9 @@ NuGet client, so it shows no JSON; it gives the reference's delivery-state mappi
 rule that a rejected receiver becomes Failed_InvalidReceiver.
 
 Request: ``POST {base_url}/sms/send`` (base URLs: n-eu, c-eu, s-eu, no, deb .linkmobility.io, wsx.sp247.net),
-HTTP basic authentication, ``Content-Type: application/json``, one object::
+HTTP basic authentication, ``Content-Type: application/json``, one object (sent with aiohttp through
+varsel.providers.http, not httpx: at 2,000 SMS/s the client's CPU per request decides, and measured on 2 cores
+httpx spent 2-5 ms per request where aiohttp spent about 0.3 ms)::
 
     {"source": "Altinn", "sourceTON": "ALPHANUMERIC",       # or MSISDN ("+47...") or SHORTNUMBER (1-14 digits)
      "destination": "+4799999999", "destinationTON": "MSISDN",
@@ -74,7 +76,6 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import httpx
 from pydantic import BaseModel, Field, SecretStr
 
 from varsel.clock import Clock
@@ -86,6 +87,14 @@ from varsel.providers.base import (
     ReportFormatError,
     SmsMessage,
     TransientProviderError,
+)
+from varsel.providers.http import (
+    DEFAULT_CONNECTION_LIMIT,
+    ProviderAnswer,
+    ProviderConnectionError,
+    ProviderHttp,
+    ProviderTimeout,
+    basic_authorization,
 )
 
 SEND_PATH = "/sms/send"
@@ -139,18 +148,24 @@ _BARRED_DESTINATION_CODES = {2105, 2107}
 class LinkMobilitySmsProvider:
     name = "linkmobility"
 
-    def __init__(self, settings: LinkMobilitySettings, clock: Clock, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        settings: LinkMobilitySettings,
+        clock: Clock,
+        http: ProviderHttp | None = None,
+        connections: int = DEFAULT_CONNECTION_LIMIT,
+    ) -> None:
         missing = settings.missing()
         username, password = settings.username, settings.password
         if missing or username is None or password is None:
             raise ValueError(f"LINK Mobility needs these settings to send: {', '.join(missing)}")
         self._settings = settings
         self._clock = clock
+        # Given a client, the adapter uses it and leaves it open; its own it closes in close().
         self._owns_http = http is None
-        self._http = http if http is not None else httpx.AsyncClient()
+        self._http = http if http is not None else ProviderHttp(limit=connections)
         self._url = settings.base_url.rstrip("/") + SEND_PATH
-        self._auth = httpx.BasicAuth(username, password.get_secret_value())
-        self._timeout = httpx.Timeout(settings.timeout_seconds)
+        self._headers = {"Authorization": basic_authorization(username, password.get_secret_value())}
 
     def request_body(self, message: SmsMessage) -> dict[str, Any]:
         """The JSON object posted for one message."""
@@ -181,18 +196,21 @@ class LinkMobilitySmsProvider:
 
     async def send(self, message: SmsMessage) -> Accepted:
         try:
-            response = await self._http.post(
-                self._url, json=self.request_body(message), auth=self._auth, timeout=self._timeout
+            response = await self._http.post_json(
+                self._url,
+                self.request_body(message),
+                headers=self._headers,
+                timeout_seconds=self._settings.timeout_seconds,
             )
-        except httpx.TimeoutException as error:
+        except ProviderTimeout as error:
             raise TransientProviderError(
-                f"LINK Mobility did not answer within {self._settings.timeout_seconds:g} s ({type(error).__name__})"
+                f"LINK Mobility did not answer within {self._settings.timeout_seconds:g} s ({error})"
             ) from error
-        except httpx.TransportError as error:
-            raise TransientProviderError(f"could not reach LINK Mobility at {self._url}: {error!r}") from error
+        except ProviderConnectionError as error:
+            raise TransientProviderError(f"could not reach LINK Mobility at {self._url}: {error}") from error
         return self._interpret(response, message)
 
-    def _interpret(self, response: httpx.Response, message: SmsMessage) -> Accepted:
+    def _interpret(self, response: ProviderAnswer, message: SmsMessage) -> Accepted:
         status = response.status_code
         if status == 204:
             # Only if the gateway ignored ignoreResponse=false: the message is queued all the same, and sending it
@@ -229,7 +247,7 @@ class LinkMobilitySmsProvider:
             raise PermanentSmsError(f"LINK Mobility refused the message: {said}", status=SmsStatus.FAILED)
         raise TransientProviderError(f"LINK Mobility answered unexpectedly: {said}")
 
-    def _retry_after(self, response: httpx.Response) -> float | None:
+    def _retry_after(self, response: ProviderAnswer) -> float | None:
         return parse_retry_after(response.headers.get("Retry-After"), self._clock.now())
 
     async def close(self) -> None:
@@ -237,7 +255,7 @@ class LinkMobilitySmsProvider:
             await self._http.aclose()
 
 
-def _message_id(response: httpx.Response) -> str:
+def _message_id(response: ProviderAnswer) -> str:
     try:
         answer = json.loads(response.content)
     except ValueError as error:
@@ -253,7 +271,7 @@ def _message_id(response: httpx.Response) -> str:
     return message_id
 
 
-def _error_details(response: httpx.Response) -> tuple[int | None, str | None]:
+def _error_details(response: ProviderAnswer) -> tuple[int | None, str | None]:
     try:
         answer = json.loads(response.content)
     except ValueError:
@@ -278,7 +296,7 @@ def _error_details(response: httpx.Response) -> tuple[int | None, str | None]:
     return code, description
 
 
-def _describe(status: int, code: int | None, description: str | None, response: httpx.Response) -> str:
+def _describe(status: int, code: int | None, description: str | None, response: ProviderAnswer) -> str:
     parts = [f"HTTP {status}"]
     if code is not None:
         parts.append(f"resultCode {code}")
@@ -289,7 +307,7 @@ def _describe(status: int, code: int | None, description: str | None, response: 
     return ", ".join(parts)
 
 
-def _excerpt(response: httpx.Response, limit: int = 200) -> str:
+def _excerpt(response: ProviderAnswer, limit: int = 200) -> str:
     return response.content[:limit].decode("utf-8", errors="replace")
 
 
