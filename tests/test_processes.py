@@ -76,8 +76,11 @@ def test_api_and_worker_processes_share_the_work(environment: dict[str, str]) ->
             assert time.monotonic() < deadline
             time.sleep(0.05)
         # The API process has no workers: it did not send; the worker's metrics show it did.
-        metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
-        assert 'varsel_status_transitions_total{entity="email",status="Delivered"} 1.0' in metrics
+        # (The counter moves just after the commit the API already sees, so it may lag a moment behind.)
+        delivered = 'varsel_status_transitions_total{entity="email",status="Delivered"} 1.0'
+        while delivered not in (metrics := httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text):
+            assert time.monotonic() < deadline, metrics
+            time.sleep(0.05)
         api_metrics = httpx.get(f"{base}/metrics").text
         assert 'varsel_status_transitions_total{entity="email",status="Delivered"}' not in api_metrics
         assert 'varsel_orders_accepted_total{channel="Email"} 1.0' in api_metrics
