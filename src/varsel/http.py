@@ -79,21 +79,20 @@ def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
             )
         raw = await request.body()
         try:
-            return model.model_validate_json(raw)
+            # The service's limits, for models that stop reading what is over a limit anyway.
+            return model.model_validate_json(raw, context={"limits": request.app.state.varsel.settings.limits})
         except ValidationError as error:
             raise ValidationProblem(pydantic_errors(error.errors())) from error
 
     return dependency
 
 
-def json_request_body(model: type[BaseModel]) -> dict[str, Any]:
-    """OpenAPI for a body read by json_body (FastAPI cannot see it)."""
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
-        }
-    }
+def json_request_body(model: type[BaseModel], example: Any = None) -> dict[str, Any]:
+    """OpenAPI for a body read by json_body (FastAPI cannot see it), with an example request that is accepted."""
+    media_type: dict[str, Any] = {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+    if example is not None:
+        media_type["example"] = example
+    return {"requestBody": {"required": True, "content": {"application/json": media_type}}}
 
 
 _PROBLEM_DESCRIPTIONS = {

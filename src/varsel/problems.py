@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,24 @@ def pydantic_errors(errors: Sequence[Mapping[str, Any]], *, strip: int = 0) -> d
     return result
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> str:
+    """The Allow header of a 405: every method some route serves at the request's path.
+
+    Starlette names only the methods of the first route whose path matches, so `OPTIONS /orders` answered
+    `Allow: POST` although GET /orders exists too; RFC 9110 wants all of the resource's methods.
+    """
+    routes = request.app.router.routes
+    allowed = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in routes):
+            allowed.append(method)
+    return ", ".join(allowed)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> Response:
@@ -176,7 +195,10 @@ def install_problem_handlers(app: FastAPI) -> None:
         detail = (
             exc.detail if isinstance(exc.detail, str) and exc.detail != _DEFAULT_TITLES.get(exc.status_code) else None
         )
-        return problem_response(request, Problem(exc.status_code, detail=detail, headers=exc.headers))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request)
+        return problem_response(request, Problem(exc.status_code, detail=detail, headers=headers))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

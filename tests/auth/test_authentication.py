@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -140,16 +140,45 @@ SECRET_SUBJECT = "Confidential subject line"
 SECRET_ADDRESS = "citizen.secret@example.com"
 
 
+PREVIEW_SCOPE = "varsel:notifications.preview"
+REGISTRY_SCOPE = "varsel:registry.write"
+REGISTRY_PERSON = {"kind": "person", "nationalIdentityNumber": "01017012345", "emailAddress": "p@example.com"}
+# The cases about the org claim: they do not matter to an endpoint that needs no org (a registry push is not a
+# tenant's).
+ORG_CASES = (
+    "no-org-claim",
+    "org-500-characters",
+    "org-with-spaces",
+    "org-with-trailing-newline",
+    "org-empty",
+    "org-not-a-string",
+)
+OK = 0  # in an outcome: the endpoint's own success status
+
+
 @dataclass(frozen=True)
 class Endpoint:
     method: str
     path: str  # {id} and {ref} are replaced with the existing order's id and senders reference
-    body: dict | None = None
+    body: Any = None
     ok: int = 200
+    scope: str = CREATE_SCOPE  # what a valid token for this endpoint carries (space-separated)
+    stranger: int = 404  # what a valid token of another org gets
+    # Cases whose outcome differs here from AuthCase.expected, by case name.
+    outcomes: dict[str, int] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
         return f"{self.method} {self.path}"
+
+    @property
+    def creates_order(self) -> bool:
+        return self.ok == 202
+
+    @property
+    def route(self) -> tuple[str, str]:
+        """(method, path) as the app routes it."""
+        return self.method, V1 + self.path.split("?")[0]
 
 
 ENDPOINTS = [
@@ -163,21 +192,55 @@ ENDPOINTS = [
             "recipients": [{"emailAddress": "a@example.com"}],
         },
         202,
+        stranger=202,  # an order of its own
     ),
-    Endpoint("POST", "/orders/email", {**EMAIL_ORDER, "sendersReference": POSTED_REFERENCE}, 202),
+    Endpoint("POST", "/orders/email", {**EMAIL_ORDER, "sendersReference": POSTED_REFERENCE}, 202, stranger=202),
     Endpoint(
         "POST",
         "/orders/sms",
         {"sendersReference": POSTED_REFERENCE, "body": "b", "recipients": [{"mobileNumber": "+4799999999"}]},
         202,
+        stranger=202,
+    ),
+    Endpoint(
+        "POST",
+        "/orders/preview",
+        {**EMAIL_ORDER, "notificationChannel": "Email", "emailTemplate": {"subject": "s", "body": "b"}},
+        scope=f"{CREATE_SCOPE} {PREVIEW_SCOPE}",
+        stranger=200,  # previews its own order; nothing of another org's is read
     ),
     Endpoint("GET", "/orders/{id}"),
-    Endpoint("GET", "/orders?sendersReference={ref}"),
+    Endpoint("GET", "/orders?sendersReference={ref}", stranger=200),  # an empty list, see assert_no_leak
     Endpoint("GET", "/orders/{id}/status"),
     Endpoint("GET", "/orders/{id}/notifications/email"),
     Endpoint("GET", "/orders/{id}/notifications/sms"),
     Endpoint("PUT", "/orders/{id}/cancel"),
+    Endpoint(
+        "POST",
+        "/registry/records",
+        [REGISTRY_PERSON],
+        scope=REGISTRY_SCOPE,
+        # The registries are the whole service's, not a tenant's: the registry scope is all a push needs.
+        stranger=200,
+        outcomes=dict.fromkeys(ORG_CASES, OK),
+    ),
 ]
+
+# Routes outside the matrix, each with the reason it takes no bearer token. Any other route must be in ENDPOINTS.
+UNAUTHENTICATED_ROUTES = {
+    ("GET", "/openapi.json"): "the API description: public, no data",
+    ("GET", "/docs"): "Swagger UI over /openapi.json",
+    ("GET", "/docs/oauth2-redirect"): "Swagger UI's OAuth redirect page",
+    ("GET", "/redoc"): "ReDoc over /openapi.json",
+    ("GET", "/metrics"): "Prometheus scrapers carry no token; counts only, no order or person data",
+    ("GET", "/health/live"): "orchestrator probe; says only that the process answers",
+    ("GET", "/health/ready"): "orchestrator probe; says only whether the database answers",
+    # The providers' delivery-report webhooks authenticate with credentials of their own (basic auth, an access
+    # key); tests/providers/test_delivery_reports.py proves each refusal.
+    ("POST", f"{V1}/reports/sms/linkmobility"): "LINK Mobility delivery reports: basic auth",
+    ("POST", f"{V1}/reports/email/acs"): "Azure Communication Services delivery reports: access key",
+    ("OPTIONS", f"{V1}/reports/email/acs"): "Event Grid's subscription handshake: access key",
+}
 
 
 @dataclass(frozen=True)
@@ -246,13 +309,12 @@ def assert_no_leak(response: httpx.Response, order: ExistingOrder) -> None:
 
 # ---------------------------------------------------------------- 1. every outcome on every endpoint (dev key)
 
-OK = 0  # the endpoint's own success status
-
 
 @dataclass(frozen=True)
 class AuthCase:
     name: str
-    headers: Callable[[ec.EllipticCurvePrivateKey], Headers]
+    # (the dev key, the scopes a valid token for the endpoint carries) -> request headers
+    headers: Callable[[ec.EllipticCurvePrivateKey, str], Headers]
     expected: int
 
 
@@ -260,15 +322,15 @@ def _other_ec_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _tampered(key: ec.EllipticCurvePrivateKey) -> Headers:
+def _tampered(key: ec.EllipticCurvePrivateKey, scope: str) -> Headers:
     """A dev-signed token for ttd whose payload was swapped for one naming digdir: the signature no longer fits."""
-    header, _, signature = sign(key, bearer_claims("ttd")).split(".")
-    return bearer(f"{header}.{b64json(bearer_claims('digdir'))}.{signature}")
+    header, _, signature = sign(key, bearer_claims("ttd", scope=scope)).split(".")
+    return bearer(f"{header}.{b64json(bearer_claims('digdir', scope=scope))}.{signature}")
 
 
-def _rs256_with_dev_kid(key: ec.EllipticCurvePrivateKey) -> Headers:
+def _rs256_with_dev_kid(key: ec.EllipticCurvePrivateKey, scope: str) -> Headers:
     """An RS256 token naming the (EC) development key id: PyJWT raises TypeError for that pair, which was a 500."""
-    return bearer(sign(_spare_rsa_key(), bearer_claims(), alg="RS256"))
+    return bearer(sign(_spare_rsa_key(), bearer_claims(scope=scope), alg="RS256"))
 
 
 @functools.cache
@@ -280,53 +342,71 @@ def _now() -> int:
     return int(time.time())
 
 
+def _signed(org: Any = "ttd", **claims: Any) -> Callable[[ec.EllipticCurvePrivateKey, str], Headers]:
+    """A case's headers: a bearer token signed with the dev key, for `org`, with the endpoint's scopes unless
+    `claims` say otherwise; a claim given as None is left out."""
+
+    def headers(key: ec.EllipticCurvePrivateKey, scope: str) -> Headers:
+        built = bearer_claims(org, scope=scope) | claims
+        return bearer(sign(key, {name: value for name, value in built.items() if value is not None}))
+
+    return headers
+
+
+STRANGER = -1  # a valid token of another org: the endpoint's `stranger` outcome
+
 AUTH_CASES = [
-    AuthCase("no-authorization-header", lambda key: {}, 401),
-    AuthCase("basic-scheme", lambda key: {"Authorization": "Basic xyz"}, 401),
+    AuthCase("no-authorization-header", lambda key, scope: {}, 401),
+    AuthCase("basic-scheme", lambda key, scope: {"Authorization": "Basic xyz"}, 401),
     AuthCase(
-        "basic-scheme-with-a-valid-jwt", lambda key: {"Authorization": f"Basic {sign(key, bearer_claims())}"}, 401
+        "basic-scheme-with-a-valid-jwt",
+        lambda key, scope: {"Authorization": f"Basic {sign(key, bearer_claims(scope=scope))}"},
+        401,
     ),
-    AuthCase("bearer-without-token", lambda key: {"Authorization": "Bearer"}, 401),
-    AuthCase("bearer-garbage", lambda key: {"Authorization": "Bearer this-is-not-a-jwt"}, 401),
-    AuthCase("bearer-garbage-with-dots", lambda key: {"Authorization": "Bearer a.b.c"}, 401),
-    AuthCase("expired-beyond-leeway", lambda key: bearer(sign(key, bearer_claims(exp=_now() - 90))), 401),
-    AuthCase("expired-within-leeway", lambda key: bearer(sign(key, bearer_claims(exp=_now() - 5))), OK),
-    AuthCase(
-        "without-exp", lambda key: bearer(sign(key, {k: v for k, v in bearer_claims().items() if k != "exp"})), 401
-    ),
-    AuthCase("not-yet-valid-beyond-leeway", lambda key: bearer(sign(key, bearer_claims(nbf=_now() + 300))), 401),
-    AuthCase("not-yet-valid-within-leeway", lambda key: bearer(sign(key, bearer_claims(nbf=_now() + 5))), OK),
-    AuthCase("other-ec-key-same-kid", lambda key: bearer(sign(_other_ec_key(), bearer_claims())), 401),
+    AuthCase("bearer-without-token", lambda key, scope: {"Authorization": "Bearer"}, 401),
+    AuthCase("bearer-garbage", lambda key, scope: {"Authorization": "Bearer this-is-not-a-jwt"}, 401),
+    AuthCase("bearer-garbage-with-dots", lambda key, scope: {"Authorization": "Bearer a.b.c"}, 401),
+    AuthCase("expired-beyond-leeway", lambda key, scope: _signed(exp=_now() - 90)(key, scope), 401),
+    AuthCase("expired-within-leeway", lambda key, scope: _signed(exp=_now() - 5)(key, scope), OK),
+    AuthCase("without-exp", _signed(exp=None), 401),
+    AuthCase("not-yet-valid-beyond-leeway", lambda key, scope: _signed(nbf=_now() + 300)(key, scope), 401),
+    AuthCase("not-yet-valid-within-leeway", lambda key, scope: _signed(nbf=_now() + 5)(key, scope), OK),
+    AuthCase("other-ec-key-same-kid", lambda key, scope: _signed()(_other_ec_key(), scope), 401),
     AuthCase("tampered-payload", _tampered, 401),
-    AuthCase("alg-none", lambda key: bearer(unsigned_token(bearer_claims())), 401),
+    AuthCase("alg-none", lambda key, scope: bearer(unsigned_token(bearer_claims(scope=scope))), 401),
     AuthCase(
-        "hs256-with-dev-public-key-pem", lambda key: bearer(hs256_token(public_pem(key).encode(), bearer_claims())), 401
+        "hs256-with-dev-public-key-pem",
+        lambda key, scope: bearer(hs256_token(public_pem(key).encode(), bearer_claims(scope=scope))),
+        401,
     ),
     AuthCase("rs256-header-with-dev-kid", _rs256_with_dev_kid, 401),
-    AuthCase("untrusted-issuer", lambda key: bearer(sign(key, bearer_claims(iss="https://untrusted.example/"))), 401),
-    AuthCase("no-issuer", lambda key: bearer(sign(key, {k: v for k, v in bearer_claims().items() if k != "iss"})), 401),
-    AuthCase(
-        "wrong-scope", lambda key: bearer(sign(key, bearer_claims(scope="altinn:serviceowner/notifications.read"))), 403
-    ),
-    AuthCase(
-        "admin-scope-only",
-        lambda key: bearer(sign(key, bearer_claims(scope="altinn:notifications.support.admin"))),
-        403,
-    ),
-    AuthCase("no-scope", lambda key: bearer(sign(key, bearer_claims(scope=None))), 403),
-    AuthCase("no-org-claim", lambda key: bearer(sign(key, bearer_claims(org=None))), 403),
-    AuthCase("org-500-characters", lambda key: bearer(sign(key, bearer_claims("t" * 500))), 403),
-    AuthCase("org-with-spaces", lambda key: bearer(sign(key, bearer_claims("t td"))), 403),
-    AuthCase("org-with-trailing-newline", lambda key: bearer(sign(key, bearer_claims("ttd\n"))), 403),
-    AuthCase("org-empty", lambda key: bearer(sign(key, bearer_claims(""))), 403),
-    AuthCase("org-not-a-string", lambda key: bearer(sign(key, bearer_claims(["ttd"]))), 403),
-    AuthCase("valid", lambda key: bearer(sign(key, bearer_claims())), OK),
+    AuthCase("untrusted-issuer", _signed(iss="https://untrusted.example/"), 401),
+    AuthCase("no-issuer", _signed(iss=None), 401),
+    AuthCase("wrong-scope", _signed(scope="altinn:serviceowner/notifications.read"), 403),
+    AuthCase("admin-scope-only", _signed(scope="altinn:notifications.support.admin"), 403),
+    AuthCase("no-scope", _signed(scope=None), 403),
+    AuthCase("no-org-claim", _signed(org=None), 403),
+    AuthCase("org-500-characters", _signed("t" * 500), 403),
+    AuthCase("org-with-spaces", _signed("t td"), 403),
+    AuthCase("org-with-trailing-newline", _signed("ttd\n"), 403),
+    AuthCase("org-empty", _signed(""), 403),
+    AuthCase("org-not-a-string", _signed(["ttd"]), 403),
+    AuthCase("valid-token-of-another-org", _signed("digdir"), STRANGER),
+    AuthCase("valid", _signed(), OK),
     AuthCase(
         "valid-scope-list-and-lowercase-scheme",
-        lambda key: {"Authorization": f"bearer {sign(key, bearer_claims(scope=None, scp=[CREATE_SCOPE]))}"},
+        lambda key, scope: {"Authorization": f"bearer {sign(key, bearer_claims(scope=None, scp=scope.split()))}"},
         OK,
     ),
 ]
+
+
+async def registry_knows(client: httpx.AsyncClient, headers: Headers, person: dict[str, str]) -> bool:
+    """Whether the registry has the person's contact: what an order for their number finds."""
+    order = {"subject": "s", "body": "b", "recipients": [{"nationalIdentityNumber": person["nationalIdentityNumber"]}]}
+    response = await client.post(f"{V1}/orders/email", json=order, headers=headers)
+    assert response.status_code == 202, response.text
+    return person["nationalIdentityNumber"] not in response.json()["recipientLookup"]["missingContact"]
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=lambda endpoint: endpoint.id)
@@ -340,21 +420,69 @@ async def test_every_endpoint_answers_each_authentication_outcome(
     endpoint: Endpoint,
 ) -> None:
     order = await create_order(client, auth("ttd"), clock.now())
+    expected = endpoint.outcomes.get(case.name, case.expected)
+    accepted = expected == OK
 
-    response = await call(client, endpoint, case.headers(dev_key), order)
+    response = await call(client, endpoint, case.headers(dev_key, endpoint.scope), order)
 
-    if case.expected == OK:
+    if accepted:
         assert response.status_code == endpoint.ok, response.text
         if endpoint.method != "POST":
             assert order.id in response.text  # the caller's own order, found
-    else:
-        assert_problem(response, case.expected)
+    elif expected == STRANGER:
+        # Authenticated, but as another org: it may use the endpoint for itself and sees nothing of ttd's.
+        assert response.status_code == endpoint.stranger, response.text
+        if endpoint.stranger >= 400:
+            assert_problem(response, endpoint.stranger)
         assert_no_leak(response, order)
-    # A refused request changed nothing: no order was created, the existing one was not cancelled.
-    created = 1 if case.expected == OK and endpoint.method == "POST" else 0
+    else:
+        assert_problem(response, expected)
+        assert_no_leak(response, order)
+    # A refused request changed nothing: no order was created, the existing one was not cancelled, the registry
+    # was not written; another org's order is its own.
+    created = 1 if accepted and endpoint.creates_order else 0
     assert await order_count(client, auth("ttd"), POSTED_REFERENCE) == created
-    cancelled = case.expected == OK and endpoint.path.endswith("/cancel")
+    if endpoint.creates_order:
+        assert await order_count(client, auth("digdir"), POSTED_REFERENCE) == (1 if expected == STRANGER else 0)
+    cancelled = accepted and endpoint.path.endswith("/cancel")
     assert await order_status(client, auth("ttd"), order.id) == ("Cancelled" if cancelled else "Registered")
+    if endpoint.path == "/registry/records":
+        assert await registry_knows(client, auth("ttd"), REGISTRY_PERSON) == (accepted or expected == STRANGER)
+
+
+def test_the_matrix_has_every_required_outcome() -> None:
+    """No token, expired, not yet valid, wrong signature, wrong issuer, alg none, wrong scope, another org's."""
+    required = {
+        "no-authorization-header",
+        "expired-beyond-leeway",
+        "not-yet-valid-beyond-leeway",
+        "other-ec-key-same-kid",
+        "tampered-payload",
+        "untrusted-issuer",
+        "alg-none",
+        "wrong-scope",
+        "valid-token-of-another-org",
+    }
+    assert required <= {case.name for case in AUTH_CASES}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the routes are the same on every database
+def test_every_authenticated_route_is_in_the_matrix(varsel: Varsel) -> None:
+    """A new endpoint cannot escape the matrix above: every route the app serves is in ENDPOINTS or is listed,
+    with its reason, as taking no bearer token."""
+    try:
+        # Recent FastAPI keeps included routers nested in app.routes; this flattens them.
+        from fastapi.routing import iter_route_contexts
+
+        routes: list[Any] = list(iter_route_contexts(create_app(varsel).routes))
+    except ImportError:
+        routes = list(create_app(varsel).routes)
+    served = {(method, route.path) for route in routes for method in route.methods or () if method != "HEAD"}
+
+    in_matrix = {endpoint.route for endpoint in ENDPOINTS}
+    assert served - set(UNAUTHENTICATED_ROUTES) == in_matrix
+    assert set(UNAUTHENTICATED_ROUTES) <= served, "a listed unauthenticated route no longer exists"
+    assert not in_matrix & set(UNAUTHENTICATED_ROUTES)
 
 
 def test_hand_built_tokens_are_well_formed_so_only_their_signature_is_wrong(

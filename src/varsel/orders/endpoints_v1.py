@@ -90,7 +90,49 @@ async def _accept(request: Request, response: Response, caller: Caller, draft: O
     return OrderAccepted(order_id=order_id, recipient_lookup=lookup)
 
 
-_CREATE_RESPONSES = problem_responses(400, 401, 403, 413, 415, 503)
+def _order_ref(suffix: str, method: str) -> str:
+    """An OpenAPI operationRef to the operation at /orders/{id}<suffix>."""
+    path = f"{PREFIX}/orders/{{id}}{suffix}".replace("~", "~0").replace("/", "~1")
+    return f"#/paths/{path}/{method}"
+
+
+# The accepted order's id is what the order's own endpoints take: documented as OpenAPI links, which clients and
+# stateful API testers follow.
+_ORDER_LINKS = {
+    name: {"operationRef": _order_ref(suffix, method), "parameters": {"id": "$response.body#/orderId"}}
+    for name, suffix, method in [
+        ("GetOrder", "", "get"),
+        ("GetOrderStatus", "/status", "get"),
+        ("GetEmailNotifications", "/notifications/email", "get"),
+        ("GetSmsNotifications", "/notifications/sms", "get"),
+        ("CancelOrder", "/cancel", "put"),
+    ]
+}
+_CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {
+        "description": "The order is accepted.",
+        "headers": {"Location": {"description": "The order's URL.", "schema": {"type": "string", "format": "uri"}}},
+        "links": _ORDER_LINKS,
+    },
+    **problem_responses(400, 401, 403, 413, 415, 503),
+}
+
+# Example requests for the documentation: each is accepted as it stands (no send time: the order is sent now).
+_TEXT = "Your case has been updated. Log in to read the decision."
+_ORDER_EXAMPLE = {
+    "sendersReference": "case-4711",
+    "notificationChannel": "EmailPreferred",
+    "emailTemplate": {"subject": "Your case has been updated", "body": _TEXT},
+    "smsTemplate": {"body": _TEXT},
+    "recipients": [{"emailAddress": "ola.nordmann@example.com"}, {"mobileNumber": "+4799999999"}],
+}
+_EMAIL_ORDER_EXAMPLE = {
+    "sendersReference": "case-4711",
+    "subject": "Your case has been updated",
+    "body": _TEXT,
+    "recipients": [{"emailAddress": "ola.nordmann@example.com"}],
+}
+_SMS_ORDER_EXAMPLE = {"sendersReference": "case-4711", "body": _TEXT, "recipients": [{"mobileNumber": "+4799999999"}]}
 _READ_RESPONSES = problem_responses(401, 403, 404, 503)
 
 
@@ -100,7 +142,7 @@ _READ_RESPONSES = problem_responses(401, 403, 404, 503)
     response_model=OrderAccepted,
     response_model_exclude_none=True,
     summary="Order notifications on any channel",
-    openapi_extra=json_request_body(NotificationOrderRequest),
+    openapi_extra=json_request_body(NotificationOrderRequest, _ORDER_EXAMPLE),
     responses=_CREATE_RESPONSES,
 )
 async def create_order(
@@ -118,7 +160,7 @@ async def create_order(
     response_model=OrderAccepted,
     response_model_exclude_none=True,
     summary="Order email notifications",
-    openapi_extra=json_request_body(EmailNotificationOrderRequest),
+    openapi_extra=json_request_body(EmailNotificationOrderRequest, _EMAIL_ORDER_EXAMPLE),
     responses=_CREATE_RESPONSES,
 )
 async def create_email_order(
@@ -136,7 +178,7 @@ async def create_email_order(
     response_model=OrderAccepted,
     response_model_exclude_none=True,
     summary="Order SMS notifications",
-    openapi_extra=json_request_body(SmsNotificationOrderRequest),
+    openapi_extra=json_request_body(SmsNotificationOrderRequest, _SMS_ORDER_EXAMPLE),
     responses=_CREATE_RESPONSES,
 )
 async def create_sms_order(
@@ -231,7 +273,7 @@ def _preview_notification(draft: OrderDraft, resolved: ResolvedRecipient, addres
         "would create now (channel, address, rendered content) and, for everyone it would not reach, why. "
         "Registries may change before the order's send time; the real look-up happens then."
     ),
-    openapi_extra=json_request_body(NotificationOrderRequest),
+    openapi_extra=json_request_body(NotificationOrderRequest, _ORDER_EXAMPLE),
     responses=problem_responses(400, 401, 403, 413, 415, 503),
 )
 async def preview_order(
@@ -279,8 +321,11 @@ async def find_orders(
     caller: CallerDep,
     senders_reference: Annotated[str | None, Query(alias="sendersReference")] = None,
 ) -> NotificationOrderList:
-    if senders_reference is None or "\x00" in senders_reference:
+    if senders_reference is None:
         raise ValidationProblem({"SendersReference": ["The sendersReference query parameter is required."]})
+    if "\x00" in senders_reference:
+        # No stored reference holds one (PostgreSQL could not even compare it): say so, not that it is missing.
+        raise ValidationProblem({"SendersReference": ["Value error, must not contain NUL characters."]})
     varsel = request.app.state.varsel
     found = await varsel.orders.find(caller.org, senders_reference, varsel.settings.limits.max_orders_listed)
     return NotificationOrderList(count=len(found), orders=[_order_view(request, order) for order in found])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,11 @@ _TLD = re.compile(r"^(?:[a-z]{2,63}|xn--[a-z0-9\-]{1,59})$")
 # One label of a host name as DNS sees it (after IDNA); underscores occur in real names, so they pass.
 _HOST_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_\-]{0,61}[a-z0-9_])?")
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Text for people (subjects, bodies) may hold tabs and, in bodies, line breaks; any other control character (a BEL,
+# an ESC from a terminal colour code, DEL, C1 codes from mis-decoded text) is a mistake that would otherwise surface
+# later: raw in an email header, which strict mail servers refuse, or in an SMS, which gateways cannot encode.
+_CONTROL_IN_SUBJECT = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+_CONTROL_IN_BODY = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain", ".home.arpa", ".lan")
 
 
@@ -222,6 +228,8 @@ class OrderValidator:
         self._max_length(errors, "SendersReference", request.senders_reference, limits.max_senders_reference_chars)
         self._max_length(errors, "ResourceId", request.resource_id, limits.max_resource_id_chars)
         self._max_length(errors, "ResourceAction", request.resource_action, 100)
+        self._identifier(errors, "ResourceId", request.resource_id)
+        self._identifier(errors, "ResourceAction", request.resource_action)
         resource_id = None if _blank(request.resource_id) else (request.resource_id or "").strip()
         resource_action = None if _blank(request.resource_action) else (request.resource_action or "").strip()
         if resource_action is not None and resource_id is None:
@@ -298,10 +306,13 @@ class OrderValidator:
             errors[f"{prefix}Subject"].append(f"The {noun} subject must not be empty.")
         else:
             self._max_length(errors, f"{prefix}Subject", folded, self._limits.max_subject_chars)
+            if _CONTROL_IN_SUBJECT.search(folded or ""):
+                errors[f"{prefix}Subject"].append(f"The {noun} subject must not contain control characters.")
         if _blank(body):
             errors[f"{prefix}Body"].append(f"The {noun} body must not be empty.")
         else:
             self._max_length(errors, f"{prefix}Body", body, self._limits.max_email_body_chars)
+            self._text(errors, f"{prefix}Body", body, noun)
         if len(errors) != before or folded is None or body is None:
             return None
         return EmailTemplateSpec(sender, folded.strip(), body, content_type or EmailContentType.PLAIN)
@@ -324,6 +335,7 @@ class OrderValidator:
             errors[f"{prefix}Body"].append(f"The {noun} body must not be empty.")
         else:
             self._max_length(errors, f"{prefix}Body", body, self._limits.max_sms_body_chars)
+            self._text(errors, f"{prefix}Body", body, noun)
         if len(errors) != before or body is None:
             return None
         return SmsTemplateSpec(chosen, body)
@@ -387,6 +399,20 @@ class OrderValidator:
     def _max_length(errors: dict[str, list[str]], field: str, value: str | None, limit: int) -> None:
         if value is not None and len(value) > limit:
             errors[field].append(f"Must be at most {limit} characters long; it is {len(value)}.")
+
+    @staticmethod
+    def _text(errors: dict[str, list[str]], field: str, value: str | None, noun: str) -> None:
+        if value is not None and _CONTROL_IN_BODY.search(value):
+            message = f"The {noun} body must not contain control characters other than tabs and line breaks."
+            errors[field].append(message)
+
+    @staticmethod
+    def _identifier(errors: dict[str, list[str]], field: str, value: str | None) -> None:
+        # Resource ids and actions name things (app_ttd_x, read) and are matched against the registry's
+        # authorisations: a control character, or a format character such as a right-to-left override that makes
+        # the id display as another, cannot be part of one.
+        if value is not None and any(unicodedata.category(c) in ("Cc", "Cf") for c in value):
+            errors[field].append("Must not contain control or formatting characters.")
 
 
 def _missing_identifier_message(channel: NotificationChannel | None) -> str:

@@ -36,6 +36,17 @@ class RegistryChanges(ApiModel):
     rejected: list[RejectedRecord]
 
 
+_RECORDS_EXAMPLE = [
+    {
+        "kind": "person",
+        "nationalIdentityNumber": "01017012345",
+        "name": "Ola Nordmann",
+        "emailAddress": "ola.nordmann@example.com",
+    },
+    {"kind": "delete", "nationalIdentityNumber": "02027012345"},
+]
+
+
 async def registry_writer(request: Request) -> Caller:
     caller: Caller = await request.app.state.varsel.authenticator.registry_writer(request)
     return caller
@@ -50,7 +61,8 @@ async def registry_writer(request: Request) -> Caller:
         "applied in order; invalid ones are listed "
         f"with their index and reason and do not stop the rest. At most {MAX_RECORDS} records a request."
     ),
-    openapi_extra=json_request_body(RegistryRecords),
+    # Registry pushes take a bearer token only (the app-wide security also offers PlatformAccessToken).
+    openapi_extra={**json_request_body(RegistryRecords, _RECORDS_EXAMPLE), "security": [{"bearer": []}]},
     responses=problem_responses(400, 401, 403, 413, 415, 503),
 )
 async def push_records(
