@@ -27,3 +27,15 @@ test: lint typecheck
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+# `make bench`: every benchmark on SQLite and PostgreSQL (see README, Benchmarks); narrow it with ARGS, e.g.
+# make bench ARGS="--only intake --db sqlite --quick"
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+.PHONY: bench
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench $(ARGS)
