@@ -239,16 +239,24 @@ async def _order_row(database: Database, order_id: str) -> Any:
     return next(row for row in rows if str(row.id) == order_id)
 
 
-async def test_an_order_that_cannot_be_processed_backs_off_and_finally_ends_failed(
+async def _order_behind_a_flaky_registry(
     settings: Settings, database: Database, clock: FrozenClock, auth: Auth
-) -> None:
+) -> tuple[Varsel, FlakyRegistry, str]:
+    """Varsel on a registry that can be taken down, and an order to Ola (by identity number) taken."""
     registry = FlakyRegistry(LocalRegistry(database))
     varsel = build(settings, clock=clock, database=database, registry=registry)
     await load(database, clock, [{"kind": "person", "nationalIdentityNumber": "01017012345", "name": "Ola",
                                   "emailAddress": "ola@example.com", "isReserved": False}])  # fmt: skip
     body = {"subject": "Hei", "body": "Hallo", "recipients": [{"nationalIdentityNumber": "01017012345"}]}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(varsel)), base_url="http://t") as client:
-        order_id = await _order(client, auth, body)
+        return varsel, registry, await _order(client, auth, body)
+
+
+async def test_an_order_that_cannot_be_processed_backs_off_and_finally_ends_failed(
+    settings: Settings, database: Database, clock: FrozenClock, auth: Auth
+) -> None:
+    varsel, registry, order_id = await _order_behind_a_flaky_registry(settings, database, clock, auth)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(varsel)), base_url="http://t") as client:
         registry.down = True
         delays = []
         for _ in range(4):
@@ -276,13 +284,7 @@ async def test_an_order_that_cannot_be_processed_backs_off_and_finally_ends_fail
 async def test_orders_held_when_the_database_went_away_are_given_back_at_once_not_after_their_lease(
     settings: Settings, database: Database, clock: FrozenClock, auth: Auth
 ) -> None:
-    registry = FlakyRegistry(LocalRegistry(database))
-    varsel = build(settings, clock=clock, database=database, registry=registry)
-    await load(database, clock, [{"kind": "person", "nationalIdentityNumber": "01017012345", "name": "Ola",
-                                  "emailAddress": "ola@example.com", "isReserved": False}])  # fmt: skip
-    body = {"subject": "Hei", "body": "Hallo", "recipients": [{"nationalIdentityNumber": "01017012345"}]}
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(varsel)), base_url="http://t") as client:
-        order_id = await _order(client, auth, body)
+    varsel, registry, order_id = await _order_behind_a_flaky_registry(settings, database, clock, auth)
     registry.database_gone = True
     # The round fails as a whole (the worker loop then pauses): an outage is not this order's failure.
     with pytest.raises(DBAPIError):

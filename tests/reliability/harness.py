@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -30,7 +31,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as ServerSession
 from aiosmtpd.smtp import Envelope, Session
 
-from tests.conftest import _asyncpg_dsn
+from tests.conftest import REQUIRE_POSTGRES, _asyncpg_dsn
 from tests.providers.linkmobility_peer import LinkMobilityPeer
 from tests.test_serve import VARSEL, _free_port
 
@@ -224,7 +225,7 @@ def gateway_settings(peer: LinkMobilityPeer) -> dict[str, str]:
 
 
 def sms_counts(peer: LinkMobilityPeer) -> Counter[str]:
-    return Counter(ref for ref, count in peer.counts_by_ref().items() for _ in range(count) if ref is not None)
+    return Counter({ref: count for ref, count in peer.counts_by_ref().items() if ref is not None})
 
 
 def duplicates(counts: Counter[str]) -> int:
@@ -298,11 +299,9 @@ def private_cluster() -> Iterator[Cluster]:
 
     Needs Debian's postgresql-common (pg_createcluster) and root, as on this project's machines; elsewhere the test
     skips, and in CI (VARSEL_REQUIRE_POSTGRES) it fails."""
-    from tests.conftest import REQUIRE_POSTGRES
-
     versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
     problem = None
-    if not versions or not _has("pg_createcluster"):
+    if not versions or shutil.which("pg_createcluster") is None:
         problem = "Debian's pg_createcluster is not installed"
     elif os.geteuid() != 0:
         problem = "creating a PostgreSQL cluster needs root"
@@ -321,7 +320,3 @@ def private_cluster() -> Iterator[Cluster]:
         yield cluster
     finally:
         subprocess.run(["pg_dropcluster", cluster.version, cluster.name, "--stop"], capture_output=True)
-
-
-def _has(command: str) -> bool:
-    return any(os.access(os.path.join(d, command), os.X_OK) for d in os.environ.get("PATH", "").split(os.pathsep))
