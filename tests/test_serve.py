@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.orders.test_orders_api import SPEC_003_EXAMPLE
+from varsel.db.engine import Database
 
 VARSEL = str(Path(sys.executable).parent / "varsel")
 SAMPLE_REGISTRY = Path(__file__).parent.parent / "samples" / "registry.jsonl"
@@ -27,8 +28,10 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def served(tmp_path: Path, database_url: str) -> Iterator[tuple[str, dict[str, str]]]:
+def served(tmp_path: Path, database_url: str, database: Database) -> Iterator[tuple[str, dict[str, str]]]:
     """A running `varsel serve` on the test's database (SQLite file, or PostgreSQL) and its environment."""
+    # `database` empties the session's PostgreSQL database: orders other tests left there would be sent too.
+    del database
     port = _free_port()
     env = {**os.environ, "VARSEL_DATA_DIR": str(tmp_path / "data")}
     if database_url.startswith("postgresql"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -31,7 +32,7 @@ from varsel.dispatch.processor import OrderProcessor
 from varsel.dispatch.runner import Workers
 from varsel.dispatch.senders import ExpirySweeper, email_sender, sms_sender
 from varsel.dispatch.wakeup import PostgresListener, Wakeups
-from varsel.http import BodyLimitMiddleware
+from varsel.http import BodyLimitMiddleware, problem_responses
 from varsel.observability import Telemetry
 from varsel.orders import endpoints_v1
 from varsel.orders.models import (
@@ -226,8 +227,46 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         "platformAccessToken": {"type": "apiKey", "in": "header", "name": "PlatformAccessToken"},
     }
     schema["security"] = [{"bearer": []}, {"platformAccessToken": []}]
+    _document_parameter_problems(schema)
     app.openapi_schema = schema
     return schema
+
+
+# FastAPI's own answer to a path, query or header parameter that does not validate, which it documents on every
+# operation with parameters. varsel never gives it: install_problem_handlers answers those with a 400 problem.
+_FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
+_NOT_A_CONSTRAINT = frozenset({"title", "description", "default", "examples", "example", "deprecated"})
+
+
+def _takes_any_value(parameter: dict[str, Any]) -> bool:
+    """Whether FastAPI accepts every value the parameter can arrive with: a path parameter (present whenever its
+    route matched) or an optional one, typed as a string with no constraints."""
+    if parameter.get("required") and parameter.get("in") != "path":
+        return False  # absent, it fails
+    schema = {key: value for key, value in parameter.get("schema", {}).items() if key not in _NOT_A_CONSTRAINT}
+    string, null = {"type": "string"}, {"type": "null"}
+    return schema == string or (
+        set(schema) == {"anyOf"} and sorted(schema["anyOf"], key=str) == sorted([string, null], key=str)
+    )
+
+
+def _document_parameter_problems(schema: dict[str, Any]) -> None:
+    """Say what varsel answers when a parameter does not validate: a 400 problem (ValidationProblemDetails), where
+    a parameter can fail, instead of FastAPI's 422, which no route answers."""
+    bad_request = problem_responses(400)[400]
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            responses: dict[str, Any] = operation.get("responses", {})
+            if "HTTPValidationError" in json.dumps(responses.get("422", "")):
+                del responses["422"]  # FastAPI's, not one a route documents because it answers it
+            if not all(_takes_any_value(parameter) for parameter in operation.get("parameters", [])):
+                responses.setdefault("400", bad_request)
+            operation["responses"] = dict(sorted(responses.items()))
+    components = schema.get("components", {}).get("schemas", {})
+    for name in _FASTAPI_VALIDATION_SCHEMAS:  # HTTPValidationError first: it is what refers to ValidationError
+        definition = components.pop(name, None)
+        if definition is not None and f'"#/components/schemas/{name}"' in json.dumps(schema):
+            components[name] = definition  # a route documents it itself: keep it
 
 
 async def _database_error(request: Request, exc: Exception) -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import signal
 import sys
 from collections.abc import AsyncIterator, Coroutine, Iterator
@@ -21,6 +22,42 @@ cli = typer.Typer(help="varsel: email and SMS notifications for service owners."
 console = Console(stderr=True)
 
 CREATE_SCOPE = "altinn:serviceowner/notifications.create"
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level_name: str, stream: TextIO | None = None) -> None:
+    """Give the long-running commands one log handler (stderr) at VARSEL_LOG_LEVEL, shared by varsel's loggers
+    (among them the transition log, at INFO) and uvicorn's, which are left handler-less so that they propagate here.
+
+    Without a handler on the root logger, records below WARNING reach nothing (Python's last resort prints WARNING
+    and above only), and the transition log, the point of `varsel.transitions`, is never written.
+    """
+    from uvicorn.config import LOG_LEVELS
+    from uvicorn.logging import TRACE_LOG_LEVEL
+
+    level = LOG_LEVELS.get(level_name.strip().lower())
+    if level is None:
+        console.print(
+            f"[red]varsel cannot start:[/] VARSEL_LOG_LEVEL={level_name!r} is not one of {', '.join(LOG_LEVELS)}",
+            markup=True,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+    logging.addLevelName(TRACE_LOG_LEVEL, "TRACE")
+    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    # force: this process owns its logging; a handler someone put there before (basicConfig in a sitecustomize)
+    # would otherwise write every line twice.
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi"):
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers.clear()
+        uvicorn_logger.propagate = True
+    # httpx logs every request at INFO ("HTTP Request: POST …"): one line per provider call and condition check
+    # would drown the transition log. Shown at DEBUG, where everything is.
+    logging.getLogger("httpx").setLevel(logging.WARNING if level > logging.DEBUG else logging.NOTSET)
 
 
 async def _migrate(settings: Settings) -> None:
@@ -60,6 +97,7 @@ def serve(
     from varsel.app import create_app
 
     settings = Settings()
+    configure_logging(settings.log_level)
     services = _build_or_exit(settings)
     asyncio.run(_migrate(settings))
     _serve_http(create_app(services, run_workers=True), settings, host, port, "varsel serving")
@@ -74,6 +112,7 @@ def api(
     from varsel.app import create_app
 
     settings = Settings()
+    configure_logging(settings.log_level)
     services = _build_or_exit(settings, providers=False)
     asyncio.run(_migrate(settings))
     _serve_http(create_app(services, run_workers=False), settings, host, port, "varsel API serving")
@@ -87,6 +126,7 @@ def worker(
 ) -> None:
     """Run the workers only: the kinds of work in VARSEL_DISPATCH__KINDS (all by default)."""
     settings = Settings()
+    configure_logging(settings.log_level)
     services = _build_or_exit(settings)
     asyncio.run(_migrate(settings))
     _run_fast(_work(services, settings, metrics_port))
@@ -120,6 +160,7 @@ async def _work(services: Any, settings: Settings, metrics_port: int | None) -> 
             host=settings.host,
             port=metrics_port,
             log_level=settings.log_level,
+            log_config=None,  # configure_logging's handler, not uvicorn's own
             access_log=False,
             lifespan="off",
         )
@@ -149,7 +190,8 @@ def _serve_http(app: Any, settings: Settings, host: str | None, port: int | None
     bind_port = port or settings.port
     console.print(f"{what} on http://{bind_host}:{bind_port} (data in {settings.data_dir.resolve()})")
     _exit_cleanly_after_graceful_shutdown()
-    uvicorn.run(app, host=bind_host, port=bind_port, log_level=settings.log_level, access_log=False)
+    # log_config=None: uvicorn's loggers propagate to configure_logging's handler instead of getting their own.
+    uvicorn.run(app, host=bind_host, port=bind_port, log_level=settings.log_level, log_config=None, access_log=False)
 
 
 def _exit_cleanly_after_graceful_shutdown() -> None:

@@ -8,6 +8,7 @@ batched while consecutive lines are of the same kind.
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -48,13 +49,24 @@ def _no_control_characters(value: str) -> str:
     return value
 
 
+def _plain_characters(value: str) -> str:
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in value):
+        raise ValueError("must not contain control or formatting characters")
+    return value
+
+
 NationalIdentityNumber = Annotated[Text, AfterValidator(_digits(11))]
 OrganizationNumber = Annotated[Text, AfterValidator(_digits(9))]
 UserId = Annotated[Text, Field(min_length=1, max_length=64), AfterValidator(_no_control_characters)]
 Name = Annotated[Text, Field(max_length=500), AfterValidator(_no_control_characters)]
-# As wide as the columns that hold them.
-EmailAddress = Annotated[Text, Field(max_length=320)]
-MobileNumber = Annotated[Text, Field(max_length=20)]
+# As wide as the columns that hold them. Stored as the registry gives them (the lookup normalises them and skips
+# invalid ones, as the README says), but never with a character that the order intake refuses inside an address:
+# control and format characters (a right-to-left override makes an address display as another), and the Unicode
+# line and paragraph separators. Refused anywhere, not only inside: the normalisers (the intake's and the lookup's)
+# strip or drop whitespace, so "a@example.com\r\n" would pass them and be stored as given, and a line break stored
+# in an address is one step from a header injection.
+EmailAddress = Annotated[Text, Field(max_length=320), AfterValidator(_plain_characters)]
+MobileNumber = Annotated[Text, Field(max_length=20), AfterValidator(_plain_characters)]
 
 
 class PersonRecord(ApiModel):
