@@ -39,6 +39,12 @@ class Telemetry:
             ["channel"],
             registry=self.registry,
         )
+        self.intake_batch_size = Histogram(
+            "varsel_intake_batch_orders",
+            "Orders committed together in one intake transaction (group commit: more under load).",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
+        )
         self.transitions = Counter(
             "varsel_status_transitions",
             "Status transitions made by this process: entity is order, email or sms; status is the new status.",

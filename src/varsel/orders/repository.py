@@ -38,46 +38,61 @@ class StoredOrder:
     sms_sending_time_policy: str = "Daytime"
 
 
-async def insert_order(conn: AsyncConnection, order_id: UUID, creator: str, draft: OrderDraft, now: datetime) -> None:
+def order_row(order_id: UUID, creator: str, draft: OrderDraft, now: datetime) -> dict[str, Any]:
+    """The orders row of a new order, for insert_orders."""
     email, sms = draft.email_template, draft.sms_template
-    await conn.execute(
-        insert(orders).values(
-            id=order_id,
-            creator=creator,
-            senders_reference=draft.senders_reference,
-            notification_channel=draft.channel.value,
-            requested_send_time=draft.requested_send_time,
-            created=now,
-            ignore_reservation=draft.ignore_reservation,
-            resource_id=draft.resource_id,
-            resource_action=draft.resource_action,
-            condition_endpoint=draft.condition_endpoint,
-            status=OrderStatus.REGISTERED.value,
-            status_changed=now,
-            email_from_address=email.from_address if email else None,
-            email_subject=email.subject if email else None,
-            email_body=email.body if email else None,
-            email_content_type=email.content_type.value if email else None,
-            sms_sender=sms.sender if sms else None,
-            sms_body=sms.body if sms else None,
-            sms_sending_time_policy="Daytime",
-            process_after=draft.requested_send_time,
-        )
-    )
-    await conn.execute(
-        insert(order_recipients),
-        [
-            {
-                "order_id": order_id,
-                "position": position,
-                "email_address": r.email_address,
-                "mobile_number": r.mobile_number,
-                "national_identity_number": r.national_identity_number,
-                "organization_number": r.organization_number,
-            }
-            for position, r in enumerate(draft.recipients)
-        ],
-    )
+    return {
+        "id": order_id,
+        "creator": creator,
+        "senders_reference": draft.senders_reference,
+        "notification_channel": draft.channel.value,
+        "requested_send_time": draft.requested_send_time,
+        "created": now,
+        "ignore_reservation": draft.ignore_reservation,
+        "resource_id": draft.resource_id,
+        "resource_action": draft.resource_action,
+        "condition_endpoint": draft.condition_endpoint,
+        "status": OrderStatus.REGISTERED.value,
+        "status_changed": now,
+        "email_from_address": email.from_address if email else None,
+        "email_subject": email.subject if email else None,
+        "email_body": email.body if email else None,
+        "email_content_type": email.content_type.value if email else None,
+        "sms_sender": sms.sender if sms else None,
+        "sms_body": sms.body if sms else None,
+        "sms_sending_time_policy": "Daytime",
+        "process_after": draft.requested_send_time,
+    }
+
+
+def recipient_rows(order_id: UUID, draft: OrderDraft) -> list[dict[str, Any]]:
+    """The order_recipients rows of a new order, in the order's own order, for insert_orders."""
+    return [
+        {
+            "order_id": order_id,
+            "position": position,
+            "email_address": r.email_address,
+            "mobile_number": r.mobile_number,
+            "national_identity_number": r.national_identity_number,
+            "organization_number": r.organization_number,
+        }
+        for position, r in enumerate(draft.recipients)
+    ]
+
+
+# Built once: a statement built per call costs more than the insert itself (SQLAlchemy coerces every value into a
+# bind parameter and computes a cache key), while one built once is compiled once and then only bound.
+_INSERT_ORDERS = insert(orders)
+_INSERT_RECIPIENTS = insert(order_recipients)
+
+
+async def insert_orders(
+    conn: AsyncConnection, order_rows: list[dict[str, Any]], recipients: list[dict[str, Any]]
+) -> None:
+    """Insert new orders and their recipients (rows from order_row and recipient_rows), two statements in all."""
+    await conn.execute(_INSERT_ORDERS, order_rows)
+    if recipients:
+        await conn.execute(_INSERT_RECIPIENTS, recipients)
 
 
 def _order(row: Any, recipients: tuple[RecipientSpec, ...]) -> StoredOrder:

@@ -10,13 +10,13 @@ from uuid import UUID
 from varsel.clock import Clock
 from varsel.db.engine import Database
 from varsel.db.tables import email_notifications, sms_notifications
-from varsel.dispatch import repository as dispatch_repository
 from varsel.ids import new_id
 from varsel.notifications import repository as notification_repository
 from varsel.notifications.repository import ChannelCounts, NotificationRow
 from varsel.notifications.statuses import OrderStatus
 from varsel.observability import Telemetry
 from varsel.orders import repository
+from varsel.orders.intake import OrderWriter
 from varsel.orders.models import RecipientLookupResult
 from varsel.orders.repository import StoredOrder
 from varsel.orders.validation import OrderDraft
@@ -62,6 +62,8 @@ class OrderService:
         wake_within: float = 2.0,
     ) -> None:
         self._db = database
+        # Orders arriving together are committed together (see varsel.orders.intake).
+        self._writer = OrderWriter(database, on_batch=telemetry.intake_batch_size.observe)
         self._clock = clock
         self._lookup = lookup
         self._telemetry = telemetry
@@ -88,11 +90,11 @@ class OrderService:
         order_id = new_id()
         now = self._clock.now()
         due_soon = draft.requested_send_time <= now + self._wake_within
-        async with self._db.transaction() as conn:
-            await repository.insert_order(conn, order_id, creator, draft, now)
-            if due_soon:
-                # Workers in other processes (PostgreSQL) learn of it when this commits.
-                await dispatch_repository.announce_work(conn, orders=True)
+        await self._writer.write(
+            repository.order_row(order_id, creator, draft, now),
+            repository.recipient_rows(order_id, draft),
+            due_soon=due_soon,
+        )
         self._telemetry.orders_accepted.labels(draft.channel.value).inc()
         self._telemetry.transition("order", order_id, None, OrderStatus.REGISTERED.value, creator=creator)
         if due_soon:
