@@ -76,7 +76,7 @@ def _sample(exposition: str, name: str) -> float:
 
 async def test_an_order_the_database_refuses_fails_alone(database: Database) -> None:
     sizes: list[int] = []
-    writer = OrderWriter(database, on_batch=sizes.append)
+    writer = OrderWriter(database, on_batch=sizes.append, parallel=1)
     taken = new_id()
     await writer.write(*_rows(_draft(), taken), due_soon=False)
     assert sizes == [1]
@@ -101,7 +101,7 @@ async def test_an_order_the_database_refuses_fails_alone(database: Database) -> 
 
 async def test_batches_are_bounded_by_orders_and_recipients(database: Database) -> None:
     sizes: list[int] = []
-    writer = OrderWriter(database, on_batch=sizes.append, max_orders=3, max_recipients=5)
+    writer = OrderWriter(database, on_batch=sizes.append, max_orders=3, max_recipients=5, parallel=1)
     # All ten queue before the writer runs, and are taken in turn under the bounds.
     drafts = [_draft(1)] + [_draft(2) for _ in range(4)] + [_draft(9)] + [_draft(1) for _ in range(4)]
     await asyncio.gather(*(writer.write(*_rows(d), due_soon=False) for d in drafts))
@@ -110,6 +110,17 @@ async def test_batches_are_bounded_by_orders_and_recipients(database: Database) 
     # the bound, but never refused), 1+1+1, then 1.
     assert sizes == [3, 2, 1, 3, 1]
     assert await _count(database, order_recipients) == 1 + 4 * 2 + 9 + 4
+
+
+@pytest.mark.parametrize("parallel", [1, 2, 4])
+async def test_writes_arriving_as_flushers_finish_are_never_stranded(database: Database, parallel: int) -> None:
+    # Waves of writes, each arriving just as the previous wave's flushers run out of work: every one completes.
+    writer = OrderWriter(database, parallel=parallel)
+    for wave in range(20):
+        await asyncio.wait_for(
+            asyncio.gather(*(writer.write(*_rows(_draft()), due_soon=False) for _ in range(wave % 5 + 1))), 10
+        )
+    assert await _count(database, orders) == sum(w % 5 + 1 for w in range(20))
 
 
 async def test_a_caller_that_goes_away_does_not_take_its_order_or_the_others_with_it(database: Database) -> None:

@@ -23,6 +23,10 @@ from varsel.orders import repository
 MAX_BATCH_ORDERS = 256
 MAX_BATCH_RECIPIENTS = 2048
 
+# Batches committing at once. PostgreSQL takes concurrent writers, so while one batch waits for its commit (a round
+# trip and a WAL flush) the next can be written; SQLite has one writer, and a second batch would only wait for the lock.
+PARALLEL_BATCHES = {"postgresql": 2, "sqlite": 1}
+
 
 @dataclass
 class _Pending:
@@ -41,22 +45,24 @@ class OrderWriter:
         on_batch: Callable[[int], None] = lambda size: None,
         max_orders: int = MAX_BATCH_ORDERS,
         max_recipients: int = MAX_BATCH_RECIPIENTS,
+        parallel: int | None = None,
     ) -> None:
         self._db = database
         self._on_batch = on_batch
         self._max_orders = max_orders
         self._max_recipients = max_recipients
+        self._parallel = parallel or PARALLEL_BATCHES.get(database.dialect, 1)
         self._queue: list[_Pending] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._flushers: set[asyncio.Task[None]] = set()
 
     async def write(self, order: dict[str, Any], recipients: list[dict[str, Any]], *, due_soon: bool) -> None:
         """Store one order and its recipients; returns once they are committed, raises if they could not be."""
         pending = _Pending(order, recipients, due_soon)
         self._queue.append(pending)
-        if self._flusher is None:
-            # The flusher is a task of its own, not the first caller's: a caller that goes away (a client that hangs
+        if len(self._flushers) < self._parallel:
+            # A flusher is a task of its own, not the first caller's: a caller that goes away (a client that hangs
             # up) must not take the other callers' orders with it.
-            self._flusher = asyncio.create_task(self._flush())
+            self._flushers.add(asyncio.create_task(self._flush()))
         # Shielded for the same reason: the order is being written whether or not its caller still waits.
         await asyncio.shield(pending.stored)
 
@@ -72,7 +78,11 @@ class OrderWriter:
             self._queue.clear()
             raise
         finally:
-            self._flusher = None
+            # At once, not in a done callback: one scheduled for later would let a write arriving meanwhile find
+            # every flusher taken, queue its order, and wait for ever.
+            task = asyncio.current_task()
+            if task is not None:
+                self._flushers.discard(task)
 
     def _take(self) -> list[_Pending]:
         batch = [self._queue[0]]

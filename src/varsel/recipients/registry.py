@@ -6,11 +6,12 @@ the network can replace the local copy. Every method takes a whole batch of keys
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, bindparam, select
 
 from varsel.db.engine import Database
 from varsel.db.tables import (
@@ -21,6 +22,7 @@ from varsel.db.tables import (
 )
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 # Keys per query: far below SQLite's and PostgreSQL's bind-parameter limits, large enough to keep round trips few.
 BATCH_SIZE = 5_000
@@ -71,33 +73,97 @@ def chunks(items: Sequence[T], size: int = BATCH_SIZE) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
+class _Coalesced(Generic[V]):
+    """Look-ups by key that arrive while one is under way are answered together by the next query.
+
+    At intake every order by identity number looks its recipients up; one query for all the orders arriving together
+    costs one transaction and one round trip instead of one each. A quiet service waits for nothing: the first
+    look-up is sent at once, and only those arriving meanwhile are grouped.
+    """
+
+    def __init__(self, fetch: Callable[[list[str]], Awaitable[dict[str, V]]], max_keys: int = BATCH_SIZE) -> None:
+        self._fetch = fetch
+        self._max_keys = max_keys
+        self._queue: list[tuple[set[str], asyncio.Future[dict[str, V]]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def get(self, keys: Collection[str]) -> dict[str, V]:
+        wanted = set(keys)
+        if not wanted:
+            return {}
+        answer: asyncio.Future[dict[str, V]] = asyncio.get_running_loop().create_future()
+        self._queue.append((wanted, answer))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush())
+        return await answer
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                batch = [self._queue.pop(0)]
+                keys = set(batch[0][0])
+                while self._queue and len(keys) + len(self._queue[0][0]) <= self._max_keys:
+                    wanted, answer = self._queue.pop(0)
+                    batch.append((wanted, answer))
+                    keys |= wanted
+                try:
+                    found = await self._fetch(sorted(keys))
+                except Exception as error:
+                    for _, answer in batch:
+                        if not answer.done():
+                            answer.set_exception(error)
+                    continue
+                for wanted, answer in batch:
+                    if not answer.done():
+                        answer.set_result({key: found[key] for key in wanted if key in found})
+        except BaseException as error:  # cancelled at shutdown: nobody may be left waiting for ever
+            for _, answer in self._queue:
+                if not answer.done():
+                    answer.set_exception(error if isinstance(error, Exception) else RuntimeError("stopped"))
+            self._queue.clear()
+            raise
+        finally:
+            self._flusher = None  # at once: see varsel.orders.intake
+
+
+# Built once, with an expanding parameter for the keys: compiled once, then only bound.
+_PERSONS = select(registry_persons).where(
+    registry_persons.c.national_identity_number.in_(bindparam("keys", expanding=True))
+)
+_ORGANIZATIONS = select(registry_organizations).where(
+    registry_organizations.c.organization_number.in_(bindparam("keys", expanding=True))
+)
+
+
 class LocalRegistry:
     """The registries as copied into varsel's database."""
 
     def __init__(self, database: Database) -> None:
         self._db = database
+        self._persons = _Coalesced(self._fetch_persons)
+        self._organizations = _Coalesced(self._fetch_organizations)
 
     async def persons(self, numbers: Collection[str]) -> dict[str, PersonContact]:
+        return await self._persons.get(numbers)
+
+    async def organizations(self, numbers: Collection[str]) -> dict[str, OrganizationContact]:
+        return await self._organizations.get(numbers)
+
+    async def _fetch_persons(self, keys: list[str]) -> dict[str, PersonContact]:
         found: dict[str, PersonContact] = {}
-        keys = sorted(set(numbers))
         async with self._db.read() as conn:
             for batch in chunks(keys):
-                t = registry_persons
-                rows = await conn.execute(select(t).where(t.c.national_identity_number.in_(batch)))
-                for r in rows:
+                for r in await conn.execute(_PERSONS, {"keys": list(batch)}):
                     found[r.national_identity_number] = PersonContact(
                         r.national_identity_number, r.name, r.email_address, r.mobile_number, bool(r.is_reserved)
                     )
         return found
 
-    async def organizations(self, numbers: Collection[str]) -> dict[str, OrganizationContact]:
+    async def _fetch_organizations(self, keys: list[str]) -> dict[str, OrganizationContact]:
         found: dict[str, OrganizationContact] = {}
-        keys = sorted(set(numbers))
         async with self._db.read() as conn:
             for batch in chunks(keys):
-                t = registry_organizations
-                rows = await conn.execute(select(t).where(t.c.organization_number.in_(batch)))
-                for r in rows:
+                for r in await conn.execute(_ORGANIZATIONS, {"keys": list(batch)}):
                     found[r.organization_number] = OrganizationContact(
                         r.organization_number, r.name, tuple(r.email_addresses or ()), tuple(r.mobile_numbers or ())
                     )
