@@ -107,3 +107,20 @@ def test_the_commands_take_the_level_from_varsel_log_level(tmp_path: Path) -> No
         stopped = subprocess.run([VARSEL, *command], env=env, capture_output=True, text=True, timeout=60)
         assert stopped.returncode == 2, stopped.stderr
         assert "VARSEL_LOG_LEVEL='chatty'" in stopped.stderr
+
+
+def test_the_long_running_commands_freeze_what_they_built_out_of_the_collectors_sight() -> None:
+    import gc
+
+    from varsel.cli import _settle_memory
+
+    before = gc.get_threshold()
+    try:
+        _settle_memory()
+        # Everything alive now is frozen (a full collection then has far less to walk), and young collections are
+        # rarer than the default 700 allocations.
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold()[0] >= 10_000
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

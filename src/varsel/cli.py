@@ -100,6 +100,7 @@ def serve(
     configure_logging(settings.log_level)
     services = _build_or_exit(settings)
     asyncio.run(_migrate(settings))
+    _settle_memory()
     _serve_http(create_app(services, run_workers=True), settings, host, port, "varsel serving")
 
 
@@ -115,6 +116,7 @@ def api(
     configure_logging(settings.log_level)
     services = _build_or_exit(settings, providers=False)
     asyncio.run(_migrate(settings))
+    _settle_memory()
     _serve_http(create_app(services, run_workers=False), settings, host, port, "varsel API serving")
 
 
@@ -129,8 +131,21 @@ def worker(
     configure_logging(settings.log_level)
     services = _build_or_exit(settings)
     asyncio.run(_migrate(settings))
+    _settle_memory()
     _run_fast(_work(services, settings, metrics_port))
     raise typer.Exit(0)
+
+
+def _settle_memory() -> None:
+    """Keep the garbage collector's pauses out of the answers: everything built at start (modules, the app, its
+    compiled statements and schemas) lives as long as the process, so it is frozen out of the collector's sight, and
+    young collections run less often. A full collection over all of it stalled every request for ~100 ms now and
+    then, which is what a p99 at 1,000 orders/s showed."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
 
 
 def _run_fast(work: Coroutine[Any, Any, None]) -> None:
