@@ -25,7 +25,7 @@ MAX_BATCH_RECIPIENTS = 2048
 
 # Batches committing at once. PostgreSQL takes concurrent writers, so while one batch waits for its commit (a round
 # trip and a WAL flush) the next can be written; SQLite has one writer, and a second batch would only wait for the lock.
-PARALLEL_BATCHES = {"postgresql": 2, "sqlite": 1}
+PARALLEL_BATCHES = {"postgresql": 4, "sqlite": 1}
 
 
 @dataclass
