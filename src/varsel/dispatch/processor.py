@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
 from varsel.clock import Clock
 from varsel.db.engine import Database, database_unavailable
+from varsel.db.group_commit import GroupCommit
 from varsel.db.tables import email_notifications, sms_notifications
 from varsel.dispatch import repository
 from varsel.dispatch.conditions import ConditionChecker, ConditionResult
@@ -30,8 +33,22 @@ log = logging.getLogger("varsel.dispatch")
 ORDER_CONCURRENCY = 20
 
 
+# Processed orders written in one transaction at most: their notifications are inserted together, so this bounds
+# the rows of one transaction too (with MAX_GROUP_NOTIFICATIONS).
+MAX_GROUP_ORDERS = 100
+MAX_GROUP_NOTIFICATIONS = 5000
+
+
 class _ClaimLost(Exception):
     """Another worker took the order over after our lease ran out: our work must not be written."""
+
+
+@dataclass(frozen=True)
+class _Processed:
+    order: StoredOrder
+    generated: GeneratedNotifications
+    status: OrderStatus
+    now: datetime
 
 
 class OrderProcessor:
@@ -56,6 +73,14 @@ class OrderProcessor:
         self._telemetry = telemetry
         # A failed round (a registry down, or a bug this order trips) is retried with backoff, not in a hot loop.
         self._retry = RetryPolicy(settings.retry_first_seconds, settings.retry_max_seconds)
+        # The orders of a round finish at nearly the same time: their results are committed together (one
+        # transaction for the group rather than one per order), each order still answered on its own.
+        self._finished: GroupCommit[_Processed, None] = GroupCommit(
+            self._write_group,
+            max_items=MAX_GROUP_ORDERS,
+            weight=lambda done: len(done.generated.email) + len(done.generated.sms),
+            max_weight=MAX_GROUP_NOTIFICATIONS,
+        )
 
     async def run_once(self) -> int:
         """Claim one batch of due orders and process it; answers how many orders were claimed."""
@@ -168,12 +193,8 @@ class OrderProcessor:
 
     async def _write(self, order: StoredOrder, generated: GeneratedNotifications, now: datetime) -> None:
         status = OrderStatus.PROCESSED if generated.pending else OrderStatus.COMPLETED
-        async with self._db.transaction() as conn:
-            await repository.insert_notifications(conn, email_notifications, generated.email)
-            await repository.insert_notifications(conn, sms_notifications, generated.sms)
-            if not await repository.finish_order(conn, order.id, self._worker, status, now):
-                raise _ClaimLost()  # rolls the inserted notifications back with it
-            await repository.announce_work(conn, email=bool(generated.email), sms=bool(generated.sms))
+        # Raises _ClaimLost when another worker took the order over: nothing of it was written.
+        await self._finished.write(_Processed(order, generated, status, now))
         for channel, rows in (("email", generated.email), ("sms", generated.sms)):
             for row in rows:
                 self._telemetry.transition(channel, row["id"], None, row["status"], order=order.id)
@@ -189,6 +210,22 @@ class OrderProcessor:
             self._wakeups.email.set()
         if generated.sms:
             self._wakeups.sms.set()
+
+    async def _write_group(self, group: list[_Processed]) -> list[Exception | None]:
+        """One transaction for a group of processed orders: each moves to its status if this worker still holds
+        it, and only those get their notifications; an order whose claim was lost gets nothing written."""
+        now = max(done.now for done in group)
+        async with self._db.transaction() as conn:
+            finished = await repository.finish_orders(
+                conn, self._worker, [(done.order.id, done.status) for done in group], now
+            )
+            kept = [done for done in group if done.order.id in finished]
+            email: list[dict[str, Any]] = [row for done in kept for row in done.generated.email]
+            sms: list[dict[str, Any]] = [row for done in kept for row in done.generated.sms]
+            await repository.insert_notifications(conn, email_notifications, email)
+            await repository.insert_notifications(conn, sms_notifications, sms)
+            await repository.announce_work(conn, email=bool(email), sms=bool(sms))
+        return [None if done.order.id in finished else _ClaimLost() for done in group]
 
     async def _finish(self, order: StoredOrder, status: OrderStatus) -> None:
         async with self._db.transaction() as conn:

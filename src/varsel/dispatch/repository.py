@@ -132,6 +132,25 @@ async def finish_order(conn: AsyncConnection, order_id: UUID, worker: str, statu
     return bool(result.rowcount == 1)
 
 
+async def finish_orders(
+    conn: AsyncConnection, worker: str, statuses: Sequence[tuple[UUID, OrderStatus]], now: datetime
+) -> set[UUID]:
+    """finish_order for many orders at once: answers the ids moved; the others' claims were lost."""
+    finished: set[UUID] = set()
+    by_status: dict[OrderStatus, list[UUID]] = {}
+    for order_id, status in statuses:
+        by_status.setdefault(status, []).append(order_id)
+    for status, order_ids in by_status.items():
+        result = await conn.execute(
+            update(orders)
+            .where(and_(orders.c.id.in_(order_ids), _held_by(worker)))
+            .values(status=status.value, status_changed=now, claimed_by=None, claimed_until=None)
+            .returning(orders.c.id)
+        )
+        finished.update(row.id for row in result)
+    return finished
+
+
 async def next_due_order(conn: AsyncConnection) -> datetime | None:
     """When the order worker next has something to claim: a Registered order's send time, or the end of another
     worker's lease on a Processing one."""

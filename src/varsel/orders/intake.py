@@ -1,20 +1,18 @@
 """Group commit for incoming orders: the orders that arrive while one transaction commits are stored together in the
-next one.
+next one (see varsel.db.group_commit).
 
-An order is answered 202 only once its transaction has committed, so batching changes nothing a caller can see but
-the cost: one BEGIN, one COMMIT (and on SQLite one write lock and one WAL append), one wake-up notice and two
-statements for a whole batch instead of for every order. Nothing waits to fill a batch: an order arriving at a quiet
-service is written at once; under load, orders queue while the previous batch commits and go in the next.
+An order is answered 202 only once its transaction has committed, so this changes nothing a caller can see but the
+cost: one BEGIN, one COMMIT, one wake-up notice and two statements for a whole batch instead of for every order.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from varsel.db.engine import Database, database_unavailable
+from varsel.db.engine import Database
+from varsel.db.group_commit import GroupCommit
 from varsel.dispatch import repository as dispatch_repository
 from varsel.orders import repository
 
@@ -28,12 +26,11 @@ MAX_BATCH_RECIPIENTS = 2048
 PARALLEL_BATCHES = {"postgresql": 4, "sqlite": 1}
 
 
-@dataclass
-class _Pending:
+@dataclass(frozen=True)
+class _NewOrder:
     order: dict[str, Any]
     recipients: list[dict[str, Any]]
     due_soon: bool
-    stored: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 class OrderWriter:
@@ -49,87 +46,25 @@ class OrderWriter:
     ) -> None:
         self._db = database
         self._on_batch = on_batch
-        self._max_orders = max_orders
-        self._max_recipients = max_recipients
-        self._parallel = parallel or PARALLEL_BATCHES.get(database.dialect, 1)
-        self._queue: list[_Pending] = []
-        self._flushers: set[asyncio.Task[None]] = set()
+        self._group: GroupCommit[_NewOrder, None] = GroupCommit(
+            self._insert,
+            max_items=max_orders,
+            weight=lambda new: len(new.recipients),
+            max_weight=max_recipients,
+            parallel=parallel or PARALLEL_BATCHES.get(database.dialect, 1),
+        )
 
     async def write(self, order: dict[str, Any], recipients: list[dict[str, Any]], *, due_soon: bool) -> None:
         """Store one order and its recipients; returns once they are committed, raises if they could not be."""
-        pending = _Pending(order, recipients, due_soon)
-        self._queue.append(pending)
-        if len(self._flushers) < self._parallel:
-            # A flusher is a task of its own, not the first caller's: a caller that goes away (a client that hangs
-            # up) must not take the other callers' orders with it.
-            self._flushers.add(asyncio.create_task(self._flush()))
-        # Shielded for the same reason: the order is being written whether or not its caller still waits.
-        await asyncio.shield(pending.stored)
+        await self._group.write(_NewOrder(order, recipients, due_soon))
 
-    async def _flush(self) -> None:
-        try:
-            while self._queue:
-                batch = self._take()
-                await self._store(batch)
-        except BaseException as error:  # cancelled at shutdown: nobody may be left waiting for ever
-            for pending in self._queue:
-                if not pending.stored.done():
-                    pending.stored.set_exception(error if isinstance(error, Exception) else RuntimeError("stopped"))
-            self._queue.clear()
-            raise
-        finally:
-            # At once, not in a done callback: one scheduled for later would let a write arriving meanwhile find
-            # every flusher taken, queue its order, and wait for ever.
-            task = asyncio.current_task()
-            if task is not None:
-                self._flushers.discard(task)
-
-    def _take(self) -> list[_Pending]:
-        batch = [self._queue[0]]
-        recipients = len(batch[0].recipients)
-        for pending in self._queue[1:]:
-            if len(batch) >= self._max_orders or recipients + len(pending.recipients) > self._max_recipients:
-                break
-            batch.append(pending)
-            recipients += len(pending.recipients)
-        del self._queue[: len(batch)]
-        return batch
-
-    async def _store(self, batch: list[_Pending]) -> None:
-        try:
-            await self._insert(batch)
-        except Exception as error:
-            if len(batch) == 1 or database_unavailable(error):
-                # An outage fails every order of the batch alike (each caller answers 503 with Retry-After).
-                for pending in batch:
-                    _fail(pending, error)
-                return
-            # Something in one order the database refused: store the others one by one, so only that one fails.
-            for pending in batch:
-                try:
-                    await self._insert([pending])
-                except Exception as single_error:
-                    _fail(pending, single_error)
-                else:
-                    _succeed(pending)
-            return
-        for pending in batch:
-            _succeed(pending)
-
-    async def _insert(self, batch: list[_Pending]) -> None:
+    async def _insert(self, batch: list[_NewOrder]) -> list[None]:
         async with self._db.transaction() as conn:
-            await repository.insert_orders(conn, [p.order for p in batch], [row for p in batch for row in p.recipients])
-            if any(p.due_soon for p in batch):
+            await repository.insert_orders(
+                conn, [new.order for new in batch], [row for new in batch for row in new.recipients]
+            )
+            if any(new.due_soon for new in batch):
                 # Workers in other processes (PostgreSQL) learn of it when this commits.
                 await dispatch_repository.announce_work(conn, orders=True)
         self._on_batch(len(batch))
-
-
-def _succeed(pending: _Pending) -> None:
-    if not pending.stored.done():
-        pending.stored.set_result(None)
-
-
-def _fail(pending: _Pending, error: Exception) -> None:
-    if not pending.stored.done():
-        pending.stored.set_exception(error)
+        return [None] * len(batch)

@@ -1,0 +1,117 @@
+"""Group commit: writes that arrive while one transaction commits are made together in the next.
+
+Each caller is answered only once its write has committed (or has failed), so grouping changes nothing a caller can
+see but the cost: one BEGIN, one COMMIT (on SQLite one write lock and one WAL append) and a few statements for a
+whole group instead of for every item. Nothing waits to fill a group: a write arriving when all is quiet goes at
+once; under load, writes queue while earlier groups commit and go in the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from varsel.db.engine import database_unavailable
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+@dataclass
+class _Pending(Generic[Item, Result]):
+    item: Item
+    done: asyncio.Future[Result] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class GroupCommit(Generic[Item, Result]):
+    """Feeds queued items, in groups, to `store`, which writes one group in one transaction and answers one result
+    (or exception) per item, in order. When a whole group fails for a reason other than an outage, its items are
+    stored one by one, so that the one item the database refuses fails alone."""
+
+    def __init__(
+        self,
+        store: Callable[[list[Item]], Awaitable[Sequence[Result | Exception]]],
+        *,
+        max_items: int,
+        weight: Callable[[Item], int] = lambda item: 1,
+        max_weight: int | None = None,
+        parallel: int = 1,
+    ) -> None:
+        self._store = store
+        self._max_items = max_items
+        self._weight = weight
+        self._max_weight = max_weight
+        self._parallel = parallel
+        self._queue: list[_Pending[Item, Result]] = []
+        self._flushers: set[asyncio.Task[None]] = set()
+
+    async def write(self, item: Item) -> Result:
+        pending: _Pending[Item, Result] = _Pending(item)
+        self._queue.append(pending)
+        if len(self._flushers) < self._parallel:
+            # A flusher is a task of its own, not the caller's: a caller that goes away (a client that hangs up)
+            # must not take the other callers' writes with it.
+            self._flushers.add(asyncio.create_task(self._flush()))
+        # Shielded for the same reason: the item is being written whether or not its caller still waits.
+        return await asyncio.shield(pending.done)
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                await self._write(self._take())
+        except BaseException as error:  # cancelled at shutdown: nobody may be left waiting for ever
+            for pending in self._queue:
+                _answer(pending, error if isinstance(error, Exception) else RuntimeError("stopped"))
+            self._queue.clear()
+            raise
+        finally:
+            # At once, not in a done callback: one scheduled for later would let a write arriving meanwhile find
+            # every flusher taken, queue its item, and wait for ever.
+            task = asyncio.current_task()
+            if task is not None:
+                self._flushers.discard(task)
+
+    def _take(self) -> list[_Pending[Item, Result]]:
+        # The first item always goes, however heavy: a large one goes alone rather than never.
+        group = [self._queue[0]]
+        weight = self._weight(group[0].item)
+        for pending in self._queue[1:]:
+            if len(group) >= self._max_items:
+                break
+            if self._max_weight is not None and weight + self._weight(pending.item) > self._max_weight:
+                break
+            group.append(pending)
+            weight += self._weight(pending.item)
+        del self._queue[: len(group)]
+        return group
+
+    async def _write(self, group: list[_Pending[Item, Result]]) -> None:
+        try:
+            results = await self._store([p.item for p in group])
+        except Exception as error:
+            if len(group) == 1 or database_unavailable(error):
+                # An outage fails every item of the group alike.
+                for pending in group:
+                    _answer(pending, error)
+                return
+            for pending in group:
+                try:
+                    (result,) = await self._store([pending.item])
+                except Exception as single_error:
+                    _answer(pending, single_error)
+                else:
+                    _answer(pending, result)
+            return
+        for pending, result in zip(group, results, strict=True):
+            _answer(pending, result)
+
+
+def _answer(pending: _Pending[Item, Result], result: Result | BaseException) -> None:
+    if pending.done.done():
+        return
+    if isinstance(result, BaseException):
+        pending.done.set_exception(result)
+    else:
+        pending.done.set_result(result)

@@ -1,0 +1,107 @@
+"""The orders of one round are written in few transactions (group commit), and an order whose claim another worker
+took over meanwhile gets nothing written, while the rest of its group is written in full."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import httpx
+import pytest
+from sqlalchemy import event, func, select, update
+
+from tests.dispatch.test_pipeline import _email, _order
+from varsel.app import Varsel
+from varsel.db.tables import email_notifications, orders
+from varsel.settings import Settings
+
+Auth = Callable[..., dict[str, str]]
+
+
+class HeldCondition:
+    """A condition endpoint that answers "send" only once the test lets it."""
+
+    def __init__(self) -> None:
+        self.called = threading.Event()
+        self.release = threading.Event()
+        held = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                held.called.set()
+                held.release.wait(10)
+                body = b'{"sendNotification": true}'
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/condition"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def held() -> Iterator[HeldCondition]:
+    peer = HeldCondition()
+    yield peer
+    peer.release.set()
+    peer.server.shutdown()
+    peer.server.server_close()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "var", conditions={"allowed_hosts": ["127.0.0.1"]})
+
+
+async def test_a_round_is_written_in_few_transactions_and_a_lost_claim_writes_nothing(
+    client: httpx.AsyncClient, auth: Auth, varsel: Varsel, held: HeldCondition
+) -> None:
+    plain = [await _order(client, auth, _email(f"p{n}@example.com")) for n in range(15)]
+    stolen = await _order(client, auth, _email("stolen@example.com", conditionEndpoint=held.url))
+
+    inserts: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("INSERT INTO email_notifications"):
+            inserts.append(statement)
+
+    engine = varsel.database.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        round_ = asyncio.create_task(varsel.workers.processor.run_once())
+        # The conditioned order is held at its endpoint (a thread's event, so waited for off the loop); the others
+        # go on and are written.
+        assert await asyncio.to_thread(held.called.wait, 10)
+        # Meanwhile its lease ran out and another worker took it over.
+        async with varsel.database.transaction() as conn:
+            await conn.execute(update(orders).where(orders.c.id == UUID(stolen)).values(claimed_by="another-worker"))
+        held.release.set()
+        assert await round_ == 16
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+    async with varsel.database.read() as conn:
+        status = dict((str(r.id), r.status) for r in await conn.execute(select(orders.c.id, orders.c.status)))
+        per_order = dict(
+            (str(r.order_id), r.n)
+            for r in await conn.execute(
+                select(email_notifications.c.order_id, func.count().label("n")).group_by(email_notifications.c.order_id)
+            )
+        )
+    assert all(status[order_id] == "Processed" for order_id in plain), status
+    assert all(per_order.get(order_id) == 1 for order_id in plain), per_order
+    # The order the other worker holds: still Processing (its now), and nothing of ours written for it.
+    assert status[stolen] == "Processing"
+    assert stolen not in per_order
+    # Fifteen orders processed at once, their notifications inserted in a few statements, not fifteen.
+    assert 1 <= len(inserts) <= 4, inserts
