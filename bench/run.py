@@ -650,7 +650,7 @@ def bench_lag(ctx: Ctx, url: str, db_kind: str) -> dict[str, Any]:
     sizes = ctx.sizes
     steady_count = int(sizes.steady_rate * sizes.steady_s)
     ctx.say(f"{db_kind} scheduling lag: {steady_count} orders due at {sizes.steady_rate}/s")
-    steady = lag_run(ctx, url, "steady", [i / sizes.steady_rate for i in range(steady_count)])
+    steady = lag_run(ctx, url, "steady", [i / sizes.steady_rate for i in range(steady_count)], profile=ctx.profile)
     steady["rate_per_s"] = sizes.steady_rate
     ctx.say(f"{db_kind} scheduling lag: a burst of {sizes.burst} orders due at one moment")
     burst = lag_run(ctx, url, "burst", [0.0] * sizes.burst)
