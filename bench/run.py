@@ -313,7 +313,7 @@ def bench_intake(ctx: Ctx, db_kind: str, url: str, numbers: list[str]) -> dict[s
     finally:
         bare.stop()
     # The database ceiling: the same rows, the same driver, as many at once as the load generator's connections.
-    for mode in ("sqlalchemy", "sqlalchemy_prebuilt", "driver",
+    for mode in ("driver_grouped", "sqlalchemy", "sqlalchemy_prebuilt", "driver",
                  *(["sqlalchemy_serialized"] if db_kind == "sqlite" else [])):  # fmt: skip
         asyncio.run(_truncate(url))
         ctx.say(f"{db_kind} intake: database ceiling ({mode})")
