@@ -100,8 +100,9 @@ def serve(
     configure_logging(settings.log_level)
     services = _build_or_exit(settings)
     asyncio.run(_migrate(settings))
+    app = create_app(services, run_workers=True)
     _settle_memory()
-    _serve_http(create_app(services, run_workers=True), settings, host, port, "varsel serving")
+    _serve_http(app, settings, host, port, "varsel serving")
 
 
 @cli.command()
@@ -116,8 +117,9 @@ def api(
     configure_logging(settings.log_level)
     services = _build_or_exit(settings, providers=False)
     asyncio.run(_migrate(settings))
+    app = create_app(services, run_workers=False)
     _settle_memory()
-    _serve_http(create_app(services, run_workers=False), settings, host, port, "varsel API serving")
+    _serve_http(app, settings, host, port, "varsel API serving")
 
 
 @cli.command()
@@ -131,7 +133,6 @@ def worker(
     configure_logging(settings.log_level)
     services = _build_or_exit(settings)
     asyncio.run(_migrate(settings))
-    _settle_memory()
     _run_fast(_work(services, settings, metrics_port))
     raise typer.Exit(0)
 
@@ -182,6 +183,7 @@ async def _work(services: Any, settings: Settings, metrics_port: int | None) -> 
         server = _MetricsServer(config)
         serving = asyncio.create_task(server.serve())
     kinds = settings.dispatch.kinds
+    _settle_memory()  # everything is built now
     services.workers.start(kinds)
     console.print(f"varsel worker running: {', '.join(kinds)} (data in {settings.data_dir.resolve()})")
     await stop.wait()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,13 @@ from sqlalchemy import event, func, select, update
 
 from tests.dispatch.test_pipeline import _email, _order
 from varsel.app import Varsel
+from varsel.clock import FrozenClock
 from varsel.db.tables import email_notifications, orders
+from varsel.dispatch import repository
+from varsel.dispatch.generation import generate, undeliverable
+from varsel.dispatch.processor import _ClaimLost, _Processed
+from varsel.notifications.statuses import OrderStatus
+from varsel.orders import repository as order_repository
 from varsel.settings import Settings
 
 Auth = Callable[..., dict[str, str]]
@@ -105,3 +112,37 @@ async def test_a_round_is_written_in_few_transactions_and_a_lost_claim_writes_no
     assert stolen not in per_order
     # Fifteen orders processed at once, their notifications inserted in a few statements, not fifteen.
     assert 1 <= len(inserts) <= 4, inserts
+
+
+async def test_one_group_writes_each_order_its_own_status_and_nothing_for_a_lost_claim(
+    client: httpx.AsyncClient, auth: Auth, varsel: Varsel, clock: FrozenClock
+) -> None:
+    # Three orders claimed by this worker and written in one group: one ends Completed (nothing pending), one
+    # Processed (a notification to send), and one another worker took over in between: it gets nothing.
+    ids = [UUID(await _order(client, auth, _email(f"{name}@example.com"))) for name in ("done", "sent", "stolen")]
+    processor = varsel.workers.processor
+    now = clock.now()
+    async with varsel.database.transaction() as conn:
+        claimed = await repository.claim_due_orders(conn, processor._worker, now, now + timedelta(minutes=2), 10)
+        assert {row.id for row in claimed} == set(ids)
+        loaded = {order.id: order for order in await order_repository.load_orders(conn, ids)}
+        await conn.execute(update(orders).where(orders.c.id == ids[2]).values(claimed_by="another-worker"))
+    done, sent, stolen = (loaded[order_id] for order_id in ids)
+    lookup = await processor._lookup.resolve(sent.recipients, sent.channel)
+    items = [
+        _Processed(done, undeliverable(done, now, "given up"), OrderStatus.COMPLETED, now),
+        _Processed(sent, generate(sent, lookup, now, timedelta(hours=48), None), OrderStatus.PROCESSED, now),
+        _Processed(stolen, generate(stolen, lookup, now, timedelta(hours=48), None), OrderStatus.PROCESSED, now),
+    ]
+    outcomes = await asyncio.gather(*(processor._finished.write(item) for item in items), return_exceptions=True)
+    assert outcomes[:2] == [None, None]
+    assert isinstance(outcomes[2], _ClaimLost)
+
+    async with varsel.database.read() as conn:
+        status = {r.id: r.status for r in await conn.execute(select(orders.c.id, orders.c.status))}
+        rows = [
+            (r.order_id, r.status)
+            for r in await conn.execute(select(email_notifications.c.order_id, email_notifications.c.status))
+        ]
+    assert status == {ids[0]: "Completed", ids[1]: "Processed", ids[2]: "Processing"}
+    assert sorted(rows) == sorted([(ids[0], "Failed"), (ids[1], "New")])

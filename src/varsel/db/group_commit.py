@@ -19,6 +19,11 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
+class WriterStopped(ConnectionError):
+    """The process is stopping and the write was not made. A ConnectionError, so that it is treated as the database
+    being unavailable (503 with Retry-After at the API; given back, uncounted, by a worker), never as a bug."""
+
+
 @dataclass
 class _Pending(Generic[Item, Result]):
     item: Item
@@ -38,8 +43,10 @@ class GroupCommit(Generic[Item, Result]):
         weight: Callable[[Item], int] = lambda item: 1,
         max_weight: int | None = None,
         parallel: int = 1,
+        on_group: Callable[[int], None] = lambda size: None,
     ) -> None:
         self._store = store
+        self._on_group = on_group
         self._max_items = max_items
         self._weight = weight
         self._max_weight = max_weight
@@ -50,6 +57,8 @@ class GroupCommit(Generic[Item, Result]):
     async def write(self, item: Item) -> Result:
         pending: _Pending[Item, Result] = _Pending(item)
         self._queue.append(pending)
+        # Only live flushers count: one cancelled before its first step never ran its `finally`.
+        self._flushers = {task for task in self._flushers if not task.done()}
         if len(self._flushers) < self._parallel:
             # A flusher is a task of its own, not the caller's: a caller that goes away (a client that hangs up)
             # must not take the other callers' writes with it.
@@ -58,12 +67,16 @@ class GroupCommit(Generic[Item, Result]):
         return await asyncio.shield(pending.done)
 
     async def _flush(self) -> None:
+        group: list[_Pending[Item, Result]] = []
         try:
             while self._queue:
-                await self._write(self._take())
-        except BaseException as error:  # cancelled at shutdown: nobody may be left waiting for ever
-            for pending in self._queue:
-                _answer(pending, error if isinstance(error, Exception) else RuntimeError("stopped"))
+                group = self._take()
+                await self._write(group)
+        except BaseException:  # cancelled at shutdown: nobody may be left waiting for ever
+            # The group under way may or may not have committed; its callers learn that it is unknown, as with any
+            # write cut off by a crash (an accepted order is answered 202 only once committed, so it was not).
+            for pending in [*group, *self._queue]:
+                _answer(pending, WriterStopped("the process is stopping; the write was not confirmed"))
             self._queue.clear()
             raise
         finally:
@@ -103,9 +116,12 @@ class GroupCommit(Generic[Item, Result]):
                     _answer(pending, single_error)
                 else:
                     _answer(pending, result)
+                    self._on_group(1)
             return
         for pending, result in zip(group, results, strict=True):
             _answer(pending, result)
+        # After the answers, outside `store`: nothing after a commit may send the group to the one-by-one path.
+        self._on_group(len(group))
 
 
 def _answer(pending: _Pending[Item, Result], result: Result | BaseException) -> None:

@@ -45,13 +45,13 @@ class OrderWriter:
         parallel: int | None = None,
     ) -> None:
         self._db = database
-        self._on_batch = on_batch
         self._group: GroupCommit[_NewOrder, None] = GroupCommit(
             self._insert,
             max_items=max_orders,
             weight=lambda new: len(new.recipients),
             max_weight=max_recipients,
             parallel=parallel or PARALLEL_BATCHES.get(database.dialect, 1),
+            on_group=on_batch,
         )
 
     async def write(self, order: dict[str, Any], recipients: list[dict[str, Any]], *, due_soon: bool) -> None:
@@ -66,5 +66,4 @@ class OrderWriter:
             if any(new.due_soon for new in batch):
                 # Workers in other processes (PostgreSQL) learn of it when this commits.
                 await dispatch_repository.announce_work(conn, orders=True)
-        self._on_batch(len(batch))
         return [None] * len(batch)

@@ -14,6 +14,7 @@ from typing import Generic, Protocol, TypeVar
 from sqlalchemy import and_, bindparam, select
 
 from varsel.db.engine import Database
+from varsel.db.group_commit import WriterStopped
 from varsel.db.tables import (
     registry_authorizations,
     registry_organizations,
@@ -93,11 +94,13 @@ class _Coalesced(Generic[V]):
             return {}
         answer: asyncio.Future[dict[str, V]] = asyncio.get_running_loop().create_future()
         self._queue.append((wanted, answer))
-        if self._flusher is None:
+        # Not `is None` alone: a flusher cancelled before its first step never ran its `finally`.
+        if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         return await answer
 
     async def _flush(self) -> None:
+        batch: list[tuple[set[str], asyncio.Future[dict[str, V]]]] = []
         try:
             while self._queue:
                 batch = [self._queue.pop(0)]
@@ -116,14 +119,16 @@ class _Coalesced(Generic[V]):
                 for wanted, answer in batch:
                     if not answer.done():
                         answer.set_result({key: found[key] for key in wanted if key in found})
-        except BaseException as error:  # cancelled at shutdown: nobody may be left waiting for ever
-            for _, answer in self._queue:
+        except BaseException:  # cancelled at shutdown: nobody may be left waiting for ever
+            for _, answer in [*batch, *self._queue]:
                 if not answer.done():
-                    answer.set_exception(error if isinstance(error, Exception) else RuntimeError("stopped"))
+                    answer.set_exception(WriterStopped("the process is stopping; the look-up was not made"))
             self._queue.clear()
             raise
         finally:
-            self._flusher = None  # at once: see varsel.orders.intake
+            # At once, not in a done callback: a look-up arriving meanwhile must find no flusher and start one.
+            if self._flusher is asyncio.current_task():
+                self._flusher = None
 
 
 # Built once, with an expanding parameter for the keys: compiled once, then only bound.

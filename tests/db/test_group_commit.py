@@ -1,0 +1,65 @@
+"""GroupCommit's own guarantees, with a store the test controls: every waiter is answered, whatever happens to the
+flusher, and a stopped write reads as the database being unavailable (503 at the API), never as a bug."""
+
+from __future__ import annotations
+
+import asyncio
+
+from varsel.db.engine import database_unavailable
+from varsel.db.group_commit import GroupCommit, WriterStopped
+
+
+class Store:
+    def __init__(self) -> None:
+        self.groups: list[list[int]] = []
+        self.hold = asyncio.Event()
+        self.hold.set()
+
+    async def __call__(self, items: list[int]) -> list[int | Exception]:
+        await self.hold.wait()
+        self.groups.append(list(items))
+        return [item * 10 if item >= 0 else ValueError(f"refused {item}") for item in items]
+
+
+async def test_items_are_answered_in_groups_and_each_gets_its_own_result() -> None:
+    store = Store()
+    sizes: list[int] = []
+    group = GroupCommit(store, max_items=3, on_group=sizes.append)
+    outcomes = await asyncio.gather(*(group.write(n) for n in (1, 2, -3, 4)), return_exceptions=True)
+    assert outcomes[:2] == [10, 20]
+    assert isinstance(outcomes[2], ValueError)
+    assert outcomes[3] == 40
+    assert store.groups == [[1, 2, -3], [4]]
+    assert sizes == [3, 1]
+
+
+async def test_a_flusher_cancelled_mid_write_answers_its_group_and_the_queue_as_stopped() -> None:
+    store = Store()
+    store.hold.clear()
+    group: GroupCommit[int, int] = GroupCommit(store, max_items=2)
+    writes = [asyncio.create_task(group.write(n)) for n in range(4)]
+    await asyncio.sleep(0)  # queued
+    await asyncio.sleep(0)  # the flusher has taken [0, 1] and waits in the store
+    (flusher,) = group._flushers
+    flusher.cancel()
+    outcomes = await asyncio.gather(*writes, return_exceptions=True)
+    for outcome in outcomes:
+        assert isinstance(outcome, WriterStopped)
+        assert database_unavailable(outcome)  # the API answers 503 with Retry-After, not 500
+    # A later write finds no live flusher and is written.
+    store.hold.set()
+    assert await asyncio.wait_for(group.write(7), 5) == 70
+
+
+async def test_a_flusher_cancelled_before_its_first_step_strands_nobody() -> None:
+    # Cancelled before it ran, it never saw the queue (nor ran its `finally`): the next write must still start a
+    # flusher, which takes the earlier item too.
+    store = Store()
+    group: GroupCommit[int, int] = GroupCommit(store, max_items=10)
+    first = asyncio.create_task(group.write(1))
+    await asyncio.sleep(0)  # first queued and its flusher created, not yet run
+    for task in list(group._flushers):
+        task.cancel()
+    await asyncio.sleep(0)
+    assert await asyncio.wait_for(group.write(2), 5) == 20
+    assert await asyncio.wait_for(first, 5) == 10
