@@ -33,23 +33,30 @@ def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     saved_root = (root.level, root.handlers[:])
     others = ["uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi", "httpx"]
-    saved = {name: (lg.level, lg.handlers[:], lg.propagate) for name in others if (lg := logging.getLogger(name))}
+    saved = {}
+    for name in others:
+        lg = logging.getLogger(name)
+        saved[name] = (lg.level, lg.handlers[:], lg.propagate, lg.disabled)
     try:
         yield
     finally:
         root.setLevel(saved_root[0])
         root.handlers[:] = saved_root[1]
-        for name, (level, handlers, propagate) in saved.items():
+        for name, (level, handlers, propagate, disabled) in saved.items():
             lg = logging.getLogger(name)
             lg.setLevel(level)
             lg.handlers[:] = handlers
             lg.propagate = propagate
+            lg.disabled = disabled
 
 
 @pytest.mark.usefixtures("restore_logging")
 def test_transitions_reach_the_handler_at_info_and_not_at_warning() -> None:
     telemetry = Telemetry()
     order = uuid4()
+    # As an in-process uvicorn.Config or a logging dictConfig elsewhere in the process may have left them.
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.error").disabled = True
 
     quiet = io.StringIO()
     configure_logging("warning", quiet)

@@ -55,6 +55,10 @@ def configure_logging(level_name: str, stream: TextIO | None = None) -> None:
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers.clear()
         uvicorn_logger.propagate = True
+        # Whatever configured them before (a level of their own, or a dictConfig that disabled existing loggers)
+        # must not hide their lines: the root's level decides.
+        uvicorn_logger.setLevel(logging.NOTSET)
+        uvicorn_logger.disabled = False
     # httpx logs every request at INFO ("HTTP Request: POST …"): one line per provider call and condition check
     # would drown the transition log. Shown at DEBUG, where everything is.
     logging.getLogger("httpx").setLevel(logging.WARNING if level > logging.DEBUG else logging.NOTSET)
