@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, Table, and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import Select, Table, and_, bindparam, exists, func, insert, literal_column, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -65,6 +65,7 @@ async def claim_due_orders(
         .where(
             and_(
                 orders.c.process_after <= now,
+                _ORDER_UNFINISHED,
                 or_(
                     orders.c.status == OrderStatus.REGISTERED.value,
                     and_(orders.c.status == OrderStatus.PROCESSING.value, orders.c.claimed_until < now),
@@ -83,6 +84,23 @@ async def claim_due_orders(
         "processing_attempts": orders.c.processing_attempts + 1,
     }
     return await _claim(conn, orders, due, values, [orders.c.id, orders.c.processing_attempts])
+
+
+# The claim index's own condition, spelt out: SQLite uses a partial index only when the query's WHERE contains its
+# condition as written, and cannot see that `status = 'Registered' OR (status = 'Processing' AND …)` implies it.
+# Without it every claim and every next-due look-up scanned all orders ever made (3 ms per 100,000 on SQLite).
+# The values are literals, not bound parameters, for the same reason: SQLite matches the index's condition only
+# against constants.
+def _status_in(table: Table, *statuses: str) -> Any:
+    return table.c.status.in_([literal_column(f"'{status}'") for status in statuses])
+
+
+_ORDER_UNFINISHED = _status_in(orders, OrderStatus.REGISTERED.value, OrderStatus.PROCESSING.value)
+
+
+def _unsent(table: Table) -> Any:
+    """As _ORDER_UNFINISHED, for a notification table's sendable index."""
+    return _status_in(table, NEW, SENDING)
 
 
 def _held_by(worker: str) -> Any:
@@ -155,10 +173,14 @@ async def next_due_order(conn: AsyncConnection) -> datetime | None:
     """When the order worker next has something to claim: a Registered order's send time, or the end of another
     worker's lease on a Processing one."""
     registered = await conn.execute(
-        select(func.min(orders.c.process_after)).where(orders.c.status == OrderStatus.REGISTERED.value)
+        select(func.min(orders.c.process_after)).where(
+            and_(_ORDER_UNFINISHED, orders.c.status == OrderStatus.REGISTERED.value)
+        )
     )
     leased = await conn.execute(
-        select(func.min(orders.c.claimed_until)).where(orders.c.status == OrderStatus.PROCESSING.value)
+        select(func.min(orders.c.claimed_until)).where(
+            and_(_ORDER_UNFINISHED, orders.c.status == OrderStatus.PROCESSING.value)
+        )
     )
     return _earliest(registered.scalar(), leased.scalar())
 
@@ -208,6 +230,7 @@ async def claim_notifications(
         .where(
             and_(
                 table.c.send_after <= now,
+                _unsent(table),
                 # Past its expiry a notification is never handed over (after an outage, say): the sweeper ends it.
                 table.c.expiry >= now,
                 or_(table.c.status == NEW, and_(table.c.status == SENDING, table.c.claimed_until < now)),
