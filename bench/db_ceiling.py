@@ -23,6 +23,7 @@ import json
 import resource
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -121,14 +122,31 @@ _RECIPIENT_COLUMNS = ["order_id", "position", "email_address", "mobile_number", 
                       "organization_number"]  # fmt: skip
 
 
+def _insert_sql(mark: Callable[[int], str]) -> tuple[str, str]:
+    """The hand-written INSERTs of an order and of a recipient, with the driver's placeholders (`mark(i)`)."""
+
+    def one(table: str, columns: list[str]) -> str:
+        return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(mark(i) for i in range(len(columns)))})"
+
+    return one("orders", _COLUMNS), one("order_recipients", _RECIPIENT_COLUMNS)
+
+
+_ASYNCPG_SQL = _insert_sql(lambda i: f"${i + 1}")
+_SQLITE_SQL = _insert_sql(lambda i: "?")
+
+
+async def _sqlite_connect(url: str) -> aiosqlite.Connection:
+    """A connection set up as varsel's engine sets its own (WAL, NORMAL, foreign keys, busy timeout)."""
+    conn = await aiosqlite.connect(url.split("///", 1)[1], isolation_level=None)
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=10000"):
+        await conn.execute(f"PRAGMA {pragma}")
+    return conn
+
+
 async def _asyncpg(url: str, concurrency: int, window: _Window) -> None:
     dsn = url.replace("postgresql+asyncpg://", "postgresql://")
     pool = await asyncpg.create_pool(dsn, min_size=min(concurrency, 20), max_size=20)
-    columns = ", ".join(_COLUMNS)
-    marks = ", ".join(f"${i + 1}" for i in range(len(_COLUMNS)))
-    insert_order = f"INSERT INTO orders ({columns}) VALUES ({marks})"
-    recipient_marks = ", ".join(f"${i + 1}" for i in range(len(_RECIPIENT_COLUMNS)))
-    insert_recipient = f"INSERT INTO order_recipients ({', '.join(_RECIPIENT_COLUMNS)}) VALUES ({recipient_marks})"
+    insert_order, insert_recipient = _ASYNCPG_SQL
 
     async def one() -> None:
         while not window.done():
@@ -153,17 +171,8 @@ def _sqlite_value(value: Any) -> Any:
 
 
 async def _aiosqlite(url: str, concurrency: int, window: _Window) -> None:
-    path = url.split("///", 1)[1]
-    conn = await aiosqlite.connect(path, isolation_level=None)
-    await conn.execute("PRAGMA journal_mode=WAL")
-    await conn.execute("PRAGMA synchronous=NORMAL")
-    await conn.execute("PRAGMA foreign_keys=ON")
-    await conn.execute("PRAGMA busy_timeout=10000")
-    insert_order = f"INSERT INTO orders ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
-    insert_recipient = (
-        f"INSERT INTO order_recipients ({', '.join(_RECIPIENT_COLUMNS)}) "
-        f"VALUES ({', '.join('?' for _ in _RECIPIENT_COLUMNS)})"
-    )
+    conn = await _sqlite_connect(url)
+    insert_order, insert_recipient = _SQLITE_SQL
     # SQLite admits one writer at a time: the concurrent tasks take turns on one connection, as varsel's
     # BEGIN IMMEDIATE transactions take turns on the file.
     lock = asyncio.Lock()
@@ -193,11 +202,7 @@ async def _asyncpg_grouped(url: str, concurrency: int, window: _Window) -> None:
     groups = _GROUPS["postgresql"]
     size = max(1, concurrency // groups)
     pool = await asyncpg.create_pool(dsn, min_size=groups, max_size=groups)
-    columns = ", ".join(_COLUMNS)
-    marks = ", ".join(f"${i + 1}" for i in range(len(_COLUMNS)))
-    insert_order = f"INSERT INTO orders ({columns}) VALUES ({marks})"
-    recipient_marks = ", ".join(f"${i + 1}" for i in range(len(_RECIPIENT_COLUMNS)))
-    insert_recipient = f"INSERT INTO order_recipients ({', '.join(_RECIPIENT_COLUMNS)}) VALUES ({recipient_marks})"
+    insert_order, insert_recipient = _ASYNCPG_SQL
 
     async def group() -> None:
         while not window.done():
@@ -214,16 +219,8 @@ async def _asyncpg_grouped(url: str, concurrency: int, window: _Window) -> None:
 
 
 async def _aiosqlite_grouped(url: str, concurrency: int, window: _Window) -> None:
-    path = url.split("///", 1)[1]
-    conn = await aiosqlite.connect(path, isolation_level=None)
-    await conn.execute("PRAGMA journal_mode=WAL")
-    await conn.execute("PRAGMA synchronous=NORMAL")
-    await conn.execute("PRAGMA foreign_keys=ON")
-    insert_order = f"INSERT INTO orders ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
-    insert_recipient = (
-        f"INSERT INTO order_recipients ({', '.join(_RECIPIENT_COLUMNS)}) "
-        f"VALUES ({', '.join('?' for _ in _RECIPIENT_COLUMNS)})"
-    )
+    conn = await _sqlite_connect(url)
+    insert_order, insert_recipient = _SQLITE_SQL
     try:
         while not window.done():
             rows = [_rows() for _ in range(concurrency)]

@@ -4,10 +4,8 @@ took over meanwhile gets nothing written, while the rest of its group is written
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -16,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import event, func, select, update
 
-from tests.dispatch.test_pipeline import _email, _order
+from tests.dispatch.test_pipeline import ConditionPeer, _email, _order
 from varsel.app import Varsel
 from varsel.clock import FrozenClock
 from varsel.db.tables import email_notifications, orders
@@ -30,51 +28,24 @@ from varsel.settings import Settings
 Auth = Callable[..., dict[str, str]]
 
 
-class HeldCondition:
-    """A condition endpoint that answers "send" only once the test lets it."""
-
-    def __init__(self) -> None:
-        self.called = threading.Event()
-        self.release = threading.Event()
-        held = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                held.called.set()
-                held.release.wait(10)
-                body = b'{"sendNotification": true}'
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/condition"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
-@pytest.fixture
-def held() -> Iterator[HeldCondition]:
-    peer = HeldCondition()
-    yield peer
-    peer.release.set()
-    peer.server.shutdown()
-    peer.server.server_close()
-
-
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
+    # The condition peer's loopback host allow-listed, as in the pipeline tests.
     return Settings(data_dir=tmp_path / "var", conditions={"allowed_hosts": ["127.0.0.1"]})
 
 
+@pytest.fixture
+def held() -> Iterator[ConditionPeer]:
+    peer = ConditionPeer()
+    yield peer
+    peer.close()
+
+
 async def test_a_round_is_written_in_few_transactions_and_a_lost_claim_writes_nothing(
-    client: httpx.AsyncClient, auth: Auth, varsel: Varsel, held: HeldCondition
+    client: httpx.AsyncClient, auth: Auth, varsel: Varsel, held: ConditionPeer
 ) -> None:
     plain = [await _order(client, auth, _email(f"p{n}@example.com")) for n in range(15)]
-    stolen = await _order(client, auth, _email("stolen@example.com", conditionEndpoint=held.url))
+    stolen = await _order(client, auth, _email("stolen@example.com", conditionEndpoint=held.url + "/held"))
 
     inserts: list[str] = []
 
@@ -88,7 +59,7 @@ async def test_a_round_is_written_in_few_transactions_and_a_lost_claim_writes_no
         round_ = asyncio.create_task(varsel.workers.processor.run_once())
         # The conditioned order is held at its endpoint (a thread's event, so waited for off the loop); the others
         # go on and are written.
-        assert await asyncio.to_thread(held.called.wait, 10)
+        assert await asyncio.to_thread(held.held.wait, 10)
         # Meanwhile its lease ran out and another worker took it over.
         async with varsel.database.transaction() as conn:
             await conn.execute(update(orders).where(orders.c.id == UUID(stolen)).values(claimed_by="another-worker"))

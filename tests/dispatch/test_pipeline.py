@@ -33,20 +33,26 @@ Auth = Callable[..., dict[str, str]]
 
 
 class ConditionPeer:
-    """A service owner's condition endpoint on loopback: /yes, /no and /broken."""
+    """A service owner's condition endpoint on loopback: /yes, /no and /broken; /held answers yes once the test
+    sets `release` (and sets `held` when called)."""
 
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.held = threading.Event()
+        self.release = threading.Event()
         peer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 peer.calls.append(self.path)
+                if self.path.startswith("/held"):
+                    peer.held.set()
+                    peer.release.wait(10)
                 if self.path.startswith("/broken"):
                     self.send_response(500)
                     self.end_headers()
                     return
-                body = json.dumps({"sendNotification": self.path.startswith("/yes")}).encode()
+                body = json.dumps({"sendNotification": self.path.startswith(("/yes", "/held"))}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -61,6 +67,7 @@ class ConditionPeer:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()
 

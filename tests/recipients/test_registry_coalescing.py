@@ -14,7 +14,7 @@ from tests.recipients.registry_data import load
 from tests.recipients.test_lookup import ORG_BOTH, ORG_SMS_ONLY, PLAIN, REGISTRY, RESERVED, UNKNOWN
 from varsel.clock import FrozenClock
 from varsel.db.engine import Database
-from varsel.recipients.registry import LocalRegistry
+from varsel.recipients.registry import LocalRegistry, _Coalesced
 
 
 @pytest.fixture
@@ -93,7 +93,7 @@ async def test_many_keys_are_split_across_queries_and_none_is_lost(database: Dat
     ]
     assert (await load(database, clock, records)).rejected == []
     registry = LocalRegistry(database)
-    registry._persons._max_keys = 50  # small batches, to see the split
+    registry._persons = _Coalesced(registry._fetch_persons, max_keys=50)  # small batches, to see the split
     asked = [[f"{n:011d}" for n in range(start, start + 30)] for start in range(1, 301, 30)]
     answers = await asyncio.gather(*(registry.persons(keys) for keys in asked))
     for keys, answer in zip(asked, answers, strict=True):

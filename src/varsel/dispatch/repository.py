@@ -142,18 +142,14 @@ async def release_orders_held_by(conn: AsyncConnection, worker: str, now: dateti
 
 async def finish_order(conn: AsyncConnection, order_id: UUID, worker: str, status: OrderStatus, now: datetime) -> bool:
     """Move an order this worker holds to `status`; False when the claim was lost (nothing must be written)."""
-    result = await conn.execute(
-        update(orders)
-        .where(and_(orders.c.id == order_id, _held_by(worker)))
-        .values(status=status.value, status_changed=now, claimed_by=None, claimed_until=None)
-    )
-    return bool(result.rowcount == 1)
+    return order_id in await finish_orders(conn, worker, [(order_id, status)], now)
 
 
 async def finish_orders(
     conn: AsyncConnection, worker: str, statuses: Sequence[tuple[UUID, OrderStatus]], now: datetime
 ) -> set[UUID]:
-    """finish_order for many orders at once: answers the ids moved; the others' claims were lost."""
+    """Move orders this worker holds to their statuses; answers the ids moved. The others' claims were lost:
+    nothing must be written for them."""
     finished: set[UUID] = set()
     by_status: dict[OrderStatus, list[UUID]] = {}
     for order_id, status in statuses:

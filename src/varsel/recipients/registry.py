@@ -6,7 +6,6 @@ the network can replace the local copy. Every method takes a whole batch of keys
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
@@ -14,7 +13,7 @@ from typing import Generic, Protocol, TypeVar
 from sqlalchemy import and_, bindparam, select
 
 from varsel.db.engine import Database
-from varsel.db.group_commit import WriterStopped
+from varsel.db.group_commit import GroupCommit
 from varsel.db.tables import (
     registry_authorizations,
     registry_organizations,
@@ -78,57 +77,23 @@ class _Coalesced(Generic[V]):
     """Look-ups by key that arrive while one is under way are answered together by the next query.
 
     At intake every order by identity number looks its recipients up; one query for all the orders arriving together
-    costs one transaction and one round trip instead of one each. A quiet service waits for nothing: the first
-    look-up is sent at once, and only those arriving meanwhile are grouped.
+    costs one transaction and one round trip instead of one each. The grouping is varsel.db.group_commit's: a quiet
+    service waits for nothing, and only look-ups arriving meanwhile are grouped, up to `max_keys` keys a query.
     """
 
     def __init__(self, fetch: Callable[[list[str]], Awaitable[dict[str, V]]], max_keys: int = BATCH_SIZE) -> None:
         self._fetch = fetch
-        self._max_keys = max_keys
-        self._queue: list[tuple[set[str], asyncio.Future[dict[str, V]]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._group: GroupCommit[frozenset[str], dict[str, V]] = GroupCommit(
+            self._fetch_group, max_items=max_keys, weight=len, max_weight=max_keys
+        )
 
     async def get(self, keys: Collection[str]) -> dict[str, V]:
-        wanted = set(keys)
-        if not wanted:
-            return {}
-        answer: asyncio.Future[dict[str, V]] = asyncio.get_running_loop().create_future()
-        self._queue.append((wanted, answer))
-        # Not `is None` alone: a flusher cancelled before its first step never ran its `finally`.
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        return await answer
+        wanted = frozenset(keys)
+        return await self._group.write(wanted) if wanted else {}
 
-    async def _flush(self) -> None:
-        batch: list[tuple[set[str], asyncio.Future[dict[str, V]]]] = []
-        try:
-            while self._queue:
-                batch = [self._queue.pop(0)]
-                keys = set(batch[0][0])
-                while self._queue and len(keys) + len(self._queue[0][0]) <= self._max_keys:
-                    wanted, answer = self._queue.pop(0)
-                    batch.append((wanted, answer))
-                    keys |= wanted
-                try:
-                    found = await self._fetch(sorted(keys))
-                except Exception as error:
-                    for _, answer in batch:
-                        if not answer.done():
-                            answer.set_exception(error)
-                    continue
-                for wanted, answer in batch:
-                    if not answer.done():
-                        answer.set_result({key: found[key] for key in wanted if key in found})
-        except BaseException:  # cancelled at shutdown: nobody may be left waiting for ever
-            for _, answer in [*batch, *self._queue]:
-                if not answer.done():
-                    answer.set_exception(WriterStopped("the process is stopping; the look-up was not made"))
-            self._queue.clear()
-            raise
-        finally:
-            # At once, not in a done callback: a look-up arriving meanwhile must find no flusher and start one.
-            if self._flusher is asyncio.current_task():
-                self._flusher = None
+    async def _fetch_group(self, group: list[frozenset[str]]) -> list[dict[str, V] | Exception]:
+        found = await self._fetch(sorted(frozenset().union(*group)))
+        return [{key: found[key] for key in wanted if key in found} for wanted in group]
 
 
 # Built once, with an expanding parameter for the keys: compiled once, then only bound.
