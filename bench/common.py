@@ -72,6 +72,8 @@ class Process:
     name: str
     popen: subprocess.Popen[bytes]
     log: Path
+    # Where a varsel worker serves /metrics, when it is one.
+    metrics_port: int | None = None
 
     @property
     def pid(self) -> int:
@@ -214,3 +216,19 @@ def ratio(value: float | None, baseline: float | None) -> float | None:
     if value is None or baseline is None or baseline == 0 or math.isnan(value) or math.isnan(baseline):
         return None
     return round(value / baseline, 3)
+
+
+def histogram_means(port: int, name: str, label: str) -> dict[str, tuple[float, float]]:
+    """(count, mean) per `label` value of a Prometheus histogram `name` served on /metrics at `port`."""
+    status, body = http_get(f"http://127.0.0.1:{port}/metrics")
+    if status != 200:
+        raise RuntimeError(f"/metrics on {port}: {status}")
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for line in body.decode().splitlines():
+        for suffix, into in (("_sum{", sums), ("_count{", counts)):
+            if line.startswith(name + suffix):
+                labels, value = line[len(name) + len(suffix) :].split("} ")
+                key = dict(part.split("=", 1) for part in labels.split(","))[label].strip('"')
+                into[key] = into.get(key, 0.0) + float(value)
+    return {key: (counts[key], sums.get(key, 0.0) / counts[key]) for key in counts if counts[key]}

@@ -41,6 +41,7 @@ from bench.common import (
     CpuMeter,
     Process,
     free_port,
+    histogram_means,
     http_json,
     ratio,
     start,
@@ -412,7 +413,9 @@ def start_workers(
         port = free_port()
         env = varsel_env(ctx, url, log_level, VARSEL_DISPATCH__KINDS=json.dumps(kinds),
                          **provider_env(peer.http_port, peer.smtp_port))  # fmt: skip
-        workers.append(start(f"{name}-{i}", [VARSEL, "worker", "--metrics-port", str(port)], env, ctx.logs))
+        worker = start(f"{name}-{i}", [VARSEL, "worker", "--metrics-port", str(port)], env, ctx.logs)
+        worker.metrics_port = port
+        workers.append(worker)
         ports.append(port)
     for worker, port in zip(workers, ports, strict=True):
         wait_http_ok(f"http://127.0.0.1:{port}/health/ready", worker.popen)
@@ -456,6 +459,7 @@ def dispatch_run(
             profile_out = stop_profiler(ctx, spy) if spy is not None else None
             dumped = peer.dump()[channel]
             statuses = loop.run_until_complete(bdb.statuses(channel))
+            groups = outcome_groups(procs, channel)
         finally:
             for p in procs:
                 p.stop()
@@ -484,12 +488,29 @@ def dispatch_run(
         "distinct_at_peer": len({ref for ref, _ in dumped}),
         "statuses": statuses,
         "transition_log_lines": log_lines,
+        "outcome_groups": groups,
         "calls_per_second": timeline,
         "cpu": shares,
     }
     if profile_out is not None:
         result["profile"] = profile_out
     return result
+
+
+def outcome_groups(workers: list[Process], channel: str) -> dict[str, float]:
+    """How the workers wrote send outcomes: groups, their mean size and mean write time (from their metrics)."""
+    groups = size = seconds = 0.0
+    for worker in workers:
+        assert worker.metrics_port is not None
+        sizes = histogram_means(worker.metrics_port, "varsel_outcome_group_size", "channel").get(channel)
+        times = histogram_means(worker.metrics_port, "varsel_outcome_write_seconds", "channel").get(channel)
+        if sizes and times:
+            groups += sizes[0]
+            size += sizes[0] * sizes[1]
+            seconds += times[0] * times[1]
+    if not groups:
+        return {"groups": 0}
+    return {"groups": groups, "mean_size": round(size / groups, 1), "mean_write_ms": round(1000 * seconds / groups, 2)}
 
 
 def sms_client_library() -> str:

@@ -58,6 +58,20 @@ class Telemetry:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.outcome_group_size = Histogram(
+            "varsel_outcome_group_size",
+            "Send outcomes written together in one transaction, by channel (group commit: more under load).",
+            ["channel"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=self.registry,
+        )
+        self.outcome_write_seconds = Histogram(
+            "varsel_outcome_write_seconds",
+            "Time to write one group of send outcomes (the recording transaction), by channel.",
+            ["channel"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.provider_seconds = Histogram(
             "varsel_provider_call_seconds",
             "Time of one provider call, by channel, provider and outcome (accepted, transient, permanent, error).",

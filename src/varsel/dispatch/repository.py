@@ -13,7 +13,22 @@ from types import SimpleNamespace
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, Table, and_, bindparam, exists, func, insert, literal_column, or_, select, update
+from sqlalchemy import (
+    Column,
+    Select,
+    Table,
+    Uuid,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -48,6 +63,14 @@ def _still_pending(table: Table) -> Any:
         table.c.status.in_([s for s in _PENDING[table.name] if s != _AWAITING_REPORT[table.name]]),
         and_(table.c.status == _AWAITING_REPORT[table.name], _expects_report(table)),
     )
+
+
+def leaves_pending(table: Table, status: str, provider: str | None) -> bool:
+    """Whether a notification left in `status` by `provider` is still pending, as `_still_pending` has it: its
+    order cannot be completed yet, so there is no need to ask the database."""
+    if status in (NEW, SENDING):
+        return True
+    return status == _AWAITING_REPORT[table.name] and provider not in PROVIDERS_WITHOUT_REPORTS
 
 
 # ---------------------------------------------------------------- orders
@@ -101,6 +124,24 @@ _ORDER_UNFINISHED = _status_in(orders, OrderStatus.REGISTERED.value, OrderStatus
 def _unsent(table: Table) -> Any:
     """As _ORDER_UNFINISHED, for a notification table's sendable index."""
     return _status_in(table, NEW, SENDING)
+
+
+def _among(conn: AsyncConnection, column: Any, ids: Sequence[UUID]) -> Any:
+    """`column IN ids`, written so that PostgreSQL does not compare every row with every id.
+
+    Given `id IN (…)` over a table of a few thousand orders, its planner chose a sequential scan testing each row
+    against the whole list: 5-16 ms per statement for 25-40 ids in the dispatch benchmark. Joined with the ids
+    unnested from one array parameter, it looks each id up in the index, or on a small table hashes the ids and
+    passes over the rows once (about 1 ms); and the statement has one shape whatever the number of ids, so one
+    prepared statement serves every group."""
+    if conn.dialect.name != "postgresql":
+        return column.in_(list(ids))
+    wanted = (
+        func.unnest(bindparam("among_ids", list(ids), type_=ARRAY(Uuid)))
+        .table_valued(Column("id", Uuid))
+        .render_derived(name="among")
+    )
+    return column == wanted.c.id
 
 
 def _held_by(worker: str) -> Any:
@@ -157,7 +198,7 @@ async def finish_orders(
     for status, order_ids in by_status.items():
         result = await conn.execute(
             update(orders)
-            .where(and_(orders.c.id.in_(order_ids), _held_by(worker)))
+            .where(and_(_among(conn, orders.c.id, order_ids), _held_by(worker)))
             .values(status=status.value, status_changed=now, claimed_by=None, claimed_until=None)
             .returning(orders.c.id)
         )
@@ -201,7 +242,7 @@ async def complete_orders(conn: AsyncConnection, order_ids: Sequence[UUID], now:
         update(orders)
         .where(
             and_(
-                orders.c.id.in_(sorted(set(order_ids))),
+                _among(conn, orders.c.id, sorted(set(order_ids))),
                 orders.c.status == OrderStatus.PROCESSED.value,
                 *nothing_pending,
             )
