@@ -4,6 +4,7 @@ took over meanwhile gets nothing written, while the rest of its group is written
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -117,3 +118,44 @@ async def test_one_group_writes_each_order_its_own_status_and_nothing_for_a_lost
         ]
     assert status == {ids[0]: "Completed", ids[1]: "Processed", ids[2]: "Processing"}
     assert sorted(rows) == sorted([(ids[0], "Failed"), (ids[1], "New")])
+
+
+async def test_a_group_committed_after_its_round_was_cancelled_still_logs_its_transitions(
+    client: httpx.AsyncClient, auth: Auth, varsel: Varsel, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At shutdown a round is cancelled while its group may be committing: the group is written whatever happens to
+    the round, so its transitions must be logged all the same (they used to be logged by the cancelled round)."""
+    caplog.set_level(logging.INFO, logger="varsel.transitions")
+    order_id = await _order(client, auth, _email("late@example.com"))
+    loop = asyncio.get_running_loop()
+    round_: asyncio.Task[int] | None = None
+    processed = asyncio.Event()
+
+    def cancel_the_round(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        # Inside the group's transaction: the round is cancelled while its group is being written. (On SQLite this
+        # runs on the driver's thread, hence call_soon_threadsafe.)
+        if statement.startswith("INSERT INTO email_notifications") and round_ is not None:
+            loop.call_soon_threadsafe(round_.cancel)
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if f"id={order_id} from=Processing to=Processed" in record.getMessage():
+                loop.call_soon_threadsafe(processed.set)
+
+    watch = Watch()
+    logging.getLogger("varsel.transitions").addHandler(watch)
+    engine = varsel.database.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", cancel_the_round)
+    try:
+        round_ = asyncio.create_task(varsel.workers.processor.run_once())
+        with pytest.raises(asyncio.CancelledError):
+            await round_
+        await asyncio.wait_for(processed.wait(), 10)
+    finally:
+        event.remove(engine, "before_cursor_execute", cancel_the_round)
+        logging.getLogger("varsel.transitions").removeHandler(watch)
+    async with varsel.database.read() as conn:
+        status = (await conn.execute(select(orders.c.status).where(orders.c.id == UUID(order_id)))).scalar_one()
+    assert status == "Processed"
+    lines = [r.getMessage() for r in caplog.records if r.name == "varsel.transitions"]
+    assert any("entity=email" in line and "to=New" in line and f"order={order_id}" in line for line in lines), lines

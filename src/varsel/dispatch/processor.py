@@ -193,23 +193,9 @@ class OrderProcessor:
 
     async def _write(self, order: StoredOrder, generated: GeneratedNotifications, now: datetime) -> None:
         status = OrderStatus.PROCESSED if generated.pending else OrderStatus.COMPLETED
-        # Raises _ClaimLost when another worker took the order over: nothing of it was written.
+        # Raises _ClaimLost when another worker took the order over: nothing of it was written. The transitions
+        # are logged by the group's writer, which knows what committed even if this round is cancelled meanwhile.
         await self._finished.write(_Processed(order, generated, status, now))
-        for channel, rows in (("email", generated.email), ("sms", generated.sms)):
-            for row in rows:
-                self._telemetry.transition(channel, row["id"], None, row["status"], order=order.id)
-        self._telemetry.transition(
-            "order",
-            order.id,
-            OrderStatus.PROCESSING.value,
-            status.value,
-            email=len(generated.email),
-            sms=len(generated.sms),
-        )
-        if generated.email:
-            self._wakeups.email.set()
-        if generated.sms:
-            self._wakeups.sms.set()
 
     async def _write_group(self, group: list[_Processed]) -> list[Exception | None]:
         """One transaction for a group of processed orders: each moves to its status if this worker still holds
@@ -225,7 +211,29 @@ class OrderProcessor:
             await repository.insert_notifications(conn, email_notifications, email)
             await repository.insert_notifications(conn, sms_notifications, sms)
             await repository.announce_work(conn, email=bool(email), sms=bool(sms))
+        # Logged here, right after the commit and with no await in between: a round cancelled at shutdown while its
+        # group commits would otherwise leave written orders and notifications without their transition lines.
+        for done in kept:
+            self._log_processed(done)
+        if email:
+            self._wakeups.email.set()
+        if sms:
+            self._wakeups.sms.set()
         return [None if done.order.id in finished else _ClaimLost() for done in group]
+
+    def _log_processed(self, done: _Processed) -> None:
+        order, generated = done.order, done.generated
+        for channel, rows in (("email", generated.email), ("sms", generated.sms)):
+            for row in rows:
+                self._telemetry.transition(channel, row["id"], None, row["status"], order=order.id)
+        self._telemetry.transition(
+            "order",
+            order.id,
+            OrderStatus.PROCESSING.value,
+            done.status.value,
+            email=len(generated.email),
+            sms=len(generated.sms),
+        )
 
     async def _finish(self, order: StoredOrder, status: OrderStatus) -> None:
         async with self._db.transaction() as conn:
