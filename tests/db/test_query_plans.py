@@ -3,6 +3,8 @@ table gets slower with every order ever made (3 ms per 100,000 orders, on every 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -27,23 +29,13 @@ def database_url(sqlite_template: Path, tmp_path: Path) -> str:
 
 
 async def test_claims_and_next_due_look_ups_use_the_partial_indexes(database: Database) -> None:
-    sent: list[tuple[str, Any]] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            sent.append((statement, parameters))
-
-    engine = database.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with statements_sent(database, "SELECT") as sent:
         async with database.transaction() as conn:
             await repository.claim_due_orders(conn, "w", NOW, NOW + timedelta(minutes=2), 100)
             await repository.next_due_order(conn)
             for table in (email_notifications, sms_notifications):
                 await repository.claim_notifications(conn, table, "w", NOW, NOW + timedelta(minutes=2), 100)
                 await repository.next_sendable(conn, table, NOW)
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
     assert len(sent) >= 6, sent
 
     async with database.read() as conn:
@@ -53,3 +45,20 @@ async def test_claims_and_next_due_look_ups_use_the_partial_indexes(database: Da
             # SQLite says SCAN for a full table scan, SEARCH … USING INDEX for an index.
             assert not any(d.startswith("SCAN") for d in details), (statement, details)
             assert any("USING INDEX" in d or "USING COVERING INDEX" in d for d in details), (statement, details)
+
+
+@contextmanager
+def statements_sent(database: Database, prefix: str) -> Iterator[list[tuple[str, Any]]]:
+    """The statements (and their parameters) starting with `prefix` that the block sends, to EXPLAIN afterwards."""
+    sent: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith(prefix.upper()):
+            sent.append((statement, parameters))
+
+    engine = database.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", record)

@@ -7,12 +7,12 @@ unnested from one array takes about 1 ms (an index look-up per id on a larger ta
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pytest
-from sqlalchemy import event, insert, text
+from sqlalchemy import insert, text
 
 from tests.conftest import NOW
+from tests.db.test_query_plans import statements_sent
 from tests.dispatch.test_order_completion import _notification, _order
 from varsel.db.engine import Database
 from varsel.db.tables import orders, sms_notifications
@@ -40,20 +40,10 @@ async def test_order_lists_are_looked_up_by_index_on_postgresql(database: Databa
     async with database.transaction() as conn:
         await conn.execute(text("ANALYZE"))
 
-    sent: list[tuple[str, Any]] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("UPDATE ORDERS"):
-            sent.append((statement, parameters))
-
-    engine = database.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with statements_sent(database, "UPDATE orders") as sent:
         async with database.transaction() as conn:
             completed = await repository.complete_orders(conn, [o["id"] for o in order_rows[:40]], NOW)
             finished = await repository.finish_orders(conn, "w", [(o["id"], OrderStatus.PROCESSED) for o in held], NOW)
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
     assert completed == []  # every SMS still awaits its delivery report
     assert finished == {o["id"] for o in held}
     assert len(sent) == 2, sent

@@ -70,6 +70,11 @@ async def test_metrics_show_intake_transitions_and_the_queue(
         == 2
     )
     assert _metric(after, "varsel_claim_seconds_count", work="orders") >= 1
+    # Both outcomes written, in one group or two, each group timed.
+    assert _metric(after, "varsel_outcome_group_size_sum", channel="email") == 2
+    groups = _metric(after, "varsel_outcome_group_size_count", channel="email")
+    assert 1 <= groups <= 2
+    assert _metric(after, "varsel_outcome_write_seconds_count", channel="email") == groups
 
 
 async def test_health(client: httpx.AsyncClient) -> None:
