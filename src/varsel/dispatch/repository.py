@@ -133,7 +133,8 @@ def _among(conn: AsyncConnection, column: Any, ids: Sequence[UUID]) -> Any:
     against the whole list: 5-16 ms per statement for 25-40 ids in the dispatch benchmark. Joined with the ids
     unnested from one array parameter, it looks each id up in the index, or on a small table hashes the ids and
     passes over the rows once (about 1 ms); and the statement has one shape whatever the number of ids, so one
-    prepared statement serves every group."""
+    prepared statement serves every group. Not for every list: finishing orders (`finish_orders`) reads them
+    through the small index of unfinished orders with a plain IN, which measured faster than the join."""
     if conn.dialect.name != "postgresql":
         return column.in_(list(ids))
     wanted = (
@@ -198,7 +199,7 @@ async def finish_orders(
     for status, order_ids in by_status.items():
         result = await conn.execute(
             update(orders)
-            .where(and_(_among(conn, orders.c.id, order_ids), _held_by(worker)))
+            .where(and_(orders.c.id.in_(order_ids), _held_by(worker)))
             .values(status=status.value, status_changed=now, claimed_by=None, claimed_until=None)
             .returning(orders.c.id)
         )
