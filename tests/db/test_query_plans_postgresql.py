@@ -26,7 +26,7 @@ def database_url(postgres_url: str) -> str:
     return postgres_url
 
 
-async def test_order_lists_are_looked_up_by_index_on_postgresql(database: Database) -> None:
+async def test_a_list_of_order_ids_never_has_every_order_tested_against_it(database: Database) -> None:
     """A few thousand orders (a quiet day), then the statements a sender and the order worker send for a group."""
     order_rows = [_order() for _ in range(3_000)]
     held = [_order(OrderStatus.PROCESSING.value, claimed_by="w", claimed_until=NOW) for _ in range(40)]

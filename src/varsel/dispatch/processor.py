@@ -211,14 +211,19 @@ class OrderProcessor:
             await repository.insert_notifications(conn, email_notifications, email)
             await repository.insert_notifications(conn, sms_notifications, sms)
             await repository.announce_work(conn, email=bool(email), sms=bool(sms))
-        # Logged here, right after the commit and with no await in between: a round cancelled at shutdown while its
-        # group commits would otherwise leave written orders and notifications without their transition lines.
-        for done in kept:
-            self._log_processed(done)
         if email:
             self._wakeups.email.set()
         if sms:
             self._wakeups.sms.set()
+        # Logged here, right after the commit and with no await in between: a round cancelled at shutdown while its
+        # group commits would otherwise leave written orders and notifications without their transition lines.
+        # Nothing after the commit may raise: GroupCommit would take the group for failed and write its orders one
+        # by one, and those would all find their claims gone.
+        try:
+            for done in kept:
+                self._log_processed(done)
+        except Exception:
+            log.exception("order worker: logging the transitions of %d committed orders failed", len(kept))
         return [None if done.order.id in finished else _ClaimLost() for done in group]
 
     def _log_processed(self, done: _Processed) -> None:

@@ -133,12 +133,13 @@ def _among(conn: AsyncConnection, column: Any, ids: Sequence[UUID]) -> Any:
     against the whole list: 5-16 ms per statement for 25-40 ids in the dispatch benchmark. Joined with the ids
     unnested from one array parameter, it looks each id up in the index, or on a small table hashes the ids and
     passes over the rows once (about 1 ms); and the statement has one shape whatever the number of ids, so one
-    prepared statement serves every group. Not for every list: finishing orders (`finish_orders`) reads them
+    prepared statement serves every group. It is a join: `ids` must be distinct, or a row would be matched once
+    per copy (harmless in an UPDATE, not in a SELECT). Not for every list: finishing orders (`finish_orders`) reads them
     through the small index of unfinished orders with a plain IN, which measured faster than the join."""
     if conn.dialect.name != "postgresql":
         return column.in_(list(ids))
     wanted = (
-        func.unnest(bindparam("among_ids", list(ids), type_=ARRAY(Uuid)))
+        func.unnest(bindparam(None, list(ids), type_=ARRAY(Uuid)))
         .table_valued(Column("id", Uuid))
         .render_derived(name="among")
     )

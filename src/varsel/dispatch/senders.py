@@ -335,30 +335,30 @@ class Sender:
         delivered = EmailStatus.DELIVERED.value if self._channel == "email" else SmsStatus.DELIVERED.value
         touched: set[UUID] = set()
         recorded: list[_Outcome] = []
+        began = time.perf_counter()
+        async with self._db.transaction() as conn:
+            held = await repository.record_outcomes(
+                conn, self._table, self._worker, [(o.notification_id, o.values) for o in outcomes]
+            )
+            for outcome in outcomes:
+                if outcome.notification_id not in held:
+                    log.warning(
+                        "%s %s: outcome not recorded, the claim was lost", self._channel, outcome.notification_id
+                    )
+                    continue
+                recorded.append(outcome)
+                if outcome.delivered:
+                    await repository.apply_delivery_report(conn, self._table, outcome.notification_id, delivered, now)
+                final_status = delivered if outcome.delivered else outcome.values["status"]
+                if not repository.leaves_pending(self._table, final_status, outcome.values.get("provider")):
+                    # Only a notification that reached a final status can complete its order: one still
+                    # awaiting its delivery report (most SMS) cannot, and its order is not looked at.
+                    touched.add(outcome.order_id)
+            completed = await repository.complete_orders(conn, sorted(touched), now)
+            await report_repository.insert_attempts(conn, [o.attempt for o in recorded if o.attempt is not None])
+        # Observed once committed: a failed try, written again by _record_until_written, is not a group.
+        self._telemetry.outcome_write_seconds.labels(self._channel).observe(time.perf_counter() - began)
         self._telemetry.outcome_group_size.labels(self._channel).observe(len(outcomes))
-        with self._telemetry.outcome_write_seconds.labels(self._channel).time():
-            async with self._db.transaction() as conn:
-                held = await repository.record_outcomes(
-                    conn, self._table, self._worker, [(o.notification_id, o.values) for o in outcomes]
-                )
-                for outcome in outcomes:
-                    if outcome.notification_id not in held:
-                        log.warning(
-                            "%s %s: outcome not recorded, the claim was lost", self._channel, outcome.notification_id
-                        )
-                        continue
-                    recorded.append(outcome)
-                    if outcome.delivered:
-                        await repository.apply_delivery_report(
-                            conn, self._table, outcome.notification_id, delivered, now
-                        )
-                    final_status = delivered if outcome.delivered else outcome.values["status"]
-                    if not repository.leaves_pending(self._table, final_status, outcome.values.get("provider")):
-                        # Only a notification that reached a final status can complete its order: one still
-                        # awaiting its delivery report (most SMS) cannot, and its order is not looked at.
-                        touched.add(outcome.order_id)
-                completed = await repository.complete_orders(conn, sorted(touched), now)
-                await report_repository.insert_attempts(conn, [o.attempt for o in recorded if o.attempt is not None])
         for outcome in recorded:
             status = outcome.values["status"]
             self._telemetry.transition(
