@@ -23,14 +23,28 @@ class Store:
 
 async def test_items_are_answered_in_groups_and_each_gets_its_own_result() -> None:
     store = Store()
-    sizes: list[int] = []
-    group = GroupCommit(store, max_items=3, on_group=sizes.append)
+    written: list[list[int]] = []
+    group = GroupCommit(store, max_items=3, on_group=written.append)
     outcomes = await asyncio.gather(*(group.write(n) for n in (1, 2, -3, 4)), return_exceptions=True)
     assert outcomes[:2] == [10, 20]
     assert isinstance(outcomes[2], ValueError)
     assert outcomes[3] == 40
     assert store.groups == [[1, 2, -3], [4]]
-    assert sizes == [3, 1]
+    # Told of what each commit wrote: not the refused item.
+    assert written == [[1, 2], [4]]
+
+
+async def test_a_failing_on_group_neither_fails_the_committed_group_nor_stops_the_writer() -> None:
+    store = Store()
+
+    def broken(items: list[int]) -> None:
+        raise RuntimeError("a metric or log line failed")
+
+    group = GroupCommit(store, max_items=2, on_group=broken)
+    # The third waits behind the first group: it must be written, not answered "stopped" by a writer that died.
+    assert await asyncio.gather(*(group.write(n) for n in (1, 2, 3))) == [10, 20, 30]
+    # Each written once, in its group: not taken for failed and written again one by one.
+    assert store.groups == [[1, 2], [3]]
 
 
 async def test_a_flusher_cancelled_mid_write_answers_its_group_and_the_queue_as_stopped() -> None:

@@ -9,11 +9,14 @@ once; under load, writes queue while earlier groups commit and go in the next.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from varsel.db.engine import database_unavailable
+
+log = logging.getLogger("varsel.db")
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -33,7 +36,12 @@ class _Pending(Generic[Item, Result]):
 class GroupCommit(Generic[Item, Result]):
     """Feeds queued items, in groups, to `store`, which writes one group in one transaction and answers one result
     (or exception) per item, in order. When a whole group fails for a reason other than an outage, its items are
-    stored one by one, so that the one item the database refuses fails alone."""
+    stored one by one, so that the one item the database refuses fails alone.
+
+    `on_group` is told of the items of each commit that were written (not answered with an exception), once their
+    callers are answered: the place for what must follow a commit (metrics, the transition log) and must happen
+    even if a caller was cancelled meanwhile. It runs outside `store`, so a failure in it cannot send a committed
+    group to the one-by-one path; it is logged, not raised."""
 
     def __init__(
         self,
@@ -43,7 +51,7 @@ class GroupCommit(Generic[Item, Result]):
         weight: Callable[[Item], int] = lambda item: 1,
         max_weight: int | None = None,
         parallel: int = 1,
-        on_group: Callable[[int], None] = lambda size: None,
+        on_group: Callable[[list[Item]], None] = lambda items: None,
     ) -> None:
         self._store = store
         self._on_group = on_group
@@ -116,12 +124,18 @@ class GroupCommit(Generic[Item, Result]):
                     _answer(pending, single_error)
                 else:
                     _answer(pending, result)
-                    self._on_group(1)
+                    self._committed([pending.item], [result])
             return
         for pending, result in zip(group, results, strict=True):
             _answer(pending, result)
-        # After the answers, outside `store`: nothing after a commit may send the group to the one-by-one path.
-        self._on_group(len(group))
+        self._committed([p.item for p in group], results)
+
+    def _committed(self, items: list[Item], results: Sequence[Result | Exception]) -> None:
+        written = [item for item, result in zip(items, results, strict=True) if not isinstance(result, Exception)]
+        try:
+            self._on_group(written)
+        except Exception:
+            log.exception("after a group commit of %d items", len(written))
 
 
 def _answer(pending: _Pending[Item, Result], result: Result | BaseException) -> None:

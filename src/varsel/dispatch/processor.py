@@ -80,6 +80,7 @@ class OrderProcessor:
             max_items=MAX_GROUP_ORDERS,
             weight=lambda done: len(done.generated.email) + len(done.generated.sms),
             max_weight=MAX_GROUP_NOTIFICATIONS,
+            on_group=self._log_processed,
         )
 
     async def run_once(self) -> int:
@@ -194,7 +195,8 @@ class OrderProcessor:
     async def _write(self, order: StoredOrder, generated: GeneratedNotifications, now: datetime) -> None:
         status = OrderStatus.PROCESSED if generated.pending else OrderStatus.COMPLETED
         # Raises _ClaimLost when another worker took the order over: nothing of it was written. The transitions
-        # are logged by the group's writer, which knows what committed even if this round is cancelled meanwhile.
+        # are logged by the group's writer (_log_processed), which knows what committed even if this round is
+        # cancelled meanwhile.
         await self._finished.write(_Processed(order, generated, status, now))
 
     async def _write_group(self, group: list[_Processed]) -> list[Exception | None]:
@@ -215,30 +217,25 @@ class OrderProcessor:
             self._wakeups.email.set()
         if sms:
             self._wakeups.sms.set()
-        # Logged here, right after the commit and with no await in between: a round cancelled at shutdown while its
-        # group commits would otherwise leave written orders and notifications without their transition lines.
-        # Nothing after the commit may raise: GroupCommit would take the group for failed and write its orders one
-        # by one, and those would all find their claims gone.
-        try:
-            for done in kept:
-                self._log_processed(done)
-        except Exception:
-            log.exception("order worker: logging the transitions of %d committed orders failed", len(kept))
         return [None if done.order.id in finished else _ClaimLost() for done in group]
 
-    def _log_processed(self, done: _Processed) -> None:
-        order, generated = done.order, done.generated
-        for channel, rows in (("email", generated.email), ("sms", generated.sms)):
-            for row in rows:
-                self._telemetry.transition(channel, row["id"], None, row["status"], order=order.id)
-        self._telemetry.transition(
-            "order",
-            order.id,
-            OrderStatus.PROCESSING.value,
-            done.status.value,
-            email=len(generated.email),
-            sms=len(generated.sms),
-        )
+    def _log_processed(self, written: list[_Processed]) -> None:
+        """The transitions of processed orders, once committed: logged by the group's writer (GroupCommit's
+        `on_group`), so that a round cancelled at shutdown while its group commits leaves no written order without
+        its lines. Orders whose claim was lost are not among them: nothing of theirs was written."""
+        for done in written:
+            order, generated = done.order, done.generated
+            for channel, rows in (("email", generated.email), ("sms", generated.sms)):
+                for row in rows:
+                    self._telemetry.transition(channel, row["id"], None, row["status"], order=order.id)
+            self._telemetry.transition(
+                "order",
+                order.id,
+                OrderStatus.PROCESSING.value,
+                done.status.value,
+                email=len(generated.email),
+                sms=len(generated.sms),
+            )
 
     async def _finish(self, order: StoredOrder, status: OrderStatus) -> None:
         async with self._db.transaction() as conn:

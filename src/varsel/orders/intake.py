@@ -51,7 +51,7 @@ class OrderWriter:
             weight=lambda new: len(new.recipients),
             max_weight=max_recipients,
             parallel=parallel or PARALLEL_BATCHES.get(database.dialect, 1),
-            on_group=on_batch,
+            on_group=lambda batch: on_batch(len(batch)),
         )
 
     async def write(self, order: dict[str, Any], recipients: list[dict[str, Any]], *, due_soon: bool) -> None:
