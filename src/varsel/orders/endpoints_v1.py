@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -49,7 +50,7 @@ from varsel.orders.models import (
 )
 from varsel.orders.repository import StoredOrder
 from varsel.orders.service import OrderNotFound, OrderStatusView
-from varsel.orders.validation import OrderDraft, RecipientSpec
+from varsel.orders.validation import OrderDraft, OrderValidator, RecipientSpec
 from varsel.problems import Problem, ValidationProblem
 from varsel.recipients.keywords import render, render_subject
 from varsel.recipients.lookup import Address, Medium, Outcome, Reason, ResolvedRecipient
@@ -69,7 +70,22 @@ CallerDep = Annotated[Caller, Depends(authenticated)]
 
 def _base_url(request: Request) -> str:
     configured = request.app.state.varsel.settings.public_url
-    return (configured or str(request.base_url)).rstrip("/")
+    if configured:
+        return str(configured).rstrip("/")
+    scope = request.scope
+    server = scope.get("server")
+    return _request_base_url(scope.get("scheme", "http"), request.headers.get("host"),
+                             tuple(server) if server else None, scope.get("root_path", ""))  # fmt: skip
+
+
+@functools.lru_cache(maxsize=64)
+def _request_base_url(scheme: str, host: str | None, server: tuple[str, int] | None, root_path: str) -> str:
+    """Starlette's base URL of a request with these parts, remembered: building it parses a URL each time, a few
+    per cent of the API's CPU per order. The parts come from the request (the Host header), so only a few are kept."""
+    headers = [(b"host", host.encode("latin-1"))] if host is not None else []
+    scope = {"type": "http", "scheme": scheme, "server": server, "root_path": root_path, "path": "/",
+             "query_string": b"", "headers": headers}  # fmt: skip
+    return str(Request(scope).base_url).rstrip("/")
 
 
 def _order_url(request: Request, order_id: UUID) -> str:
@@ -83,11 +99,28 @@ def _parse_id(raw: str) -> UUID:
         raise OrderNotFound() from None
 
 
-async def _accept(request: Request, response: Response, caller: Caller, draft: OrderDraft) -> OrderAccepted:
-    varsel = request.app.state.varsel
-    order_id, lookup = await varsel.orders.register(caller.org, draft)
-    response.headers["Location"] = _order_url(request, order_id)
-    return OrderAccepted(order_id=order_id, recipient_lookup=lookup)
+# The three ways to order, on the hot path of intake: they take the bare request and answer a ready Response, so
+# that FastAPI neither solves dependencies nor validates and serialises the answer again (together about a tenth of
+# the API's CPU per order). Their parameters and answer are declared to OpenAPI in the decorators as before.
+_ORDER_BODY = json_body(NotificationOrderRequest)
+_EMAIL_ORDER_BODY = json_body(EmailNotificationOrderRequest)
+_SMS_ORDER_BODY = json_body(SmsNotificationOrderRequest)
+
+
+async def _accept(request: Request, caller: Caller, draft: OrderDraft) -> Response:
+    order_id, lookup = await request.app.state.varsel.orders.register(caller.org, draft)
+    accepted = OrderAccepted(order_id=order_id, recipient_lookup=lookup)
+    return Response(
+        accepted.model_dump_json(by_alias=True, exclude_none=True),
+        status_code=202,
+        media_type="application/json",
+        headers={"Location": _order_url(request, order_id)},
+    )
+
+
+def _validator(request: Request) -> OrderValidator:
+    validator: OrderValidator = request.app.state.varsel.validator
+    return validator
 
 
 def _order_ref(suffix: str, method: str) -> str:
@@ -145,13 +178,10 @@ _READ_RESPONSES = problem_responses(401, 403, 404, 503)
     openapi_extra=json_request_body(NotificationOrderRequest, _ORDER_EXAMPLE),
     responses=_CREATE_RESPONSES,
 )
-async def create_order(
-    request: Request,
-    response: Response,
-    caller: CallerDep,
-    body: Annotated[NotificationOrderRequest, Depends(json_body(NotificationOrderRequest))],
-) -> OrderAccepted:
-    return await _accept(request, response, caller, request.app.state.varsel.validator.order(body))
+async def create_order(request: Request) -> Response:
+    # The token first, then the body: a caller without a valid token learns nothing about its request.
+    caller = await authenticated(request)
+    return await _accept(request, caller, _validator(request).order(await _ORDER_BODY(request)))
 
 
 @router.post(
@@ -163,13 +193,10 @@ async def create_order(
     openapi_extra=json_request_body(EmailNotificationOrderRequest, _EMAIL_ORDER_EXAMPLE),
     responses=_CREATE_RESPONSES,
 )
-async def create_email_order(
-    request: Request,
-    response: Response,
-    caller: CallerDep,
-    body: Annotated[EmailNotificationOrderRequest, Depends(json_body(EmailNotificationOrderRequest))],
-) -> OrderAccepted:
-    return await _accept(request, response, caller, request.app.state.varsel.validator.email_order(body))
+async def create_email_order(request: Request) -> Response:
+    # The token first, then the body: a caller without a valid token learns nothing about its request.
+    caller = await authenticated(request)
+    return await _accept(request, caller, _validator(request).email_order(await _EMAIL_ORDER_BODY(request)))
 
 
 @router.post(
@@ -181,13 +208,10 @@ async def create_email_order(
     openapi_extra=json_request_body(SmsNotificationOrderRequest, _SMS_ORDER_EXAMPLE),
     responses=_CREATE_RESPONSES,
 )
-async def create_sms_order(
-    request: Request,
-    response: Response,
-    caller: CallerDep,
-    body: Annotated[SmsNotificationOrderRequest, Depends(json_body(SmsNotificationOrderRequest))],
-) -> OrderAccepted:
-    return await _accept(request, response, caller, request.app.state.varsel.validator.sms_order(body))
+async def create_sms_order(request: Request) -> Response:
+    # The token first, then the body: a caller without a valid token learns nothing about its request.
+    caller = await authenticated(request)
+    return await _accept(request, caller, _validator(request).sms_order(await _SMS_ORDER_BODY(request)))
 
 
 def _recipient_of(spec: RecipientSpec) -> Recipient:
