@@ -388,3 +388,21 @@ async def test_openapi_documents_every_endpoint_model_and_error(client: httpx.As
     docs = await client.get("/docs")
     assert docs.status_code == 200
     assert "swagger" in docs.text.lower()
+
+
+async def test_the_location_follows_each_request_s_host_unless_a_public_url_is_configured(
+    client: httpx.AsyncClient, auth: Auth, varsel: Varsel
+) -> None:
+    # The base URL of a request is remembered per host: a second host must not get the first one's.
+    for host in ("a.example", "b.example:8443", "a.example"):
+        response = await client.post(f"{V1}/orders", json=SPEC_003_EXAMPLE, headers={**auth(), "Host": host})
+        order_id = response.json()["orderId"]
+        assert response.headers["location"] == f"http://{host}{V1}/orders/{order_id}"
+        read = await client.get(f"{V1}/orders/{order_id}", headers={**auth(), "Host": host})
+        assert read.json()["links"]["self"] == f"http://{host}{V1}/orders/{order_id}"
+
+    varsel.settings.public_url = "https://varsel.example.no/"
+    sms = {"body": "Hei", "recipients": [{"mobileNumber": "+4799999999"}]}
+    response = await client.post(f"{V1}/orders/sms", json=sms, headers={**auth(), "Host": "a.example"})
+    order_id = response.json()["orderId"]
+    assert response.headers["location"] == f"https://varsel.example.no{V1}/orders/{order_id}"
