@@ -11,7 +11,7 @@ Two ways, both through the same driver as varsel (asyncpg, aiosqlite):
 * `sqlalchemy_serialized` (SQLite): as `sqlalchemy`, but the writers of the process take turns on an asyncio lock
   before they begin, as an in-process write lock in varsel would have them do;
 * `driver_grouped`: the driver alone, the orders in flight written as varsel's intake groups them (group commit):
-  on SQLite one transaction at a time holding all of them, on PostgreSQL four at once sharing them, each with one
+  as many transactions at once as varsel has (varsel.orders.intake.PARALLEL_BATCHES), each with one
   executemany per table. The ceiling for varsel as it is built now.
 """
 
@@ -35,6 +35,7 @@ from bench.data import EMAIL, _order_row
 from varsel.db.engine import Database
 from varsel.db.tables import order_recipients, orders
 from varsel.ids import new_id
+from varsel.orders.intake import PARALLEL_BATCHES
 
 
 def _cpu() -> float:
@@ -193,13 +194,9 @@ async def _aiosqlite(url: str, concurrency: int, window: _Window) -> None:
         await conn.close()
 
 
-# As varsel.orders.intake.PARALLEL_BATCHES.
-_GROUPS = {"postgresql": 4, "sqlite": 1}
-
-
 async def _asyncpg_grouped(url: str, concurrency: int, window: _Window) -> None:
     dsn = url.replace("postgresql+asyncpg://", "postgresql://")
-    groups = _GROUPS["postgresql"]
+    groups = PARALLEL_BATCHES
     size = max(1, concurrency // groups)
     pool = await asyncpg.create_pool(dsn, min_size=groups, max_size=groups)
     insert_order, insert_recipient = _ASYNCPG_SQL
