@@ -75,15 +75,16 @@ def _base_url(request: Request) -> str:
     scope = request.scope
     server = scope.get("server")
     return _request_base_url(scope.get("scheme", "http"), request.headers.get("host"),
-                             tuple(server) if server else None, scope.get("root_path", ""))  # fmt: skip
+                             tuple(server) if server else None,
+                             scope.get("app_root_path", scope.get("root_path", "")))  # fmt: skip
 
 
 @functools.lru_cache(maxsize=64)
-def _request_base_url(scheme: str, host: str | None, server: tuple[str, int] | None, root_path: str) -> str:
+def _request_base_url(scheme: str, host: str | None, server: tuple[str, int] | None, app_root_path: str) -> str:
     """Starlette's base URL of a request with these parts, remembered: building it parses a URL each time, a few
     per cent of the API's CPU per order. The parts come from the request (the Host header), so only a few are kept."""
     headers = [(b"host", host.encode("latin-1"))] if host is not None else []
-    scope = {"type": "http", "scheme": scheme, "server": server, "root_path": root_path, "path": "/",
+    scope = {"type": "http", "scheme": scheme, "server": server, "app_root_path": app_root_path, "path": "/",
              "query_string": b"", "headers": headers}  # fmt: skip
     return str(Request(scope).base_url).rstrip("/")
 

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import phonenumbers
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
+from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 
 from varsel.clock import Clock
 from varsel.orders.models import (
@@ -97,6 +98,7 @@ _PLAIN_EMAIL = re.compile(
     r"@(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+(?P<tld>[A-Za-z]{2,63}))"
 )
 _SPECIAL_USE_TLDS = frozenset(SPECIAL_USE_DOMAIN_NAMES)
+_ROLE_MAILBOXES = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
 
 
 def normalize_mobile_number(raw: str) -> str | None:
@@ -136,6 +138,8 @@ def normalize_email_address(raw: str) -> str | None:
         and len(plain["local"]) <= 64  # RFC 5321's limit; longer ones are left to email-validator to judge
         and "--" not in plain["domain"]  # hyphens in the third and fourth place follow IDNA's rules
         and plain["tld"].lower() not in _SPECIAL_USE_TLDS
+        # Role mailboxes (RFC 2142: info, support, postmaster, …) are case-insensitive: email-validator lowers them
+        and plain["local"].lower() not in _ROLE_MAILBOXES
     ):
         # What email-validator answers for such an address: the local part as written, the domain in lower case.
         return f"{plain['local']}@{plain['domain'].lower()}"
