@@ -35,7 +35,7 @@ from bench.data import EMAIL, _order_row
 from varsel.db.engine import Database
 from varsel.db.tables import order_recipients, orders
 from varsel.ids import new_id
-from varsel.orders.intake import PARALLEL_BATCHES
+from varsel.orders.intake import MAX_BATCH_ORDERS, PARALLEL_BATCHES
 
 
 def _cpu() -> float:
@@ -197,7 +197,7 @@ async def _aiosqlite(url: str, concurrency: int, window: _Window) -> None:
 async def _asyncpg_grouped(url: str, concurrency: int, window: _Window) -> None:
     dsn = url.replace("postgresql+asyncpg://", "postgresql://")
     groups = PARALLEL_BATCHES
-    size = max(1, concurrency // groups)
+    size = min(MAX_BATCH_ORDERS, max(1, concurrency // groups))
     pool = await asyncpg.create_pool(dsn, min_size=groups, max_size=groups)
     insert_order, insert_recipient = _ASYNCPG_SQL
 
@@ -220,14 +220,14 @@ async def _aiosqlite_grouped(url: str, concurrency: int, window: _Window) -> Non
     insert_order, insert_recipient = _SQLITE_SQL
     try:
         while not window.done():
-            rows = [_rows() for _ in range(concurrency)]
+            rows = [_rows() for _ in range(min(concurrency, MAX_BATCH_ORDERS))]
             await conn.execute("BEGIN IMMEDIATE")
             await conn.executemany(insert_order, [[_sqlite_value(o[c]) for c in _COLUMNS] for o, _ in rows])
             await conn.executemany(
                 insert_recipient, [[_sqlite_value(r[c]) for c in _RECIPIENT_COLUMNS] for _, r in rows]
             )
             await conn.execute("COMMIT")
-            window.committed(concurrency)
+            window.committed(len(rows))
     finally:
         await conn.close()
 

@@ -354,6 +354,14 @@ async def _truncate(url: str) -> None:
         await bdb.close()
 
 
+async def _analyze_registry(url: str) -> None:
+    bdb = BenchDb(url)
+    try:
+        await bdb.analyze_registry()
+    finally:
+        await bdb.close()
+
+
 async def _settle(url: str, quiet_s: float = 0.3, limit_s: float = 30.0) -> None:
     """Wait until the number of stored orders stops changing."""
     bdb = BenchDb(url)
@@ -842,6 +850,7 @@ def main(argv: list[str] | None = None) -> int:
                 registry = tmp / "registry.jsonl"
                 numbers = data.write_registry(registry, ctx.sizes.persons)
                 subprocess.run([VARSEL, "registry", "import", str(registry)], env=env, check=True, capture_output=True)
+                asyncio.run(_analyze_registry(url))
             steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
                 ("intake", functools.partial(bench_intake, ctx, db_kind, url, numbers)),
                 ("dispatch", functools.partial(bench_dispatch, ctx, url, db_kind)),
