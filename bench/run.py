@@ -27,11 +27,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench import data, report
 from bench.common import (
@@ -49,6 +49,8 @@ from bench.common import (
     wait_http_ok,
 )
 from bench.data import BenchDb
+
+T = TypeVar("T")
 
 API = "/notifications/api/v1"
 BENCHMARKS = ("intake", "dispatch", "lag", "scaling")
@@ -281,7 +283,7 @@ def bench_intake(ctx: Ctx, db_kind: str, url: str, numbers: list[str]) -> dict[s
             # Requests the generator left in flight when its window closed are still being written: let them
             # finish, or TRUNCATE and their inserts deadlock each other (PostgreSQL) or wait on the lock (SQLite).
             asyncio.run(_settle(url))
-            asyncio.run(_truncate(url))
+            asyncio.run(_on_bench_db(url, BenchDb.truncate))
 
         for variant in sizes.variants:
             clean()
@@ -316,7 +318,7 @@ def bench_intake(ctx: Ctx, db_kind: str, url: str, numbers: list[str]) -> dict[s
     # The database ceiling: the same rows, the same driver, as many at once as the load generator's connections.
     for mode in ("driver_grouped", "sqlalchemy", "sqlalchemy_prebuilt", "driver",
                  *(["sqlalchemy_serialized"] if db_kind == "sqlite" else [])):  # fmt: skip
-        asyncio.run(_truncate(url))
+        asyncio.run(_on_bench_db(url, BenchDb.truncate))
         ctx.say(f"{db_kind} intake: database ceiling ({mode})")
         meter = CpuMeter({}, include_postgres=db_kind == "postgres")
         before = meter.snapshot()
@@ -326,7 +328,7 @@ def bench_intake(ctx: Ctx, db_kind: str, url: str, numbers: list[str]) -> dict[s
         shares = CpuMeter.shares(before, meter.snapshot())
         ceiling["cpu"] = {"inserter": ceiling["cpu_share"], **{k: v for k, v in shares.items() if k != "machine"}}
         results[f"db_ceiling_{mode}"] = ceiling
-    asyncio.run(_truncate(url))
+    asyncio.run(_on_bench_db(url, BenchDb.truncate))
     return results
 
 
@@ -346,18 +348,11 @@ def wait_http_ok_any(port: int, process: Process) -> None:
     raise RuntimeError(f"{process.name} did not come up")
 
 
-async def _truncate(url: str) -> None:
+async def _on_bench_db(url: str, action: Callable[[BenchDb], Awaitable[T]]) -> T:
+    """One action on the benchmark database, through a BenchDb opened for it."""
     bdb = BenchDb(url)
     try:
-        await bdb.truncate()
-    finally:
-        await bdb.close()
-
-
-async def _analyze_registry(url: str) -> None:
-    bdb = BenchDb(url)
-    try:
-        await bdb.analyze_registry()
+        return await action(bdb)
     finally:
         await bdb.close()
 
@@ -374,14 +369,6 @@ async def _settle(url: str, quiet_s: float = 0.3, limit_s: float = 30.0) -> None
             if now == last:
                 return
             last = now
-    finally:
-        await bdb.close()
-
-
-async def _count_orders(url: str) -> int:
-    bdb = BenchDb(url)
-    try:
-        return await bdb.count_orders()
     finally:
         await bdb.close()
 
@@ -850,7 +837,7 @@ def main(argv: list[str] | None = None) -> int:
                 registry = tmp / "registry.jsonl"
                 numbers = data.write_registry(registry, ctx.sizes.persons)
                 subprocess.run([VARSEL, "registry", "import", str(registry)], env=env, check=True, capture_output=True)
-                asyncio.run(_analyze_registry(url))
+                asyncio.run(_on_bench_db(url, BenchDb.analyze_registry))
             steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
                 ("intake", functools.partial(bench_intake, ctx, db_kind, url, numbers)),
                 ("dispatch", functools.partial(bench_dispatch, ctx, url, db_kind)),

@@ -7,42 +7,24 @@ paths and their edges (case, hyphens, dots, special-use and numeric top-level do
 
 from __future__ import annotations
 
-import re
-
-import phonenumbers
-from email_validator import EmailNotValidError, validate_email
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from varsel.orders.validation import normalize_email_address, normalize_mobile_number
+from varsel.orders.validation import (
+    email_by_validator,
+    mobile_by_libphonenumber,
+    normalize_email_address,
+    normalize_mobile_number,
+)
 
 
-# The general ways, as varsel normalised every address before the fast paths were added.
 def general_email(raw: str) -> str | None:
-    try:
-        return validate_email(raw.strip(), check_deliverability=False).normalized
-    except EmailNotValidError:
-        return None
+    return email_by_validator(raw.strip())
 
 
 def general_mobile(raw: str) -> str | None:
     value = raw.strip()
-    if value.startswith("00"):
-        value = "+" + value[2:]
-    if not re.match(r"^\+[0-9 ()\-]+$", value):
-        return None
-    try:
-        number = phonenumbers.parse(value, None)
-    except phonenumbers.NumberParseException:
-        return None
-    national = str(number.national_number)
-    if number.country_code == 47:
-        if len(national) != 8 or national[0] not in "49" or number.italian_leading_zero:
-            return None
-        return f"+47{national}"
-    if not phonenumbers.is_valid_number(number):
-        return None
-    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+    return mobile_by_libphonenumber("+" + value[2:] if value.startswith("00") else value)
 
 
 _LOCAL_CHARACTERS = st.sampled_from([*"abcXYZ019._+-!#%'~é \"", "..", "\x00"])

@@ -71,7 +71,7 @@ CallerDep = Annotated[Caller, Depends(authenticated)]
 def _base_url(request: Request) -> str:
     configured = request.app.state.varsel.settings.public_url
     if configured:
-        return str(configured).rstrip("/")
+        return str(configured.rstrip("/"))
     scope = request.scope
     server = scope.get("server")
     return _request_base_url(scope.get("scheme", "http"), request.headers.get("host"),
@@ -102,7 +102,8 @@ def _parse_id(raw: str) -> UUID:
 
 # The three ways to order, on the hot path of intake: they take the bare request and answer a ready Response, so
 # that FastAPI neither solves dependencies nor validates and serialises the answer again (together about a tenth of
-# the API's CPU per order). Their parameters and answer are declared to OpenAPI in the decorators as before.
+# the API's CPU per order). Their parameters and answer are declared to OpenAPI in the decorators as before. Each
+# checks the token first, then the body: a caller without a valid token learns nothing about its request.
 _ORDER_BODY = json_body(NotificationOrderRequest)
 _EMAIL_ORDER_BODY = json_body(EmailNotificationOrderRequest)
 _SMS_ORDER_BODY = json_body(SmsNotificationOrderRequest)
@@ -180,7 +181,6 @@ _READ_RESPONSES = problem_responses(401, 403, 404, 503)
     responses=_CREATE_RESPONSES,
 )
 async def create_order(request: Request) -> Response:
-    # The token first, then the body: a caller without a valid token learns nothing about its request.
     caller = await authenticated(request)
     return await _accept(request, caller, _validator(request).order(await _ORDER_BODY(request)))
 
@@ -195,7 +195,6 @@ async def create_order(request: Request) -> Response:
     responses=_CREATE_RESPONSES,
 )
 async def create_email_order(request: Request) -> Response:
-    # The token first, then the body: a caller without a valid token learns nothing about its request.
     caller = await authenticated(request)
     return await _accept(request, caller, _validator(request).email_order(await _EMAIL_ORDER_BODY(request)))
 
@@ -210,7 +209,6 @@ async def create_email_order(request: Request) -> Response:
     responses=_CREATE_RESPONSES,
 )
 async def create_sms_order(request: Request) -> Response:
-    # The token first, then the body: a caller without a valid token learns nothing about its request.
     caller = await authenticated(request)
     return await _accept(request, caller, _validator(request).sms_order(await _SMS_ORDER_BODY(request)))
 

@@ -112,6 +112,11 @@ def normalize_mobile_number(raw: str) -> str | None:
         value = "+" + value[2:]
     if _NORWEGIAN_E164_MOBILE.fullmatch(value):
         return value
+    return mobile_by_libphonenumber(value)
+
+
+def mobile_by_libphonenumber(value: str) -> str | None:
+    """normalize_mobile_number's general way, for a number already stripped and with 00 made +."""
     if not _PHONE_CHARACTERS.match(value):
         return None
     try:
@@ -143,6 +148,11 @@ def normalize_email_address(raw: str) -> str | None:
     ):
         # What email-validator answers for such an address: the local part as written, the domain in lower case.
         return f"{plain['local']}@{plain['domain'].lower()}"
+    return email_by_validator(address)
+
+
+def email_by_validator(address: str) -> str | None:
+    """normalize_email_address's general way, for an address already stripped."""
     try:
         return validate_email(address, check_deliverability=False).normalized
     except EmailNotValidError:
