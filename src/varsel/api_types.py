@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, TypeVar
@@ -42,9 +43,16 @@ def lenient_enum(enum: type[E]) -> BeforeValidator:
     return BeforeValidator(parse)
 
 
+# What pydantic would read as seconds since 1970 when it comes as text: "2000000000", "-1", "1.5".
+_NUMERIC_TEXT = re.compile(r"\s*[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\s*")
+
+
 def _require_string(value: Any) -> Any:
-    # A number would be read as a Unix timestamp; an Altinn client always sends ISO 8601 text.
-    if not isinstance(value, str | datetime):
+    # A number would be read as a Unix timestamp, and so would a number written as a string; an Altinn client
+    # always sends ISO 8601 text, so "2000000000" is a mistake to answer, not a time in 2033.
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or _NUMERIC_TEXT.fullmatch(value):
         raise ValueError("must be a date and time in ISO 8601 format with a UTC offset")
     return value
 

@@ -68,7 +68,8 @@ NOT_ABSOLUTE = "The condition endpoint must be a valid absolute http or https UR
 NOT_A_URL = "The condition endpoint must be a valid URL."
 IP_LITERAL = "The condition endpoint must name its host by a DNS name, not an IP address."
 NOT_PUBLIC = "The condition endpoint's host must be a public DNS name with a top-level domain."
-ACTION_WITHOUT_RESOURCE = "A resource action can only be given together with a resource id."
+ACTION_WITHOUT_RESOURCE = "ResourceAction cannot be specified without a ResourceId."
+BLANK_ACTION = "ResourceAction cannot be blank or whitespace."
 NUL_REFUSED = "Value error, must not contain NUL characters."
 
 EMAIL = "a@example.com"
@@ -535,7 +536,8 @@ async def test_email_addresses_are_trimmed_before_the_check_and_stored_normalise
         ("004799999999", "+4799999999"),
         ("+47 400 00 000", "+4740000000"),
         ("+47 (9) 999-99-99", "+4799999999"),
-        (" +4790000000 ", "+4790000000"),
+        ("+4790000000 ", "+4790000000"),  # a trailing blank is trimmed, as the reference does
+        ("004790000000\t", "+4790000000"),
         ("+46 70 123 45 67", "+46701234567"),
         ("0046701234567", "+46701234567"),
         ("+44 7911 123456", "+447911123456"),  # (+44 7700 900xxx is reserved for drama: invalid)
@@ -560,6 +562,9 @@ async def test_valid_mobile_numbers_are_stored_in_e164(api: Api, shape: Shape, n
         "4740000000",  # country code without + or 00
         "047 40000000",
         "+4712345",  # 5-digit service numbers are not supported
+        " +4799999999",  # a leading blank is not trimmed: the reference refuses it (#19)
+        " +4790000000 ",
+        "\t004799999999",
         "0047 12345",
         "+47400000000",  # 9 digits
         "+474000000",  # 7 digits
@@ -766,6 +771,12 @@ async def test_accepted_send_times_are_stored_in_utc(api: Api, shape: Shape, sen
         (1772445600, NOT_A_DATE),  # a number would be read as a Unix timestamp
         (1772445600.5, NOT_A_DATE),
         (True, NOT_A_DATE),
+        # Text made of digits is a number too: pydantic alone reads "2000000000" as 2033-05-18 (#19).
+        ("2000000000", NOT_A_DATE),
+        (" 1772445600 ", NOT_A_DATE),
+        ("-1", NOT_A_DATE),
+        ("1772445600.5", NOT_A_DATE),
+        ("1.7e9", NOT_A_DATE),
     ],
 )
 @pytest.mark.parametrize("shape", ENDPOINTS, ids=str)
@@ -913,10 +924,24 @@ async def test_resource_id_alone_is_accepted(api: Api) -> None:
     assert "resourceAction" not in read
 
 
-async def test_blank_resource_action_means_none(api: Api) -> None:
-    read = await api.accepted(ORDERS, order(resourceAction="  "))
+async def test_empty_resource_action_means_none(api: Api) -> None:
+    read = await api.accepted(ORDERS, order(resourceId="app_ttd_apps-test", resourceAction=""))
+    assert "resourceAction" not in read
+    read = await api.accepted(ORDERS, order(resourceAction=""))
     assert "resourceAction" not in read
     assert "resourceId" not in read
+
+
+@pytest.mark.parametrize("action", [" ", "   ", "\u00a0", "\u2003"])
+@pytest.mark.parametrize("shape", ENDPOINTS, ids=str)
+async def test_resource_action_of_blanks_is_refused(api: Api, shape: Shape, action: str) -> None:
+    # As the reference: with a resource, an action of only whitespace is its own mistake (#19); without one, the
+    # action is refused for wanting a resource, as any action is.
+    body = shape.make(resourceId="app_ttd_apps-test", resourceAction=action)
+    assert await api.refused(shape.path, body) == {"ResourceAction": [BLANK_ACTION]}
+    assert await api.refused(shape.path, shape.make(resourceAction=action)) == {
+        "ResourceAction": [ACTION_WITHOUT_RESOURCE]
+    }
 
 
 # ---------------------------------------------------------------- size limits (the defaults)

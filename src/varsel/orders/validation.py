@@ -105,9 +105,10 @@ def normalize_mobile_number(raw: str) -> str | None:
     """A mobile number in E.164 form, or None when it is not one varsel can send to.
 
     It must carry a country code (+ or 00); Norwegian numbers must be mobiles (8 digits starting 4 or 9);
-    other numbers must be valid by libphonenumber.
+    other numbers must be valid by libphonenumber. Trailing blanks are trimmed, leading ones are not, as the
+    reference does: a number must start with + or 00, and " +4799999999" does not.
     """
-    value = raw.strip()
+    value = raw.rstrip()
     if value.startswith("00"):
         value = "+" + value[2:]
     if _NORWEGIAN_E164_MOBILE.fullmatch(value):
@@ -271,8 +272,13 @@ class OrderValidator:
         self._identifier(errors, "ResourceAction", request.resource_action)
         resource_id = None if _blank(request.resource_id) else (request.resource_id or "").strip()
         resource_action = None if _blank(request.resource_action) else (request.resource_action or "").strip()
-        if resource_action is not None and resource_id is None:
-            errors["ResourceAction"].append("A resource action can only be given together with a resource id.")
+        if request.resource_action:
+            # The reference's two rules, with its words: any action needs a resource, and one given for a resource
+            # must say something (an action of blanks would be authorised as no action at all).
+            if resource_id is None:
+                errors["ResourceAction"].append("ResourceAction cannot be specified without a ResourceId.")
+            elif resource_action is None:
+                errors["ResourceAction"].append("ResourceAction cannot be blank or whitespace.")
         recipients = self._recipients(errors, request.recipients, channel)
         if errors or channel is None or send_time is None:
             raise ValidationProblem(dict(errors))
