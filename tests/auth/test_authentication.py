@@ -586,6 +586,42 @@ async def test_platform_token_whose_issuer_is_not_a_valid_org_is_forbidden(
     assert await order_count(client, auth("ttd"), POSTED_REFERENCE) == 0
 
 
+@pytest.mark.parametrize(
+    "claims",
+    [
+        # What `varsel token --scope varsel:registry.write` signs: no create scope, issuer varsel-dev (#19).
+        bearer_claims("ttd", scope="varsel:registry.write"),
+        bearer_claims("ttd"),
+        bearer_claims(None, scope="varsel:registry.write"),
+        bearer_claims(None, scope=None, scp=["x"]),
+        platform_claims("ttd", scope=CREATE_SCOPE),
+        platform_claims("ttd", **{ORG_CLAIM: "ttd"}),
+    ],
+    ids=["registry-scope", "create-scope", "no-org", "scp", "platform-with-scope", "platform-with-org-claim"],
+)
+async def test_a_bearer_token_is_never_a_platform_token(
+    client: httpx.AsyncClient, auth: Callable[..., Headers], dev_key: ec.EllipticCurvePrivateKey, claims: dict
+) -> None:
+    # In development one key signs both kinds, so the header alone once made any development token a platform
+    # token: the order was stored under the creator varsel-dev, which every development token could read.
+    headers = {"PlatformAccessToken": sign(dev_key, claims)}
+    body = {**EMAIL_ORDER, "sendersReference": POSTED_REFERENCE}
+    refused = await client.post(f"{V1}/orders/email", json=body, headers=headers)
+    assert_problem(refused, 401)
+    assert "bearer token" in refused.json()["detail"]
+    assert await order_count(client, auth("ttd"), POSTED_REFERENCE) == 0
+    assert await order_count(client, auth(DEV_ISSUER), POSTED_REFERENCE) == 0
+
+
+async def test_the_development_issuer_is_no_service_owner(
+    client: httpx.AsyncClient, auth: Callable[..., Headers], dev_key: ec.EllipticCurvePrivateKey
+) -> None:
+    headers = {"PlatformAccessToken": sign(dev_key, platform_claims(DEV_ISSUER))}
+    body = {**EMAIL_ORDER, "sendersReference": POSTED_REFERENCE}
+    assert_problem(await client.post(f"{V1}/orders/email", json=body, headers=headers), 403)
+    assert await order_count(client, auth(DEV_ISSUER), POSTED_REFERENCE) == 0
+
+
 # ---------------------------------------------------------------- 3. tenancy
 
 

@@ -8,13 +8,16 @@ from typing import Any
 
 from fastapi import Request
 
-from varsel.auth.keys import KeysUnavailable
+from varsel.auth.keys import DEV_ISSUER, KeysUnavailable
 from varsel.auth.tokens import ORG_PATTERN, Caller, InvalidToken, TokenVerifier, scopes_of
 from varsel.problems import Problem
 
 log = logging.getLogger(__name__)
 
 _BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="varsel"'}
+# Claims of bearer (Maskinporten-style) tokens that an Altinn platform access token never has: its issuer is the org,
+# and it grants no scopes.
+_BEARER_ONLY_CLAIMS = ("scope", "scp", "urn:altinn:scope", "consumer")
 
 
 def _unauthorized(detail: str) -> Problem:
@@ -66,8 +69,19 @@ class Authenticator:
                 claims = await self._verifier.verify_platform(platform_token.strip())
             except InvalidToken as error:
                 raise _unauthorized(f"Invalid platform access token: {error}.") from error
+            # In development one key signs both kinds of token, so a signature alone does not say which kind a
+            # token is. A bearer token sent in this header would otherwise act for its issuer ("varsel-dev", a
+            # tenant every development token could then read) with scopes nobody checked: a token that carries
+            # what only bearer tokens carry is refused here, whoever signed it.
+            bearer_claims = sorted(claim for claim in (*_BEARER_ONLY_CLAIMS, self._org_claim) if claim in claims)
+            if bearer_claims:
+                raise _unauthorized(
+                    "Invalid platform access token: it carries "
+                    f"{', '.join(bearer_claims)}, so it is a bearer token; send it as 'Authorization: Bearer <token>'."
+                )
             org = claims.get("iss")
-            if not isinstance(org, str) or not ORG_PATTERN.match(org):
+            # The development issuer names varsel itself, never a service owner.
+            if not isinstance(org, str) or not ORG_PATTERN.match(org) or org == DEV_ISSUER:
                 raise Problem(403, "Forbidden", "The platform access token does not name a valid org.")
             return Caller(org=org, scopes=scopes_of(claims), via_platform_token=True)
 
