@@ -26,6 +26,10 @@ from varsel.db.migrate import migrate
 from varsel.db.tables import metadata
 from varsel.settings import Settings
 
+# Tests call their apps by many names (varsel.test, t, schemathesis's testserver); the Host check has tests of its
+# own (tests/test_trusted_hosts.py), which set trusted_hosts or clear this. Real servers started by tests inherit it.
+os.environ.setdefault("VARSEL_TRUSTED_HOSTS", "*")
+
 POSTGRES_URL = os.environ.get("VARSEL_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 # In CI a PostgreSQL run that cannot happen is a failure, not a skip.
 REQUIRE_POSTGRES = os.environ.get("VARSEL_REQUIRE_POSTGRES", "") not in ("", "0", "false")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -15,6 +15,7 @@ from varsel.problems import (
     ProblemDetails,
     ValidationProblem,
     ValidationProblemDetails,
+    problem_response,
     pydantic_errors,
 )
 
@@ -59,6 +60,59 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+class TrustedHostMiddleware:
+    """Answers only requests whose Host header names this service (Starlette's trusted-host rule: exact names,
+    "*.domain" wildcards, "*" for any), with a 400 problem otherwise.
+
+    Without a configured public URL, links and Location are built from the Host header, so a caller (or a cache or
+    proxy in front that keys on the path alone) could have varsel hand out links to a host of anyone's choosing.
+    Health checks and metrics are exempt: they carry no links, and orchestrators probe them by address.
+    """
+
+    _EXEMPT = ("/health/", "/metrics")
+
+    def __init__(self, app: ASGIApp, hosts: Sequence[str]) -> None:
+        self.app = app
+        names = [host.strip().lower().rstrip(".") for host in hosts]
+        self._any = "*" in names
+        self._exact = frozenset(name.strip("[]") for name in names if not name.startswith("*."))
+        self._suffixes = tuple(name[1:] for name in names if name.startswith("*."))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._any or scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        host = ""
+        for name, value in scope.get("headers", ()):
+            if name == b"host":
+                host = value.decode("latin-1")
+                break
+        if self._trusted(_host_name(host)) or scope.get("path", "").startswith(self._EXEMPT):
+            await self.app(scope, receive, send)
+            return
+        shown = host if len(host) <= 100 else host[:100] + "…"
+        response = problem_response(
+            Request(scope),
+            Problem(
+                400,
+                "Untrusted host",
+                f"The Host header {shown!r} is not a name this service answers to (VARSEL_TRUSTED_HOSTS).",
+            ),
+        )
+        await response(scope, receive, send)
+
+    def _trusted(self, name: str) -> bool:
+        return name in self._exact or (bool(self._suffixes) and name.endswith(self._suffixes))
+
+
+def _host_name(host: str) -> str:
+    """The name in a Host header, without its port: "[::1]:8080" -> "::1", "Example.org.:80" -> "example.org"."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rpartition(":")[0].rstrip(".") if host.count(":") == 1 else host.rstrip(".")
 
 
 def _is_json(content_type: str) -> bool:

@@ -5,11 +5,13 @@ Nested areas use a double underscore, e.g. ``VARSEL_AUTH__ISSUERS`` or ``VARSEL_
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from varsel.dispatch.window import DaytimeWindow
 from varsel.providers.acs import AcsSettings
@@ -88,6 +90,10 @@ class DispatchSettings(BaseModel):
     # Backoff for transient provider errors: first delay, doubled per attempt up to the maximum.
     retry_first_seconds: float = 5.0
     retry_max_seconds: float = 900.0
+    # A send that raises an exception no provider adapter expects (a bug, or a message the adapter cannot handle)
+    # is the message's own failure: tried this many times in all, with the same backoff, then the notification
+    # fails with the exception as its reason (never counted against the provider).
+    unexpected_error_attempts: int = Field(default=3, ge=1)
     # Send conditions: timeout of the check, delay before the one retry of a failed check, and what to do when
     # the retry fails too: "send" (as the reference does) or "skip" (the order ends SendConditionNotMet).
     condition_timeout_seconds: float = 10.0
@@ -144,8 +150,13 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var")
     # postgresql+asyncpg://… or sqlite+aiosqlite:///…; empty means SQLite in the data folder.
     database_url: SecretStr | None = None
-    # Base of the absolute links in responses (e.g. https://varsel.example.org); empty: taken from the request.
+    # Base of the absolute links in responses (e.g. https://varsel.example.org); empty: taken from the request's
+    # Host header, which only trusted_hosts lets through. Production sets it.
     public_url: str | None = None
+    # The Host header values the API answers to, comma-separated or a JSON list: names ("varsel.example.org"),
+    # wildcards ("*.example.org"), or "*" for any. Unset: the loopback names and the host of public_url. Another
+    # Host gets a 400 problem, so nobody can make varsel write links (Location, links) to a host of their choice.
+    trusted_hosts: Annotated[list[str] | None, NoDecode] = None
     host: str = "127.0.0.1"
     port: int = 8080
     log_level: str = "info"
@@ -158,6 +169,27 @@ class Settings(BaseSettings):
     email: EmailSettings = Field(default_factory=EmailSettings)
     sms: SmsSettings = Field(default_factory=SmsSettings)
     reports: ReportSettings = Field(default_factory=ReportSettings)
+
+    @field_validator("trusted_hosts", mode="before")
+    @classmethod
+    def _host_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [name.strip() for name in text.split(",") if name.strip()]
+        return value
+
+    def answered_hosts(self) -> list[str]:
+        """The Host names the API answers to: trusted_hosts, or loopback and the public URL's host by default."""
+        if self.trusted_hosts is not None:
+            return list(self.trusted_hosts)
+        hosts = ["localhost", "127.0.0.1", "::1"]
+        if self.public_url:
+            public = urlsplit(self.public_url).hostname
+            if public:
+                hosts.append(public)
+        return hosts
 
     def provider_problems(self) -> list[str]:
         """What keeps the chosen providers from working, as environment variables to set; empty when nothing."""
