@@ -393,19 +393,84 @@ async def test_permanent_errors_do_not_open_the_breaker_and_reset_the_count(
     assert len(inner.calls) == 11
 
 
-async def test_unexpected_exceptions_pass_through_and_count_as_failures(
+async def test_an_os_error_an_adapter_let_through_is_a_provider_failure(
     clock: FrozenClock, inner: FakeProvider, sleep: FakeSleep
 ) -> None:
     g = guard(inner, clock, sleep, failure_threshold=2, cooldown_seconds=5)
-    bug = RuntimeError("adapter bug")
-    inner.fail_with(bug, OSError("connection reset"))
-    with pytest.raises(RuntimeError) as caught:
+    reset = ConnectionResetError("connection reset")
+    inner.fail_with(reset, TimeoutError())
+    with pytest.raises(TransientProviderError) as caught:
         await g.send(email())
-    assert caught.value is bug
-    with pytest.raises(OSError, match="connection reset"):
+    assert caught.value.__cause__ is reset
+    with pytest.raises(TransientProviderError):
         await g.send(email())
     assert g.blocked_for() == pytest.approx(5)
     await fails_fast(g, inner)
+
+
+async def test_the_messages_own_failures_never_open_the_breaker(
+    clock: FrozenClock, inner: FakeProvider, sleep: FakeSleep, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One sender's unsendable messages, many in a row: a permanent refusal, or an exception no adapter expects (a
+    # header the adapter will not write). Neither says anything about the provider.
+    g = guard(inner, clock, sleep, failure_threshold=3)
+    chokes = ValueError("Header values may not contain linefeed or carriage return characters")
+    inner.fail_with(*[chokes] * 10, *[PermanentEmailError("refused")] * 10)
+    with caplog.at_level(logging.INFO, logger="varsel.providers"):
+        for i in range(20):
+            with pytest.raises((ValueError, PermanentEmailError)) as caught:
+                await g.send(email())
+            if i < 10:
+                assert caught.value is chokes  # passed on unchanged, for the sender to judge
+            assert g.blocked_for() == 0.0
+        assert await g.send(email()) == Accepted(reference="ref-21")
+    assert len(inner.calls) == 21
+    assert caplog.records == []
+
+
+async def test_an_unexpected_exception_neither_counts_nor_clears_provider_failures(
+    clock: FrozenClock, inner: FakeProvider, sleep: FakeSleep
+) -> None:
+    g = guard(inner, clock, sleep, failure_threshold=2, cooldown_seconds=5)
+    inner.fail_with(TransientProviderError("503"), RuntimeError("adapter bug"), TransientProviderError("503"))
+    with pytest.raises(TransientProviderError):
+        await g.send(email())
+    with pytest.raises(RuntimeError):
+        await g.send(email())
+    assert g.blocked_for() == 0.0
+    with pytest.raises(TransientProviderError):
+        await g.send(email())
+    assert g.blocked_for() == pytest.approx(5)  # the two 503s, consecutive as far as the provider goes
+
+
+async def test_a_trial_that_fails_for_the_messages_own_reason_lets_the_next_call_be_the_trial(
+    clock: FrozenClock, inner: FakeProvider, sleep: FakeSleep, caplog: pytest.LogCaptureFixture
+) -> None:
+    g = guard(inner, clock, sleep, failure_threshold=1, cooldown_seconds=5)
+    inner.fail_with(TransientProviderError("503"))
+    with pytest.raises(TransientProviderError):
+        await g.send(email())
+    advance(clock, 5)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="varsel.providers"):
+        # The trial picks an unsendable message: no verdict on the provider, so the cooldown does not double and
+        # the next call is the trial.
+        inner.fail_with(UnicodeEncodeError("ascii", "\u2028", 0, 1, "no"))
+        with pytest.raises(UnicodeEncodeError):
+            await g.send(email())
+        assert g.blocked_for() == 0.0
+        assert caplog.records == []
+        # A permanent refusal of the message is an answer: the provider is there, the breaker closes.
+        inner.fail_with(PermanentEmailError("refused"))
+        with pytest.raises(PermanentEmailError):
+            await g.send(email())
+        assert g.blocked_for() == 0.0
+        assert [r.getMessage() for r in caplog.records] == ["fake: circuit closed, the trial call succeeded"]
+    # Closed with the count reset: it opens again after one failure, for the first cooldown.
+    inner.fail_with(TransientProviderError("503"))
+    with pytest.raises(TransientProviderError):
+        await g.send(email())
+    assert g.blocked_for() == pytest.approx(5)
 
 
 async def test_calls_from_before_the_opening_do_not_close_the_breaker(

@@ -152,7 +152,8 @@ notification_attempts = Table(
     Column("started", UtcDateTime, nullable=False),
     Column("finished", UtcDateTime, nullable=False),
     Column("provider", String(40), nullable=False),
-    # accepted, retry (transient failure) or failed (permanent failure)
+    # accepted, retry (transient failure), failed (permanent failure) or error (an exception nobody expected:
+    # the message's own, retried only so often)
     Column("outcome", String(10), nullable=False),
     Column("status", String(40), nullable=False),
     Column("provider_reference", String(200)),

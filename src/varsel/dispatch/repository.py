@@ -32,7 +32,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from varsel.db.tables import email_notifications, orders, sms_notifications
+from varsel.db.tables import email_notifications, notification_attempts, orders, sms_notifications
 from varsel.notifications.statuses import EMAIL_PENDING, SMS_PENDING, EmailStatus, OrderStatus, SmsStatus
 
 _PENDING: dict[str, list[str]] = {
@@ -382,6 +382,21 @@ async def record_outcomes(
         parameters,
     )
     return set(current)
+
+
+async def unexpected_errors(conn: AsyncConnection, channel: str, notification_id: UUID) -> int:
+    """How often sending this notification raised an exception nobody expected (its attempts with outcome
+    "error"): such failures are retried only so many times."""
+    result = await conn.execute(
+        select(func.count()).where(
+            and_(
+                notification_attempts.c.notification_id == notification_id,
+                notification_attempts.c.channel == channel,
+                notification_attempts.c.outcome == "error",
+            )
+        )
+    )
+    return int(result.scalar_one())
 
 
 async def release_notifications_held_by(

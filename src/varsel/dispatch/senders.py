@@ -55,6 +55,8 @@ class _Outcome:
     # The provider call's history row; None when the provider was not called (deferred to the window, released).
     attempt: dict[str, Any] | None = None
     called: bool = True
+    # The call raised an exception neither provider failure nor permanent failure (see `_unexpected`).
+    unexpected: bool = False
 
 
 async def finish_despite_cancellation(work: Awaitable[T]) -> T:
@@ -249,11 +251,12 @@ class Sender:
         status = outcome.values["status"]
         if not outcome.called:
             return outcome  # deferred to the SMS window
-        kind = (
-            "accepted"
-            if status in (EmailStatus.SUCCEEDED.value, SmsStatus.ACCEPTED.value)
-            else ("retry" if status == NEW else "failed")
-        )
+        if status in (EmailStatus.SUCCEEDED.value, SmsStatus.ACCEPTED.value):
+            kind = "accepted"
+        elif status == NEW:
+            kind = "error" if outcome.unexpected else "retry"
+        else:
+            kind = "failed"
         self._telemetry.provider_seconds.labels(self._channel, self._provider_name, kind).observe(
             time.perf_counter() - began
         )
@@ -307,12 +310,7 @@ class Sender:
                 {"status": error.status.value, "status_changed": now, "status_detail": str(error)[:2000]},
             )
         except Exception as error:
-            # An adapter bug must not lose the notification: treat it as transient, and say so loudly.
-            log.exception("%s %s: provider call raised unexpectedly", self._channel, row.id)
-            delay = self._retry.delay(row.attempts)
-            return _Outcome(
-                row.id, row.order_id, {"status": NEW, "send_after": now + delay, "status_detail": repr(error)[:2000]}
-            )
+            return await self._unexpected(row, now, error)
         accepted_status = EmailStatus.SUCCEEDED.value if self._channel == "email" else SmsStatus.ACCEPTED.value
         assert isinstance(result, Accepted)
         return _Outcome(
@@ -327,6 +325,32 @@ class Sender:
             },
             delivered=result.delivered,
         )
+
+    async def _unexpected(self, row: Any, now: datetime, error: Exception) -> _Outcome:
+        """An exception that is neither a provider failure nor a permanent one: an adapter bug, or a message the
+        adapter cannot handle. The guard turns every failure of the provider into TransientProviderError, so this
+        one is the message's own: retried with backoff in case it was a passing fault, but only so many times in
+        all (`unexpected_error_attempts`), then the notification fails with the exception as its reason. Retried
+        until expiry, an unsendable message would be tried (and its traceback logged) every few minutes for days."""
+        async with self._db.read() as conn:
+            earlier = await repository.unexpected_errors(conn, self._channel, row.id)
+        tries, allowed = earlier + 1, self._settings.unexpected_error_attempts
+        detail = f"unexpected error (try {tries} of {allowed}): {error!r}"[:2000]
+        final = tries >= allowed
+        log.exception(
+            "%s %s: sending raised unexpectedly (try %d of %d)%s",
+            self._channel,
+            row.id,
+            tries,
+            allowed,
+            "; the notification fails" if final else "",
+        )
+        if final:
+            failed = EmailStatus.FAILED.value if self._channel == "email" else SmsStatus.FAILED.value
+            return _Outcome(row.id, row.order_id, {"status": failed, "status_changed": now, "status_detail": detail})
+        delay = self._retry.delay(tries)
+        values = {"status": NEW, "send_after": now + delay, "status_detail": detail}
+        return _Outcome(row.id, row.order_id, values, unexpected=True)
 
     async def _record(self, outcomes: list[_Outcome]) -> None:
         if not outcomes:

@@ -5,6 +5,8 @@ know it is there. It caps calls under way, spaces calls out with a token bucket,
 Retry-After for every caller at once, and stops calling a provider that keeps failing (a circuit breaker) until a
 single trial call shows it answers again. Calls it will not make fail fast with TransientProviderError, which the
 sender already turns into a retry with backoff; `blocked_for()` lets the sender stop claiming work meanwhile.
+Only failures of the provider move the breaker; a message that fails for a reason of its own says nothing about
+the provider, and must not stop everyone else's messages.
 """
 
 from __future__ import annotations
@@ -121,18 +123,28 @@ class ProviderGuard(Generic[M]):
                 self._on_failure(trial, error.retry_after)
                 raise
             except (PermanentEmailError, PermanentSmsError):
-                # About the recipient, not the provider: the provider answered, so it counts as healthy.
+                # The message's own failure (its recipient, its content): the provider answered, or the adapter
+                # refused the message before troubling it. Either way nothing says the provider is unwell.
                 self._on_success(trial)
                 raise
             except asyncio.CancelledError:
                 # Cut off by our side says nothing about the provider; let the next caller make the trial.
-                if trial:
-                    self._trial_running = False
+                self._no_verdict(trial)
                 raise
-            except Exception:
-                # An adapter bug or a network library error: passed on unchanged, but it must not hammer the
-                # provider either.
+            except OSError as error:
+                # A connection refused or reset, a timeout, a full disk under the outbox, that an adapter let
+                # through unmapped: the provider's failure like any TransientProviderError.
                 self._on_failure(trial, None)
+                raise TransientProviderError(f"{self.name}: {error!r}") from error
+            except Exception:
+                # Neither: an adapter bug, or a message the adapter cannot handle (a header it will not write).
+                # The adapters turn every failure of the provider (refused connections, timeouts, 5xx, 429) into
+                # TransientProviderError, so what is left is tied to this message. Counted against the provider,
+                # one sender's unsendable messages would open the breaker and hold every other sender's mail, and
+                # keep it open by failing each half-open trial. So it moves nothing: not the failure count, and a
+                # trial that ends so leaves the next call to be the trial. Passed on unchanged: the sender retries
+                # the notification a bounded number of times, then fails it with the exception as its reason.
+                self._no_verdict(trial)
                 raise
             self._on_success(trial)
             return result
@@ -193,6 +205,11 @@ class ProviderGuard(Generic[M]):
         elif self._open_until is None:
             self._failures = 0
         # Otherwise a call from before the breaker opened: only the trial decides when it closes.
+
+    def _no_verdict(self, trial: bool) -> None:
+        """The call says nothing about the provider's health: a trial call ending so lets the next caller try."""
+        if trial:
+            self._trial_running = False
 
     def _on_failure(self, trial: bool, retry_after: float | None) -> None:
         now = self._clock.now()
