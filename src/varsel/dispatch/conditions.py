@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import socket
 from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
+
+from varsel import jsonsafe
 
 MAX_REDIRECTS = 3
 MAX_ANSWER_BYTES = 64 * 1024
@@ -128,9 +129,10 @@ def _interpret(status: int, body: bytes) -> ConditionAnswer:
     if not 200 <= status < 300:
         return ConditionAnswer(ConditionResult.FAILED, f"answered HTTP {status}")
     try:
-        answer = json.loads(body)
-    except ValueError:
-        return ConditionAnswer(ConditionResult.FAILED, "answer is not JSON")
+        answer = jsonsafe.loads(body)
+    except jsonsafe.UnreadableJson as error:
+        # Inconclusive like any other bad body, however hostile: nested thousands of levels deep, say.
+        return ConditionAnswer(ConditionResult.FAILED, f"answer is not JSON varsel reads: {str(error)[:200]}")
     flag = answer.get("sendNotification") if isinstance(answer, dict) else None
     if flag is True:
         return ConditionAnswer(ConditionResult.SEND)

@@ -89,6 +89,7 @@ from urllib.parse import quote
 from pydantic import BaseModel, SecretStr
 from yarl import URL
 
+from varsel import jsonsafe
 from varsel.clock import Clock
 from varsel.notifications.statuses import EmailStatus
 from varsel.orders.models import EmailContentType
@@ -106,6 +107,7 @@ from varsel.providers.http import (
     ProviderConnectionError,
     ProviderHttp,
     ProviderTimeout,
+    bounded_retry_after,
 )
 
 log = logging.getLogger(__name__)
@@ -227,23 +229,23 @@ def _retry_after(response: ProviderAnswer, now: datetime) -> float | None:
         value = response.headers.get(name)
         if value:
             try:
-                return max(float(value) / 1000.0, 0.0)
+                return bounded_retry_after(float(value) / 1000.0)
             except ValueError:
                 pass
     value = response.headers.get("retry-after")
     if not value:
         return None
     try:
-        return max(float(value), 0.0)
+        return bounded_retry_after(float(value))
     except ValueError:
         pass
     try:
         moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError):
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return max((moment - now).total_seconds(), 0.0)
+    return bounded_retry_after((moment - now).total_seconds())
 
 
 def _error_of(response: ProviderAnswer) -> tuple[str, str, str]:
@@ -453,7 +455,11 @@ def _timestamp(value: object, where: str) -> datetime:
     # A timestamp without an offset is taken as UTC, which is what Azure writes.
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        # Year 1 with a positive offset or year 9999 with a negative one: no time Azure writes.
+        raise ReportFormatError(f"{where} {value[:40]!r} is out of range in UTC") from None
 
 
 def _report(event: dict[str, Any], where: str) -> DeliveryReport | None:
@@ -503,9 +509,9 @@ def _report(event: dict[str, Any], where: str) -> DeliveryReport | None:
 def parse_event_grid(body: bytes) -> EventGridDelivery:
     """Read an Event Grid post (Event Grid or CloudEvents schema); ReportFormatError when it is not one."""
     try:
-        parsed = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ReportFormatError(f"the body is not JSON: {error}") from None
+        parsed = jsonsafe.loads(body)
+    except jsonsafe.UnreadableJson as error:
+        raise ReportFormatError(f"the body is not JSON varsel reads: {error}") from None
     if isinstance(parsed, dict):
         # CloudEvents in structured mode: a single event per request.
         events: list[Any] = [parsed]

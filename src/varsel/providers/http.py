@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ import aiohttp
 import httpx
 from multidict import CIMultiDictProxy
 from yarl import URL
+
+from varsel import jsonsafe
 
 # Connections open at once (in use or idle) per client. The guard in front of an adapter caps calls under way
 # (GuardSettings.max_concurrency, 50 by default); the pool must not be the tighter limit.
@@ -73,8 +76,9 @@ class ProviderAnswer:
             return self.content.decode("utf-8", errors="replace")
 
     def json(self) -> Any:
-        """The body parsed as JSON; ValueError when it is not."""
-        return json.loads(self.content)
+        """The body parsed as JSON; ValueError (jsonsafe.UnreadableJson) when it is not, or is nested too deep or
+        holds a number Python refuses: a provider's answer is foreign input like any other."""
+        return jsonsafe.loads(self.content)
 
 
 def _charset(content_type: str) -> str | None:
@@ -83,6 +87,19 @@ def _charset(content_type: str) -> str | None:
         if name.strip().lower() == "charset":
             return value.strip().strip('"') or None
     return None
+
+
+# The longest wait a provider's Retry-After is taken at its word for. A longer one (or a date centuries ahead) is
+# more likely a broken answer than a plan; waiting an hour and asking again costs nothing.
+MAX_RETRY_AFTER_SECONDS = 3600.0
+
+
+def bounded_retry_after(seconds: float) -> float | None:
+    """A provider's Retry-After, in seconds, as varsel honours it: between 0 and MAX_RETRY_AFTER_SECONDS, or None
+    when it is no finite number (NaN or infinity would break every time computed from it)."""
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
 def basic_authorization(username: str, password: str) -> str:

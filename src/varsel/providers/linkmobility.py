@@ -61,7 +61,9 @@ Assumptions, where the documentation is silent
   can never mark a message failed. 1007 "delivered, billing delayed" is TEMP only for billing and is read as
   delivered.
 * A report's ``timestamp`` that is not RFC 3339 leaves ``occurred`` empty rather than losing the whole report;
-  one without a zone is read as UTC, which the document says it is.
+  one without a zone is read as UTC, which the document says it is. One that lies outside the years 1-9999 once
+  in UTC (year 1 with a positive offset, 9999 with a negative one) is no gate's and refuses the body, as JSON
+  nested deeper than 64 levels or a number of more than 4,300 digits does (varsel.jsonsafe).
 * ``relativeValidityTime`` is never below one second: zero may be read as "not set" and get the 48 h default, and
   SMSCs count validity in whole seconds. A message already past its expiry therefore dies at the SMSC at once and
   is reported EXPIRED, instead of living two more days.
@@ -69,7 +71,6 @@ Assumptions, where the documentation is silent
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from datetime import UTC, datetime, timedelta
@@ -78,6 +79,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr
 
+from varsel import jsonsafe
 from varsel.clock import Clock
 from varsel.notifications.statuses import SmsStatus
 from varsel.providers.base import (
@@ -95,6 +97,7 @@ from varsel.providers.http import (
     ProviderHttp,
     ProviderTimeout,
     basic_authorization,
+    bounded_retry_after,
 )
 
 SEND_PATH = "/sms/send"
@@ -257,8 +260,8 @@ class LinkMobilitySmsProvider:
 
 def _message_id(response: ProviderAnswer) -> str:
     try:
-        answer = json.loads(response.content)
-    except ValueError as error:
+        answer = jsonsafe.loads(response.content)
+    except jsonsafe.UnreadableJson as error:
         # The message may or may not be queued; retrying risks a duplicate but failing would lose it for sure.
         raise TransientProviderError(
             f"LINK Mobility answered HTTP {response.status_code} with a body that is not JSON: {_excerpt(response)!r}"
@@ -273,8 +276,8 @@ def _message_id(response: ProviderAnswer) -> str:
 
 def _error_details(response: ProviderAnswer) -> tuple[int | None, str | None]:
     try:
-        answer = json.loads(response.content)
-    except ValueError:
+        answer = jsonsafe.loads(response.content)
+    except jsonsafe.UnreadableJson:
         return None, None
     if not isinstance(answer, dict):
         return None, None
@@ -321,14 +324,14 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     except ValueError:
         pass
     else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
+        return bounded_retry_after(seconds)
     try:
         moment = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (moment - now).total_seconds())
+    return bounded_retry_after((moment - now).total_seconds())
 
 
 # Result codes of the delivery report (document section 0.9.1; 1003 and 1013 from deveel's ResultCodes), mapped
@@ -411,9 +414,9 @@ def parse_delivery_reports(body: bytes) -> list[DeliveryReport]:
     when the body is not JSON or a report lacks refId or a status, or has fields of the wrong type.
     """
     try:
-        document = json.loads(body)
-    except ValueError as error:
-        raise ReportFormatError(f"the delivery report is not JSON: {error}") from error
+        document = jsonsafe.loads(body)
+    except jsonsafe.UnreadableJson as error:
+        raise ReportFormatError(f"the delivery report is not JSON varsel reads: {error}") from None
     if isinstance(document, dict):
         items: list[Any] = [document]
     elif isinstance(document, list):
@@ -497,7 +500,11 @@ def _occurred(value: Any) -> datetime | None:
         return None
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        # Year 1 with a positive offset or year 9999 with a negative one: no gate writes that.
+        raise ReportFormatError(f"timestamp {value[:40]!r} is out of range in UTC") from None
 
 
 def _kind(value: Any) -> str:

@@ -7,7 +7,6 @@ batched while consecutive lines are of the same kind.
 
 from __future__ import annotations
 
-import json
 import unicodedata
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from sqlalchemy import Table, delete, literal_column, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from varsel import jsonsafe
 from varsel.api_types import ApiModel, Text
 from varsel.clock import Clock
 from varsel.db.engine import Database
@@ -164,8 +164,8 @@ def parse_record(line: str | bytes | dict[str, Any]) -> Record:
         raw: Any = line
     else:
         try:
-            raw = json.loads(line)
-        except (ValueError, RecursionError) as error:
+            raw = jsonsafe.loads(line)
+        except jsonsafe.UnreadableJson as error:
             raise ValueError(f"not valid JSON: {error}") from None
     if not isinstance(raw, dict):
         raise ValueError("a record must be a JSON object")
