@@ -4,18 +4,24 @@ The endpoint is named by the service owner, and varsel calls it from inside its 
 way in: the host is resolved here, every address it resolves to must be public, and the request goes to that
 checked address (so a second, different DNS answer cannot slip in). Redirects are followed by hand and checked
 the same way. Hosts an operator allow-lists skip the address check.
+
+Every check reads the host as the resolver and httpx will (dns_name: UTS #46 and IDNA), at intake as here: written
+with ideographic or full-width dots, ``metadata.google。internal`` is ``metadata.google.internal`` to both, so it is
+judged as that, and a host that has no such reading is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
+import idna
 
 from varsel import jsonsafe
 
@@ -37,6 +43,51 @@ class ConditionAnswer:
 
 class RefusedAddress(Exception):
     pass
+
+
+# Names that only mean something inside a network: localhost (RFC 6761), mDNS (RFC 6762), home networks (RFC 8375),
+# ICANN's private-use .internal, and the usual private suffixes.
+LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain", ".home.arpa", ".lan")
+_TLD = re.compile(r"^(?:[a-z]{2,63}|xn--[a-z0-9\-]{1,59})$")
+# One label of a host name as DNS sees it (after IDNA); underscores occur in real names, so they pass.
+_HOST_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_\-]{0,61}[a-z0-9_])?")
+
+
+def dns_name(host: str) -> str:
+    """`host` as the resolver is asked for it and httpx sends it, lower case and without the root's trailing dot.
+
+    A name with any character outside ASCII is mapped as UTS #46 says (full-width and ideographic dots are dots,
+    full-width letters are letters, invisible characters go) and IDNA-encoded (bücher → xn--bcher-kva). ValueError,
+    saying why, when it has no such reading: checking the name as written and calling what it maps to would let
+    `printer.local` written with a full-width dot (U+FF0E) past a check that refuses `printer.local`.
+    """
+    if host.isascii():
+        name = host.lower()
+    else:
+        try:
+            name = idna.encode(host, uts46=True).decode("ascii")
+        except idna.IDNAError as error:
+            raise ValueError(f"{host!r} is not a valid internationalised domain name ({error})") from None
+    return name.rstrip(".")
+
+
+def is_public_name(name: str) -> bool:
+    """Whether a name (as dns_name reads it) is one the public DNS can answer: two labels or more, a top-level
+    domain, every label a plain one, and none of the names that only mean something inside a network."""
+    labels = name.split(".")
+    return (
+        len(labels) >= 2
+        and not name.endswith(LOCAL_SUFFIXES)
+        and _TLD.match(labels[-1]) is not None
+        # urlsplit keeps whatever sits between // and the path as the host: spaces, %-escapes and the like are
+        # no name DNS can resolve.
+        and all(_HOST_LABEL.fullmatch(label) for label in labels)
+    )
+
+
+def _authority(host: str, port: int | None) -> str:
+    literal = f"[{host}]" if ":" in host else host
+    return f"{literal}:{port}" if port else literal
 
 
 def _is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -61,7 +112,7 @@ class ConditionChecker:
             return ConditionAnswer(ConditionResult.FAILED, f"no answer within {self._timeout} s")
         except RefusedAddress as error:
             return ConditionAnswer(ConditionResult.FAILED, str(error))
-        except httpx.HTTPError as error:
+        except (httpx.HTTPError, httpx.InvalidURL) as error:
             return ConditionAnswer(ConditionResult.FAILED, f"request failed: {error!r}")
 
     async def _follow(self, url: str) -> ConditionAnswer:
@@ -76,21 +127,27 @@ class ConditionChecker:
     async def _get(self, url: str) -> tuple[int, str | None, bytes]:
         """GET the URL at a checked address: its status, redirect location and (bounded) body."""
         parts = urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError:
+            raise RefusedAddress(f"not a valid URL (its port): {url[:200]}") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise RefusedAddress(f"not an http(s) URL: {url}")
-        host = parts.hostname
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        if host.lower() in self._allowed:
-            target = url
+            raise RefusedAddress(f"not an http(s) URL: {url[:200]}")
+        try:
+            host = dns_name(parts.hostname)
+        except ValueError as error:
+            raise RefusedAddress(f"the host cannot be read as a DNS name: {error}") from None
+        authority = _authority(host, port)
+        if host in self._allowed:
+            userinfo, at, _ = parts.netloc.rpartition("@")
+            target = urlunsplit((parts.scheme, userinfo + at + authority, parts.path or "/", parts.query, ""))
             extensions: dict[str, str] = {}
         else:
-            address = await self._public_address(host, port)
-            literal = f"[{address}]" if ":" in address else address
-            netloc = f"{literal}:{parts.port}" if parts.port else literal
-            target = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+            address = await self._public_address(host, port or (443 if parts.scheme == "https" else 80))
+            target = urlunsplit((parts.scheme, _authority(address, port), parts.path or "/", parts.query, ""))
             # TLS still verifies the certificate for the name, not the address.
             extensions = {"sni_hostname": host}
-        headers = {"Host": parts.netloc.rsplit("@", 1)[-1], "Accept": "application/json"}
+        headers = {"Host": authority, "Accept": "application/json"}
         request = self._client.build_request("GET", target, headers=headers, extensions=extensions)
         response = await self._client.send(request, follow_redirects=False, stream=True)
         try:
@@ -112,6 +169,9 @@ class ConditionChecker:
             if not _is_public(literal):
                 raise RefusedAddress(f"{host} is not a public address")
             return str(literal)
+        if not is_public_name(host):
+            # Refused before any lookup: such a name is answered, if at all, by a resolver inside the network.
+            raise RefusedAddress(f"{host} is not public: only DNS names with a top-level domain are called")
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
