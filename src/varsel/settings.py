@@ -134,6 +134,9 @@ class ReportSettings(BaseModel):
     retry_window_minutes: float = 10.0
     # A provider's report request larger than this is refused (413) before it is read whole.
     max_body_bytes: int = 1024 * 1024
+    # And one carrying more reports than this (413 too). LINK Mobility posts one report a request; Event Grid as
+    # many as its subscription's "max events per batch" (1 by default, 5,000 at most), which must not exceed this.
+    max_reports_per_request: int = Field(default=1_000, ge=1)
 
 
 def _variable(prefix: str, item: str) -> str:

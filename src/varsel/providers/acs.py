@@ -99,6 +99,7 @@ from varsel.providers.base import (
     EmailMessage,
     PermanentEmailError,
     ReportFormatError,
+    TooManyReports,
     TransientProviderError,
 )
 from varsel.providers.http import (
@@ -506,8 +507,9 @@ def _report(event: dict[str, Any], where: str) -> DeliveryReport | None:
     )
 
 
-def parse_event_grid(body: bytes) -> EventGridDelivery:
-    """Read an Event Grid post (Event Grid or CloudEvents schema); ReportFormatError when it is not one."""
+def parse_event_grid(body: bytes, max_reports: int | None = None) -> EventGridDelivery:
+    """Read an Event Grid post (Event Grid or CloudEvents schema); ReportFormatError when it is not one,
+    TooManyReports when it holds more than `max_reports` events (of any type)."""
     try:
         parsed = jsonsafe.loads(body)
     except jsonsafe.UnreadableJson as error:
@@ -519,6 +521,8 @@ def parse_event_grid(body: bytes) -> EventGridDelivery:
         events = parsed
     else:
         raise ReportFormatError("the body is neither an array of events nor one event object")
+    if max_reports is not None and len(events) > max_reports:
+        raise TooManyReports(len(events), max_reports)
     validation_code: str | None = None
     reports: list[DeliveryReport] = []
     for index, event in enumerate(events):

@@ -59,6 +59,13 @@ class ReportFormatError(ValueError):
     """A delivery-report body that is not what the provider documents: answered 400, nothing stored."""
 
 
+class TooManyReports(ReportFormatError):
+    """A delivery-report body with more reports than one request may carry: answered 413, nothing stored."""
+
+    def __init__(self, count: int, limit: int) -> None:
+        super().__init__(f"A request may carry at most {limit} delivery reports; this one has {count}.")
+
+
 class TransientProviderError(Exception):
     """Try again later: timeouts, 4xx SMTP replies, 5xx and 429 HTTP answers. Never marks a notification failed."""
 

@@ -88,6 +88,7 @@ from varsel.providers.base import (
     PermanentSmsError,
     ReportFormatError,
     SmsMessage,
+    TooManyReports,
     TransientProviderError,
 )
 from varsel.providers.http import (
@@ -407,11 +408,12 @@ _INTERMEDIATE_STATES = frozenset({"ENROUTE", "SCHEDLD", "ACCEPTD"})
 _PART_SUFFIX = re.compile(r"^(?P<id>.+)\$\d+$")
 
 
-def parse_delivery_reports(body: bytes) -> list[DeliveryReport]:
+def parse_delivery_reports(body: bytes, max_reports: int | None = None) -> list[DeliveryReport]:
     """The reports in one body a LINK Mobility gate posted: one report object, or a JSON list of them.
 
     Intermediate reports are left out, so the list may be empty. Raises ReportFormatError, naming the problem,
-    when the body is not JSON or a report lacks refId or a status, or has fields of the wrong type.
+    when the body is not JSON or a report lacks refId or a status, or has fields of the wrong type; TooManyReports
+    when it holds more than `max_reports` (intermediate ones counted).
     """
     try:
         document = jsonsafe.loads(body)
@@ -423,6 +425,8 @@ def parse_delivery_reports(body: bytes) -> list[DeliveryReport]:
         items = document
     else:
         raise ReportFormatError(f"a delivery report must be a JSON object or a list of them, not {_kind(document)}")
+    if max_reports is not None and len(items) > max_reports:
+        raise TooManyReports(len(items), max_reports)
     reports: list[DeliveryReport] = []
     for index, item in enumerate(items):
         where = f"report {index}: " if isinstance(document, list) else ""

@@ -1,5 +1,6 @@
 """The webhooks providers post delivery reports to. Each authenticates the provider with credentials of its own,
-compared in constant time, and refuses oversized bodies before reading them whole."""
+compared in constant time, refuses oversized bodies before reading them whole, and bodies carrying more reports than
+one request may (reports.max_reports_per_request) before storing any: both 413."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pydantic import SecretStr
 from varsel.http import BodyTooLarge
 from varsel.problems import Problem
 from varsel.providers.acs import parse_event_grid
-from varsel.providers.base import ReportFormatError
+from varsel.providers.base import ReportFormatError, TooManyReports
 from varsel.providers.linkmobility import parse_delivery_reports
 from varsel.reports.service import DeliveryReports
 
@@ -84,7 +85,9 @@ async def linkmobility_report(request: Request) -> dict[str, Any]:
         raise ReportUnauthorized("Basic")
     body = await _body(request, settings.reports.max_body_bytes)
     try:
-        parsed = parse_delivery_reports(body)
+        parsed = parse_delivery_reports(body, settings.reports.max_reports_per_request)
+    except TooManyReports as error:
+        raise Problem(413, "Content Too Large", str(error)) from error
     except ReportFormatError as error:
         raise Problem(400, "Bad Request", f"Not a LINK Mobility delivery report: {error}") from error
     return _answer(await _reports(request).receive("sms", "linkmobility", parsed))
@@ -126,9 +129,12 @@ async def acs_cloud_events_handshake(request: Request) -> Response:
 async def acs_report(request: Request) -> dict[str, Any]:
     """Event Grid posts Azure Communication Services email delivery reports (and, first, a validation event)."""
     _acs_key(request)
-    body = await _body(request, request.app.state.varsel.settings.reports.max_body_bytes)
+    settings = request.app.state.varsel.settings
+    body = await _body(request, settings.reports.max_body_bytes)
     try:
-        delivery = parse_event_grid(body)
+        delivery = parse_event_grid(body, settings.reports.max_reports_per_request)
+    except TooManyReports as error:
+        raise Problem(413, "Content Too Large", str(error)) from error
     except ReportFormatError as error:
         raise Problem(400, "Bad Request", f"Not an Event Grid delivery: {error}") from error
     if delivery.validation_code is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -30,6 +30,24 @@ async def find_notification(
     return found  # type: ignore[no-any-return]
 
 
+async def known_references(
+    conn: AsyncConnection, table: Table, notification_ids: Collection[UUID], provider_references: Collection[str]
+) -> tuple[set[UUID], set[str]]:
+    """Which of these notification ids and provider references name a notification of `table`: two queries for a
+    batch of reports, so that those naming nothing (a flood of unknown references, say) cost no query each."""
+    ids: set[UUID] = set()
+    references: set[str] = set()
+    if notification_ids:
+        found = await conn.execute(select(table.c.id).where(table.c.id.in_(list(notification_ids))))
+        ids = set(found.scalars())
+    if provider_references:
+        found = await conn.execute(
+            select(table.c.provider_reference).where(table.c.provider_reference.in_(list(provider_references)))
+        )
+        references = set(found.scalars())
+    return ids, references
+
+
 async def insert_reports(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
         await conn.execute(insert(delivery_reports), list(rows))
@@ -37,6 +55,16 @@ async def insert_reports(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) 
 
 async def update_report(conn: AsyncConnection, report_id: UUID, values: dict[str, Any]) -> None:
     await conn.execute(update(delivery_reports).where(delivery_reports.c.id == report_id).values(**values))
+
+
+async def tried_again(conn: AsyncConnection, report_ids: Sequence[UUID], values: dict[str, Any]) -> None:
+    """Pending reports tried again alike (still unmatched, or dead): one statement for all, an attempt counted."""
+    if report_ids:
+        await conn.execute(
+            update(delivery_reports)
+            .where(delivery_reports.c.id.in_(list(report_ids)))
+            .values(attempts=delivery_reports.c.attempts + 1, **values)
+        )
 
 
 async def claim_pending(conn: AsyncConnection, now: datetime, limit: int) -> list[Row[Any]]:

@@ -4,10 +4,17 @@ A report is applied only to a notification awaiting one (Succeeded email, Accept
 through the same guarded update the senders use, so a report twice changes nothing and a final status never moves
 back. A report that names no notification we know, or one whose send is not yet recorded (a fast provider can
 report before our own write of its answer commits), is pending: retried for a while, then dead, for an operator.
+
+Reports are stored and retried in batches of BATCH, each a short transaction of its own (those naming no
+notification cost no query each), and after each batch a request or the retrying worker pauses as long as the
+batch took. However many reports come at once (a provider replaying a backlog, or someone posting 10,000 unknown
+references) and however many stay pending, each leaves the database's write lock free at least half the time, and
+order intake, which on SQLite needs that one lock too, never waits long for it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +41,8 @@ log = logging.getLogger("varsel.reports")
 _AWAITING = {"email": EmailStatus.SUCCEEDED.value, "sms": SmsStatus.ACCEPTED.value}
 _TABLES = {"email": email_notifications, "sms": sms_notifications}
 _NOT_YET_SENT = {dispatch_repository.NEW, dispatch_repository.SENDING}
+# Reports stored, or retried, in one transaction: a few milliseconds of the write lock.
+BATCH = 100
 
 
 class ReportState(StrEnum):
@@ -60,6 +69,18 @@ def _as_uuid(text: str) -> UUID | None:
         return None
 
 
+async def _naming_nothing(conn: AsyncConnection, channel: str, named: Sequence[tuple[str, str | None]]) -> list[bool]:
+    """For each (reference, provider reference), whether it names no notification, as find_notification would look
+    it up: such reports are pending without a query each."""
+    ids = {uuid for reference, _ in named if (uuid := _as_uuid(reference)) is not None}
+    references = {provider_reference for _, provider_reference in named if provider_reference}
+    known_ids, known_references = await repository.known_references(conn, _TABLES[channel], ids, references)
+    return [
+        _as_uuid(reference) not in known_ids and not (provider_reference and provider_reference in known_references)
+        for reference, provider_reference in named
+    ]
+
+
 class DeliveryReports:
     def __init__(
         self,
@@ -74,18 +95,40 @@ class DeliveryReports:
         self._telemetry = telemetry
         self._retry = timedelta(seconds=retry_seconds)
         self._window = retry_window
+        # The event loop's time before which the next round of retries waits (see run_once).
+        self._rested_at = 0.0
 
     async def receive(self, channel: str, provider: str, reports: Sequence[DeliveryReport]) -> list[ReportState]:
-        """Store and apply a provider's reports, all in one transaction; answers what became of each."""
+        """Store and apply a provider's reports; answers what became of each.
+
+        In batches of BATCH, each in a transaction of its own and after a pause as long as the batch before took.
+        A request that fails half way is posted again by the provider: the reports already stored are then kept
+        twice, the second time as duplicates, for a report applied twice changes nothing."""
+        loop = asyncio.get_running_loop()
+        states: list[ReportState] = []
+        took = 0.0
+        for start in range(0, len(reports), BATCH):
+            if start:
+                await asyncio.sleep(took)
+            began = loop.time()
+            states += await self._receive(channel, provider, reports[start : start + BATCH])
+            took = loop.time() - began
+        return states
+
+    async def _receive(self, channel: str, provider: str, reports: Sequence[DeliveryReport]) -> list[ReportState]:
         if not reports:
             return []
         now = self._clock.now()
         rows: list[dict[str, Any]] = []
         matches: list[_Match] = []
         async with self._db.transaction() as conn:
-            for report in reports:
-                match = await self._apply(conn, channel, report.notification_id, report.provider_reference,
-                                          report.status.value, now)  # fmt: skip
+            unknown = await _naming_nothing(conn, channel, [(r.notification_id, r.provider_reference) for r in reports])
+            for report, naming_nothing in zip(reports, unknown, strict=True):
+                if naming_nothing:
+                    match = _Match(ReportState.PENDING)
+                else:
+                    match = await self._apply(conn, channel, report.notification_id, report.provider_reference,
+                                              report.status.value, now)  # fmt: skip
                 matches.append(match)
                 pending = match.state is ReportState.PENDING
                 rows.append(
@@ -112,39 +155,78 @@ class DeliveryReports:
         self._log(channel, zip(matches, (row["status"] for row in rows), strict=True), completed)
         return [match.state for match in matches]
 
-    async def run_once(self, limit: int = 500) -> int:
-        """Try pending reports again; those still unmatched past their retry window become dead."""
+    async def run_once(self, limit: int = BATCH) -> int:
+        """Try one batch of pending reports again; those still unmatched past their retry window become dead.
+
+        The worker calls this again at once while reports are due, so a round first waits as long as the round
+        before held its transaction: a backlog of pending reports then leaves the write lock free half the time."""
+        loop = asyncio.get_running_loop()
+        if (pause := self._rested_at - loop.time()) > 0:
+            await asyncio.sleep(pause)
+        began = loop.time()
+        try:
+            return await self._retry_pending(limit)
+        finally:
+            ended = loop.time()
+            self._rested_at = ended + (ended - began)
+
+    async def _retry_pending(self, limit: int) -> int:
         now = self._clock.now()
         tried: list[tuple[_Match, str, str]] = []
+        # Reports still naming no notification are updated alike, in one statement each way.
+        still_pending: list[UUID] = []
+        dead: list[Any] = []
         async with self._db.transaction() as conn:
             due = await repository.claim_pending(conn, now, limit)
+            unknown: set[UUID] = set()
+            for channel in {report.channel for report in due}:
+                of_channel = [report for report in due if report.channel == channel]
+                naming_nothing = await _naming_nothing(
+                    conn, channel, [(report.reference, report.provider_reference) for report in of_channel]
+                )
+                unknown.update(report.id for report, nothing in zip(of_channel, naming_nothing, strict=True) if nothing)
             for report in due:
-                # Judged by when it arrived: a report that came in time but waited for our own record of the
-                # hand-over still counts, though the notification expired meanwhile.
-                match = await self._apply(conn, report.channel, report.reference, report.provider_reference,
-                                          report.status, now, arrived=report.received)  # fmt: skip
+                if report.id in unknown:
+                    match = _Match(ReportState.PENDING)
+                else:
+                    # Judged by when it arrived: a report that came in time but waited for our own record of the
+                    # hand-over still counts, though the notification expired meanwhile.
+                    match = await self._apply(conn, report.channel, report.reference, report.provider_reference,
+                                              report.status, now, arrived=report.received)  # fmt: skip
                 if match.state is ReportState.PENDING and report.retry_until is not None and now >= report.retry_until:
                     match = _Match(ReportState.DEAD)
-                    log.warning(
-                        "%s delivery report from %s for %r matched no notification in time: dead",
-                        report.channel,
-                        report.provider,
-                        report.reference,
-                    )
-                still_pending = match.state is ReportState.PENDING
-                await repository.update_report(
-                    conn,
-                    report.id,
-                    {
-                        "state": match.state.value,
-                        "notification_id": match.notification_id,
-                        "attempts": report.attempts + 1,
-                        "next_attempt": now + self._retry if still_pending else None,
-                        "resolved": None if still_pending else now,
-                    },
-                )
                 tried.append((match, report.channel, report.status))
+                if match.notification_id is None and match.state is ReportState.PENDING:
+                    still_pending.append(report.id)
+                elif match.state is ReportState.DEAD:
+                    dead.append(report)
+                else:
+                    still = match.state is ReportState.PENDING
+                    await repository.update_report(
+                        conn,
+                        report.id,
+                        {
+                            "state": match.state.value,
+                            "notification_id": match.notification_id,
+                            "attempts": report.attempts + 1,
+                            "next_attempt": now + self._retry if still else None,
+                            "resolved": None if still else now,
+                        },
+                    )
+            await repository.tried_again(conn, still_pending, {"next_attempt": now + self._retry})
+            await repository.tried_again(
+                conn,
+                [report.id for report in dead],
+                {"state": ReportState.DEAD.value, "notification_id": None, "next_attempt": None, "resolved": now},
+            )
             completed = await self._complete(conn, [match for match, _, _ in tried], now)
+        if dead:
+            log.warning(
+                "%d delivery reports matched no notification in time and are dead (`varsel reports dead` lists "
+                "them), among them %s",
+                len(dead),
+                ", ".join(f"{report.channel} from {report.provider} for {report.reference!r}" for report in dead[:3]),
+            )
         for match, channel, status in tried:
             self._log(channel, [(match, status)], [])
         self._telemetry.transitions_of("order", completed, OrderStatus.PROCESSED.value, OrderStatus.COMPLETED.value)
