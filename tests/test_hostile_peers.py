@@ -171,9 +171,10 @@ async def test_the_first_and_last_times_utc_holds_are_stored(
 
 
 class HostileConditionPeer:
-    """A condition endpoint on loopback that answers 200 with the body registered for the path."""
+    """A condition endpoint on loopback that answers 200 with the body registered for the path, or for a path
+    registered with a str, redirects there."""
 
-    def __init__(self, bodies: dict[str, bytes]) -> None:
+    def __init__(self, bodies: dict[str, bytes | str]) -> None:
         self.calls: list[str] = []
         peer = self
 
@@ -181,6 +182,11 @@ class HostileConditionPeer:
             def do_GET(self) -> None:
                 peer.calls.append(self.path)
                 body = bodies[self.path]
+                if isinstance(body, str):
+                    self.send_response(302)
+                    self.send_header("Location", body)
+                    self.end_headers()
+                    return
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -199,11 +205,14 @@ class HostileConditionPeer:
         self.server.server_close()
 
 
-CONDITION_ANSWERS = {
+CONDITION_ANSWERS: dict[str, bytes | str] = {
     "/brackets": b"[" * 60_000,  # under the 64 KB an answer may have
     "/objects": b'{"sendNotification":' * 6_000 + b"true" + b"}" * 6_000,
     "/huge-integer": b'{"sendNotification": true, "n": ' + HUGE_INTEGER.encode() + b"}",
     "/yes": b'{"sendNotification": true}',
+    # Redirects to what is no URL: a bracket left open, a port that is no number.
+    "/to-an-open-bracket": "http://[::1/yes",
+    "/to-a-port-out-of-range": "http://127.0.0.1:99999/yes",
 }
 
 
@@ -214,12 +223,23 @@ def condition_peer() -> Iterator[HostileConditionPeer]:
     peer.close()
 
 
-@pytest.mark.parametrize("path", ["/brackets", "/objects", "/huge-integer"])
-async def test_a_hostile_condition_answer_is_inconclusive(condition_peer: HostileConditionPeer, path: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "detail"),
+    [
+        ("/brackets", "not JSON"),
+        ("/objects", "not JSON"),
+        ("/huge-integer", "not JSON"),
+        ("/to-an-open-bracket", "URL"),  # httpx itself refuses to read that Location
+        ("/to-a-port-out-of-range", "not a valid URL"),
+    ],
+)
+async def test_a_hostile_condition_answer_is_inconclusive(
+    condition_peer: HostileConditionPeer, path: str, detail: str
+) -> None:
     async with httpx.AsyncClient() as http:
         answer = await ConditionChecker(http, 5.0, frozenset({"127.0.0.1"})).check(condition_peer.url + path)
     assert answer.result is ConditionResult.FAILED
-    assert "not JSON" in answer.detail
+    assert detail in answer.detail
 
 
 async def _order_status(database: Database, order_id: str) -> str:

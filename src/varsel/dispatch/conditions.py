@@ -126,11 +126,11 @@ class ConditionChecker:
 
     async def _get(self, url: str) -> tuple[int, str | None, bytes]:
         """GET the URL at a checked address: its status, redirect location and (bounded) body."""
-        parts = urlsplit(url)
         try:
+            parts = urlsplit(url)
             port = parts.port
-        except ValueError:
-            raise RefusedAddress(f"not a valid URL (its port): {url[:200]}") from None
+        except ValueError:  # a bracket left open, a port that is no number: from a redirect, say
+            raise RefusedAddress(f"not a valid URL: {url[:200]}") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise RefusedAddress(f"not an http(s) URL: {url[:200]}")
         try:
