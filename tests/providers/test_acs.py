@@ -233,12 +233,24 @@ async def test_a_failed_operation_is_a_permanent_failure(
 
 
 async def test_an_invalid_recipient_is_refused_at_send(peer: AcsPeer, provider: AcsEmailProvider) -> None:
+    peer.answer_next(400, code="InvalidEmailAddress", message="Invalid format for email address.")
+
     with pytest.raises(PermanentEmailError) as raised:
-        await provider.send(message(to="kari.nordmann.example.no"))
+        await provider.send(message(to="kari.nordmann@example"))
 
     assert raised.value.status is EmailStatus.FAILED_INVALID_EMAIL_FORMAT
     assert "400" in str(raised.value)
     assert peer.emails == []
+
+
+async def test_a_recipient_that_is_no_address_is_refused_without_calling_acs(
+    peer: AcsPeer, provider: AcsEmailProvider
+) -> None:
+    with pytest.raises(PermanentEmailError) as raised:
+        await provider.send(message(to="kari.nordmann.example.no"))
+
+    assert raised.value.status is EmailStatus.FAILED_INVALID_EMAIL_FORMAT
+    assert peer.requests == []
 
 
 @pytest.mark.parametrize("status", [400, 404, 413])

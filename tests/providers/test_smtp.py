@@ -12,8 +12,9 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.headerregistry import Address
 from email.message import EmailMessage as ParsedMessage
-from email.utils import parsedate_to_datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from varsel.notifications.statuses import EmailStatus
@@ -798,21 +799,59 @@ def test_settings_want_username_and_password_together() -> None:
 
 # -- the direct composition of plain messages equals the email package's -------------------------------------------
 
-_plain_addresses = st.from_regex(
-    r"[a-z0-9_%+=-]{1,12}(\.[a-z0-9_+-]{1,8})?@[a-z0-9-]{1,10}\.(no|com|example)", fullmatch=True
+_local_parts = st.from_regex(r"[a-z0-9_%+=-]{1,12}(\.[a-z0-9_+-]{1,8})?", fullmatch=True) | st.from_regex(
+    r"[a-zæøå0-9]{1,12}", fullmatch=True
+)
+_domains = st.from_regex(r"[a-z0-9-]{1,10}\.(no|com|example)", fullmatch=True)
+# Display names as an operator might configure them for the sender, anything printable; the email package's own
+# parsing would decode "=?…?=" in them (the flaw varsel's headers avoid), so the reference is given Address objects.
+# At most 11 characters: a longer non-ASCII name takes several encoded words, which RFC 2047 readers join and
+# Python's address parser reads with a space between them.
+_display_names = st.one_of(
+    st.just(""), st.text(st.characters(exclude_categories=("Cs", "Cc", "Zl", "Zp")), max_size=11)
 )
 
 
+@st.composite
+def _addresses(draw: st.DrawFn) -> Address:
+    display_name = draw(_display_names).strip()
+    return Address(display_name=display_name, username=draw(_local_parts), domain=draw(_domains))
+
+
+def _written(address: Address) -> str:
+    if not address.display_name:
+        return address.addr_spec
+    quoted = address.display_name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{quoted}" <{address.addr_spec}>'
+
+
+def _email_package_composition(message: EmailMessage, sender: Address, recipient: Address) -> bytes:
+    """The message as the email package composes it: the reference varsel's own composition is read against."""
+    utf8 = not (sender.username.isascii() and recipient.username.isascii())
+    policy = (email.policy.SMTPUTF8 if utf8 else email.policy.SMTP).clone(cte_type="7bit")
+    mime = ParsedMessage(policy=policy)
+    mime["From"] = sender
+    mime["To"] = recipient
+    mime["Subject"] = " ".join(message.subject.splitlines())
+    mime["Date"] = format_datetime(datetime.now(UTC))
+    mime["Message-ID"] = f"<{message.notification_id}@varsel>"
+    if message.content_type is EmailContentType.HTML:
+        mime.set_content(html_to_text(message.body), subtype="plain", charset="utf-8")
+        mime.add_alternative(message.body, subtype="html", charset="utf-8")
+    else:
+        mime.set_content(message.body, subtype="plain", charset="utf-8")
+    return mime.as_bytes(policy=policy)
+
+
 def _read(payload: bytes) -> dict[str, Any]:
-    parsed = email.message_from_bytes(payload, policy=email.policy.default)
-    assert isinstance(parsed, ParsedMessage)
+    parsed = parse(payload)
     plain, html = parsed.get_body(("plain",)), parsed.get_body(("html",)) if parsed.is_multipart() else None
     assert plain is not None
     assert all(not part.defects for part in parsed.walk())
+    # Runs of white space read the same: the email package folds and strips them its own way.
     return {
-        "from": str(parsed["From"]),
-        "to": str(parsed["To"]),
-        # Runs of white space read the same: the email package folds and strips them its own way.
+        "from": [(" ".join(a.display_name.split()), a.addr_spec) for a in parsed["From"].addresses],
+        "to": [(" ".join(a.display_name.split()), a.addr_spec) for a in parsed["To"].addresses],
         "subject": " ".join(str(parsed["Subject"]).split()),
         "message-id": str(parsed["Message-ID"]),
         "type": parsed.get_content_type(),
@@ -823,40 +862,33 @@ def _read(payload: bytes) -> dict[str, Any]:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    sender=_plain_addresses,
-    recipient=_plain_addresses,
+    sender=_addresses(),
+    recipient=_addresses(),
     subject=st.text(st.characters(exclude_categories=("Cs",)), max_size=200),
     body=st.text(st.characters(exclude_categories=("Cs",)), max_size=2000),
     html=st.booleans(),
 )
-def test_plain_messages_composed_directly_read_as_the_email_package_composes_them(
-    sender: str, recipient: str, subject: str, body: str, html: bool
+def test_messages_composed_directly_read_as_the_email_package_composes_them(
+    sender: Address, recipient: Address, subject: str, body: str, html: bool
 ) -> None:
-    # Messages to and from bare addresses skip the email package (over a millisecond each); what a mail client
-    # reads from them must be what it reads from the email package's composition, for any subject and body.
+    # varsel writes its messages itself (the email package costs over a millisecond each, and decodes encoded
+    # words in what it is given); what a mail client reads from them must be what it reads from the email package's
+    # composition, for any subject, body and display name, except those with "=?", where the email package is wrong.
+    assume("=?" not in subject + sender.display_name + recipient.display_name)
     message = EmailMessage(
         notification_id=uuid.uuid4(),
-        from_address=sender,
-        to_address=recipient,
+        from_address=_written(sender),
+        to_address=_written(recipient),
         subject=subject,
         body=body,
         content_type=EmailContentType.HTML if html else EmailContentType.PLAIN,
     )
-    direct = smtp._plain_envelope(message)
-    assert direct is not None
-    composed = smtp._composed_envelope(message)
-    assert (direct.sender, direct.recipient, direct.utf8) == (composed.sender, composed.recipient, composed.utf8)
-    assert direct.accepted == composed.accepted
-    assert _read(direct.payload) == _read(composed.payload)
-    # 7-bit and within SMTP's line limit, whatever the content.
-    assert direct.payload.isascii()
+    direct = smtp._envelope(message)
+    utf8 = not (sender.username.isascii() and recipient.username.isascii())
+    assert (direct.sender, direct.recipient, direct.utf8) == (sender.addr_spec, recipient.addr_spec, utf8)
+    assert direct.accepted.reference == f"{message.notification_id}@varsel"
+    assert _read(direct.payload) == _read(_email_package_composition(message, sender, recipient))
+    # 7-bit unless an address needs UTF-8, and within SMTP's line limit, whatever the content.
+    assert direct.payload.isascii() or utf8
     assert max(len(line) for line in direct.payload.split(b"\r\n")) <= 998
     assert b"\n" not in direct.payload.replace(b"\r\n", b"")
-
-
-@pytest.mark.parametrize(
-    "address", ["Ola Nordmann <ola@example.com>", "ola@exämple.no", "øla@example.no", '"o la"@example.com']
-)
-def test_addresses_that_are_not_plain_take_the_email_package(address: str) -> None:
-    message = EmailMessage(uuid.uuid4(), address, "kari@example.com", "s", "b", EmailContentType.PLAIN)
-    assert smtp._plain_envelope(message) is None

@@ -93,6 +93,7 @@ from varsel import jsonsafe
 from varsel.clock import Clock
 from varsel.notifications.statuses import EmailStatus
 from varsel.orders.models import EmailContentType
+from varsel.providers import mime
 from varsel.providers.base import (
     Accepted,
     DeliveryReport,
@@ -309,7 +310,7 @@ class AcsEmailProvider:
 
     async def send(self, message: EmailMessage) -> Accepted:
         operation_id = str(message.notification_id)
-        body = json.dumps(self._payload(message), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        body = self._request_body(message)
         url = f"{self._connection.endpoint}/emails:send?api-version={quote(self._settings.api_version)}"
         response = await self._request(
             "POST", url, body, {"Operation-Id": operation_id, "Content-Type": "application/json"}
@@ -330,14 +331,29 @@ class AcsEmailProvider:
             raise self._send_error(response)
         return await self._poll(operation_id, wait)
 
+    def _request_body(self, message: EmailMessage) -> bytes:
+        try:
+            return json.dumps(self._payload(message), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        except UnicodeEncodeError as error:
+            # A lone surrogate, which has no UTF-8: this message's fault, not ACS's.
+            raise PermanentEmailError(f"the message cannot be written as UTF-8: {error}") from error
+
     def _payload(self, message: EmailMessage) -> dict[str, Any]:
         # An HTML body goes without a plainText part, as the reference sends it: a text version derived here would be
         # a lossy guess (links, tables, layout) that text-only clients show as if the sender had written it.
         key = "html" if message.content_type is EmailContentType.HTML else "plainText"
+        # ACS writes the headers itself: it gets the subject on the one line every provider sends, and plain
+        # addresses with IDNA domains (ACS documents no more than "email address"; xn-- is what any relay takes).
+        # A display name goes in its own field (a sender's name is set on the MailFrom address in Azure).
+        sender = mime.mailbox(message.from_address, "from", EmailStatus.FAILED)
+        recipient = mime.mailbox(message.to_address, "to", EmailStatus.FAILED_INVALID_EMAIL_FORMAT)
+        to: dict[str, str] = {"address": recipient.addr_spec}
+        if recipient.display_name:
+            to["displayName"] = recipient.display_name
         return {
-            "senderAddress": message.from_address,
-            "content": {"subject": message.subject, key: message.body},
-            "recipients": {"to": [{"address": message.to_address}]},
+            "senderAddress": sender.addr_spec,
+            "content": {"subject": mime.subject_line(message.subject), key: message.body},
+            "recipients": {"to": [to]},
             # varsel ignores engagement (open/click) events, so the tracking pixel and rewritten links would only
             # cost recipients privacy, even where the resource has tracking enabled.
             "userEngagementTrackingDisabled": True,

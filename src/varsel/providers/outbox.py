@@ -7,16 +7,21 @@ runs its whole course to Completed.
 from __future__ import annotations
 
 import asyncio
+import email.errors
+import email.policy
 import json
 import os
 from datetime import datetime
-from email.message import EmailMessage as MimeMessage
-from email.utils import format_datetime
+from email.message import MIMEPart
 from pathlib import Path
 from uuid import UUID
 
+from varsel.notifications.statuses import EmailStatus
 from varsel.orders.models import EmailContentType
-from varsel.providers.base import Accepted, EmailMessage, SmsMessage
+from varsel.providers import mime
+from varsel.providers.base import Accepted, EmailMessage, PermanentEmailError, SmsMessage
+
+_BODY_POLICY = email.policy.default.clone(linesep="\r\n")
 
 
 def message_id(notification_id: UUID) -> str:
@@ -24,16 +29,27 @@ def message_id(notification_id: UUID) -> str:
 
 
 def render_eml(message: EmailMessage, sent: datetime | None = None) -> bytes:
-    mime = MimeMessage()
-    mime["From"] = message.from_address
-    mime["To"] = message.to_address
-    mime["Subject"] = message.subject
-    mime["Message-ID"] = message_id(message.notification_id)
-    if sent is not None:
-        mime["Date"] = format_datetime(sent)
+    """The message as an .eml file: varsel's header block (providers.mime), and the body as the email package writes
+    a text part (8-bit UTF-8 where it can, so the file reads as the message). Raw UTF-8 in From or To (RFC 6532) only
+    for a non-ASCII local part. Anything in the message that cannot be written is its PermanentEmailError."""
+    head = mime.header_block(
+        sender=mime.mailbox(message.from_address, "from", EmailStatus.FAILED),
+        recipient=mime.mailbox(message.to_address, "to", EmailStatus.FAILED_INVALID_EMAIL_FORMAT),
+        subject=message.subject,
+        message_id=message_id(message.notification_id),
+        date=sent,
+    )
+    # A bare part, not a message: its only headers are Content-Type and Content-Transfer-Encoding, none of them
+    # from the caller's text.
+    body = MIMEPart(policy=_BODY_POLICY)
     subtype = "html" if message.content_type is EmailContentType.HTML else "plain"
-    mime.set_content(message.body, subtype=subtype)
-    return bytes(mime)
+    try:
+        body.set_content(message.body, subtype=subtype)
+        return head + body.as_bytes()
+    except UnicodeEncodeError as error:
+        raise PermanentEmailError(f"the body cannot be written as UTF-8: {error}") from error
+    except (ValueError, email.errors.MessageError) as error:
+        raise PermanentEmailError(f"the body cannot be written: {error}") from error
 
 
 class OutboxEmailProvider:
@@ -47,11 +63,12 @@ class OutboxEmailProvider:
         return Accepted(reference=str(message.notification_id), delivered=True)
 
     def _write(self, message: EmailMessage) -> None:
+        content = render_eml(message)
         self._folder.mkdir(parents=True, exist_ok=True)
         target = self._folder / f"{message.notification_id}.eml"
         # Write then rename: a reader of the outbox never sees half a message.
         partial = target.with_suffix(".eml.partial")
-        partial.write_bytes(render_eml(message))
+        partial.write_bytes(content)
         os.replace(partial, target)
 
     async def close(self) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import html
 import re
 
+from varsel.providers.mime import subject_line
+
 NAME = "$recipientName$"
 NUMBER = "$recipientNumber$"
 _KEYWORD = re.compile(re.escape(NAME) + "|" + re.escape(NUMBER))
-_LINE_BREAKS = re.compile(r"[\r\n\u2028\u2029\x85\x0b\x0c]+")
 
 
 def has_keywords(text: str) -> bool:
@@ -32,5 +33,6 @@ def render(text: str, *, name: str | None, number: str | None, html_body: bool =
 
 
 def render_subject(text: str, *, name: str | None, number: str | None) -> str:
-    """A subject with keywords filled in, on one line whatever the registry's name holds."""
-    return _LINE_BREAKS.sub(" ", render(text, name=name, number=number))
+    """A subject with keywords filled in, on one line whatever the registry's name holds (the line every email
+    provider sends). Whatever else the name holds, "=?…?=" included, is text: the providers encode it as such."""
+    return subject_line(render(text, name=name, number=number))

@@ -1,0 +1,172 @@
+"""The header block of every email varsel sends, written by varsel itself from the caller's text.
+
+Python's email package decodes encoded words (RFC 2047, ``=?utf-8?q?…?=``) when a header is set, and writes the
+decoded text out raw: a subject or a registry name reading ``=?utf-8?q?Hi=0D=0ABcc:_x@evil.example?=`` became a real
+``Bcc`` line. Here no caller text is ever parsed as a header. A subject is one line (``subject_line``) and is written
+as it is only when it is short printable ASCII that no reader can take for an encoded word; anything else is encoded
+here, so that a reader decodes it to exactly the text given. An address is written as its addr-spec, with the domain
+in IDNA (``xn--``) form; its local part as it is (raw UTF-8 when not ASCII, as RFC 6532 allows and SMTPUTF8
+carries), never as an encoded word, which RFC 2047 forbids there. A display name (only an operator's configured
+sender has one) is plain words, a quoted string, or (non-ASCII in an ASCII message) encoded words.
+
+The SMTP and outbox providers take their headers from ``header_block``; ACS, which builds the message itself, gets
+the same one-line subject and addresses (``subject_line``, ``mailbox``). A message that cannot be written this way
+fails as that message's own PermanentEmailError, before any provider is called.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from email.header import Header
+from email.utils import format_datetime
+
+import idna
+
+from varsel.notifications.statuses import EmailStatus
+from varsel.providers.base import PermanentEmailError
+
+# "=?charset?encoding?text?=" anywhere, roughly: what a lenient reader might try to decode.
+_ENCODED_WORD = re.compile(r"=\?.*\?=", re.DOTALL)
+# A bare ASCII dot-atom address, nearly every address varsel sends to or from: taken without further parsing.
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9_%+=-]+(?:\.[A-Za-z0-9_%+=-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+# RFC 5322's atext, and any non-ASCII character (RFC 6532; which ones are printable is checked separately).
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]"
+_DOT_ATOM = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*")
+_ASCII_DOMAIN = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
+# Words a display name may be written as without encoding (atoms separated by single spaces).
+_PLAIN_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/^_`{|}~-]+)*")
+# Nothing an address may hold anywhere: control characters, line and paragraph separators, lone surrogates.
+_NOT_IN_ADDRESS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+# Printable ASCII, no blank at either end (a reader would drop a leading one), short enough to stay on the header's
+# line: written as it is. Anything else is encoded.
+_PLAIN_SUBJECT = re.compile(r"(?:[!-~](?:[ -~]{0,67}[!-~])?)?")
+
+
+def subject_line(text: str) -> str:
+    """The subject on one line: its lines joined by single spaces.
+
+    Lines as ``str.splitlines`` finds them: CR, LF and CRLF, but also U+2028, U+2029, U+0085, VT, FF and
+    U+001C-U+001E, which some mail software (and Python's email package) takes for line breaks. Every provider sends
+    this same line.
+    """
+    return " ".join(text.splitlines())
+
+
+def has_encoded_word(text: str) -> bool:
+    """Whether text holds something a lenient reader may decode as an encoded word (``=?…?=``)."""
+    return "=?" in text and _ENCODED_WORD.search(text) is not None
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    local_part: str
+    # ASCII: an internationalised domain in its IDNA (xn--) form.
+    domain: str
+    display_name: str = ""
+
+    @property
+    def addr_spec(self) -> str:
+        return f"{self.local_part}@{self.domain}"
+
+    @property
+    def utf8(self) -> bool:
+        """A non-ASCII local part, which only SMTPUTF8 (and RFC 6532 headers) can carry."""
+        return not self.local_part.isascii()
+
+
+def mailbox(value: str, role: str, status: EmailStatus) -> Mailbox:
+    """The address as varsel will write it: ``addr-spec`` or ``display name <addr-spec>``.
+
+    Raises PermanentEmailError (with `status`) for anything else, and for a local part that holds an encoded word:
+    RFC 2047 forbids them there, yet readers (Python's email package among them) decode them, into another address
+    or into line breaks and headers of their own, so such an address is refused rather than written.
+    """
+    if _PLAIN_ADDRESS.fullmatch(value):
+        local_part, _, domain = value.rpartition("@")
+        return Mailbox(local_part, domain)
+    if _NOT_IN_ADDRESS.search(value):
+        raise PermanentEmailError(f"the {role} address {value!r} contains a control character or line break", status)
+    text = value.strip()
+    display_name = ""
+    if text.endswith(">") and "<" in text:
+        display_name, _, text = text[:-1].rpartition("<")
+        display_name = _unquoted(display_name.strip())
+    local_part, at, domain = text.rpartition("@")
+    if not at or not _DOT_ATOM.fullmatch(local_part) or not all(c.isascii() or c.isprintable() for c in local_part):
+        raise PermanentEmailError(f"the {role} address {value!r} is not a valid mailbox", status)
+    if has_encoded_word(local_part):
+        raise PermanentEmailError(
+            f"the {role} address {value!r} holds encoded-word syntax (=?…?=), which mail readers may decode into "
+            "another address or into headers of its own",
+            status,
+        )
+    ascii_domain = _ascii_domain(domain)
+    if ascii_domain is None:
+        raise PermanentEmailError(f"the domain of the {role} address {value!r} is not a valid name", status)
+    return Mailbox(local_part, ascii_domain, display_name)
+
+
+def header_block(*, sender: Mailbox, recipient: Mailbox, subject: str, message_id: str, date: datetime | None) -> bytes:
+    """From, To, Subject, Date (when given), Message-ID and MIME-Version, each line ending in CRLF.
+
+    UTF-8 only where an address's local part is not ASCII (then the message needs SMTPUTF8); ASCII otherwise.
+    """
+    utf8 = sender.utf8 or recipient.utf8
+    lines = [
+        f"From: {_address(sender, 'From', utf8)}",
+        f"To: {_address(recipient, 'To', utf8)}",
+        f"Subject: {_subject(subject_line(subject))}",
+    ]
+    if date is not None:
+        lines.append(f"Date: {format_datetime(date)}")
+    lines += [f"Message-ID: {message_id}", "MIME-Version: 1.0", ""]
+    return "\r\n".join(lines).encode("utf-8")
+
+
+def _subject(line: str) -> str:
+    if _PLAIN_SUBJECT.fullmatch(line) and "=?" not in line:
+        return line
+    return _encoded_words(line, "Subject", "subject")
+
+
+def _address(box: Mailbox, header_name: str, utf8: bool) -> str:
+    if not box.display_name:
+        return box.addr_spec
+    name = box.display_name
+    if _PLAIN_PHRASE.fullmatch(name):
+        phrase = name
+    elif utf8 or name.isascii():
+        # A quoted string, raw UTF-8 in a message that is UTF-8 anyway (RFC 6532). Each "=" is escaped, so no "=?"
+        # stands in it for a reader to decode as an encoded word (Python's email package does so even in quotes).
+        phrase = '"' + re.sub(r'([\\"=])', r"\\\1", name) + '"'
+    else:
+        phrase = _encoded_words(name, header_name, f"display name of the {header_name} address")
+    return f"{phrase} <{box.addr_spec}>"
+
+
+def _encoded_words(text: str, header_name: str, what: str) -> str:
+    # Whatever the text holds ("=?", quotes, control characters) is inside the encoding: a reader decodes it back
+    # to the text, never to syntax. Split into words of at most 75 characters on lines of at most 76.
+    try:
+        return Header(text, "utf-8", header_name=header_name).encode(linesep="\r\n")
+    except UnicodeEncodeError as error:
+        raise PermanentEmailError(f"the {what} cannot be written as UTF-8: {error}") from error
+
+
+def _unquoted(name: str) -> str:
+    if len(name) >= 2 and name[0] == name[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", name[1:-1])
+    return name
+
+
+def _ascii_domain(domain: str) -> str | None:
+    if domain.isascii():
+        return domain if _ASCII_DOMAIN.fullmatch(domain) else None
+    try:
+        # IDNA 2008 with the UTS #46 mapping, as email-validator reads the domain at intake (IDNA 2003, Python's
+        # own codec, would send straße.de to strasse.de).
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except UnicodeError:  # idna.IDNAError among them
+        return None
