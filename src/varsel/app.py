@@ -27,7 +27,7 @@ from varsel.auth.keys import DEV_ISSUER, JwksKeys, KeySource, StaticKeys, ensure
 from varsel.auth.tokens import TokenVerifier, TrustedIssuerKeys
 from varsel.clock import Clock, SystemClock
 from varsel.db.engine import Database, database_unavailable
-from varsel.dispatch.conditions import ConditionChecker
+from varsel.dispatch.conditions import ConditionChecker, dns_name
 from varsel.dispatch.processor import OrderProcessor
 from varsel.dispatch.runner import Workers
 from varsel.dispatch.senders import ExpirySweeper, email_sender, sms_sender
@@ -136,7 +136,8 @@ def build(
     database = database or Database(settings.resolved_database_url())
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
     auth = settings.auth
-    allowed_hosts = frozenset(h.lower() for h in settings.conditions.allowed_hosts)
+    # Read as condition hosts are (dns_name), so an entry written in Unicode matches the host it names.
+    allowed_hosts = frozenset(dns_name(h) for h in settings.conditions.allowed_hosts)
     # The local copy of the contact registries unless another (a remote registry's client) is given.
     lookup = RecipientLookup(registry or LocalRegistry(database))
     wakeups = Wakeups()

@@ -793,6 +793,8 @@ class JwksServer:
 
     def __init__(self, keys: list[dict]) -> None:
         self.document: Any = {"keys": keys}
+        # Served as it is instead of the document, for answers json.dumps cannot write (60,000 levels deep).
+        self.raw: bytes | None = None
         self.status = 200
         self._requests = 0
         self._lock = threading.Lock()
@@ -802,7 +804,7 @@ class JwksServer:
             def do_GET(self) -> None:
                 with server._lock:
                     server._requests += 1
-                    payload = json.dumps(server.document).encode()
+                    payload = server.raw if server.raw is not None else json.dumps(server.document).encode()
                     status = server.status
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -994,6 +996,24 @@ async def test_jwks_url_answering_something_else_than_a_jwks_is_503_not_500(
     document: Any,
 ) -> None:
     jwks_server.document = document
+    client = make_client(jwks_settings(settings, jwks_server.url))
+    assert_problem(await post_order(client, rs256(rsa_keys[0], bearer_claims(iss=ISSUER), kid="key-1")), 503)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"[" * 60_000, b'{"keys": [' * 5_000 + b"]}" * 5_000, b'{"keys": [], "n": ' + b"1" * 5_000 + b"}"],
+    ids=["60000-brackets", "deep-keys", "5000-digit-integer"],
+)
+async def test_a_hostile_jwks_answer_is_503_not_500(
+    make_client: Callable[[Settings], httpx.AsyncClient],
+    settings: Settings,
+    jwks_server: JwksServer,
+    rsa_keys: list[rsa.RSAPrivateKey],
+    raw: bytes,
+) -> None:
+    # httpx's .json() raised RecursionError (or the integer's ValueError) out of the key fetch: a 500 (#19).
+    jwks_server.raw = raw
     client = make_client(jwks_settings(settings, jwks_server.url))
     assert_problem(await post_order(client, rs256(rsa_keys[0], bearer_claims(iss=ISSUER), kid="key-1")), 503)
 

@@ -13,6 +13,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from varsel import jsonsafe
+
 # Asymmetric algorithms only: 'none' and the HMAC family (where the public key would double as the secret) are
 # never accepted.
 ALLOWED_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
@@ -64,7 +66,8 @@ class JwksKeys:
         try:
             response = await self._client.get(self._url, timeout=10.0)
             response.raise_for_status()
-            document = response.json()
+            # The issuer's endpoint is another's answer: read with the bounded reader, not httpx's .json().
+            document = jsonsafe.loads(response.content)
         except (httpx.HTTPError, ValueError) as error:
             raise KeysUnavailable(f"could not fetch signing keys from {self._url}: {error}") from error
         entries = document.get("keys") if isinstance(document, dict) else None
