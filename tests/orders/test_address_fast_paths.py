@@ -23,7 +23,8 @@ def general_email(raw: str) -> str | None:
 
 
 def general_mobile(raw: str) -> str | None:
-    value = raw.strip()
+    # Only trailing blanks are trimmed: a number must start with + or 00, as the reference has it.
+    value = raw.rstrip()
     return mobile_by_libphonenumber("+" + value[2:] if value.startswith("00") else value)
 
 
