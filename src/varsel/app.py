@@ -32,7 +32,7 @@ from varsel.dispatch.processor import OrderProcessor
 from varsel.dispatch.runner import Workers
 from varsel.dispatch.senders import ExpirySweeper, email_sender, sms_sender
 from varsel.dispatch.wakeup import PostgresListener, Wakeups
-from varsel.http import BodyLimitMiddleware, TrustedHostMiddleware, problem_responses
+from varsel.http import BodyLimitMiddleware, RouteSpellingMiddleware, TrustedHostMiddleware, problem_responses
 from varsel.observability import Telemetry
 from varsel.orders import endpoints_v1
 from varsel.orders.models import (
@@ -311,6 +311,7 @@ def create_app(varsel: Varsel, *, run_workers: bool = False) -> FastAPI:
     app.include_router(operations.router)
     app.include_router(report_endpoints.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=varsel.settings.limits.max_body_bytes)
+    app.add_middleware(RouteSpellingMiddleware)
     # Added last, so it runs first: a request for another host is answered before anything else reads it.
     app.add_middleware(TrustedHostMiddleware, hosts=varsel.settings.answered_hosts())
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -62,6 +62,27 @@ class BodyLimitMiddleware:
         await self.app(scope, limited_receive, send)
 
 
+class RouteSpellingMiddleware:
+    """Routes match as ASP.NET's do for the reference's clients: in any case, and with a trailing slash.
+
+    Starlette would answer `POST …/orders/email/` with a 307 redirect, which many HTTP clients do not follow for
+    a POST, and `…/Orders` with a 404. Path parameters lose nothing by it: every one varsel has is a UUID.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            spelled = path.lower()
+            if len(spelled) > 1 and spelled.endswith("/"):
+                spelled = spelled.rstrip("/") or "/"
+            if spelled != path:
+                scope = {**scope, "path": spelled}
+        await self.app(scope, receive, send)
+
+
 class TrustedHostMiddleware:
     """Answers only requests whose Host header names this service (Starlette's trusted-host rule: exact names,
     "*.domain" wildcards, "*" for any), with a 400 problem otherwise.
