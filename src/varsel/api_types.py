@@ -3,20 +3,50 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, PlainSerializer, model_validator
 from pydantic.alias_generators import to_camel
 
 E = TypeVar("E", bound=StrEnum)
 
 
 class ApiModel(BaseModel):
-    """camelCase on the wire, snake_case in Python; unknown properties are ignored, as the reference does."""
+    """camelCase on the wire, snake_case in Python; unknown properties are ignored, as the reference does.
+
+    Property names match in any case, as ASP.NET's web defaults read them: Altinn's own clients post PascalCase
+    bodies ("IdempotencyId", "NotificationChannel") and get them accepted.
+    """
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    # The wire names (aliases), and each one's lower case to find it by; filled in per class.
+    _wire_names: ClassVar[frozenset[str]] = frozenset()
+    _by_lower_name: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        names = {field.alias or name for name, field in cls.model_fields.items()}
+        cls._wire_names = frozenset(names)
+        cls._by_lower_name = {name.lower(): name for name in names}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names_in_any_case(cls, data: Any) -> Any:
+        # Nearly every body spells every name as declared: one set comparison, in C, and nothing else.
+        if not isinstance(data, dict) or data.keys() <= cls._wire_names:
+            return data
+        spelled: dict[str, Any] = {}
+        for key, value in data.items():
+            name = cls._by_lower_name.get(key.lower(), key) if isinstance(key, str) else key
+            # The name as declared wins over other spellings of it; among those, the last, as System.Text.Json.
+            if key == name or name not in data:
+                spelled[name] = value
+        return spelled
 
 
 def _safe_text(value: str) -> str:
@@ -31,13 +61,18 @@ def _safe_text(value: str) -> str:
 Text = Annotated[str, AfterValidator(_safe_text)]
 
 
-def lenient_enum(enum: type[E]) -> BeforeValidator:
-    """Accept enum values case-insensitively ("emailPreferred" as well as "EmailPreferred")."""
+def lenient_enum(enum: type[E], numbers: Mapping[int, E] | None = None) -> BeforeValidator:
+    """Accept enum values as .NET clients send them: by name in any case ("emailPreferred", "EMAILPREFERRED"), and by
+    their integer values (`numbers`; by default the members in declaration order from 0), which the reference's
+    integration tests send. Anything else is passed on, to be refused with the field's name."""
     by_lower = {member.value.lower(): member for member in enum}
+    by_number = dict(numbers) if numbers is not None else dict(enumerate(enum))
 
     def parse(value: Any) -> Any:
         if isinstance(value, str):
             return by_lower.get(value.strip().lower(), value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return by_number.get(value, value)
         return value
 
     return BeforeValidator(parse)

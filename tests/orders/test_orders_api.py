@@ -157,6 +157,13 @@ async def test_status_of_a_new_order(client: httpx.AsyncClient, auth: Auth) -> N
     }
 
 
+async def test_status_shows_the_resource_action(client: httpx.AsyncClient, auth: Auth) -> None:
+    # The reference added resourceAction to every v1 order answer, /status included (#15).
+    order_id = await _create(client, auth, **SPEC_003_EXAMPLE, resourceAction="sign")
+    status = await client.get(f"{V1}/orders/{order_id}/status", headers=auth())
+    assert (status.json()["resourceId"], status.json()["resourceAction"]) == ("app_ttd_apps-test", "sign")
+
+
 @pytest.mark.parametrize(
     ("path", "expected"),
     [("/orders/email", {"email"}), ("/orders/sms", {"sms"})],
@@ -177,7 +184,8 @@ async def _add_notifications(varsel: Varsel, order_id: str, email: list[str], sm
         for offset, status in enumerate(email):
             await conn.execute(
                 insert(email_notifications).values(
-                    id=uuid.uuid4(), order_id=uuid.UUID(order_id), email_address=f"r{offset}@example.com",
+                    id=uuid.uuid4(), order_id=uuid.UUID(order_id), creator="ttd",
+                    email_address=f"r{offset}@example.com",
                     status=status, status_changed=NOW + timedelta(seconds=offset),
                     created=NOW + timedelta(seconds=offset), expiry=NOW + timedelta(days=2), send_after=NOW,
                 )
@@ -185,7 +193,7 @@ async def _add_notifications(varsel: Varsel, order_id: str, email: list[str], sm
         for offset, status in enumerate(sms):
             await conn.execute(
                 insert(sms_notifications).values(
-                    id=uuid.uuid4(), order_id=uuid.UUID(order_id), mobile_number=f"+479000000{offset}",
+                    id=uuid.uuid4(), order_id=uuid.UUID(order_id), creator="ttd", mobile_number=f"+479000000{offset}",
                     national_identity_number="11876995923" if offset == 0 else None, is_reserved=False,
                     status=status, status_changed=NOW, created=NOW + timedelta(seconds=offset),
                     expiry=NOW + timedelta(days=2), send_after=NOW,

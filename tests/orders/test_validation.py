@@ -1441,3 +1441,52 @@ async def test_arbitrary_bodies_get_202_or_a_4xx_problem_never_5xx(api: Api, pat
         assert response.json()["status"] == response.status_code
         if response.status_code == 400:
             problem_errors(response)
+
+
+# ---------------------------------------------------------------- binding as .NET clients expect it (#15)
+
+
+async def test_property_names_match_in_any_case(api: Api) -> None:
+    # Altinn's own integration tests post PascalCase bodies; ASP.NET's web defaults match names in any case.
+    body = {
+        "NotificationChannel": "Sms",
+        "SENDERSREFERENCE": "case-7",
+        "SmsTemplate": {"SenderNumber": "Altinn", "Body": "Hei"},
+        "Recipients": [{"MobileNumber": MOBILE}],
+        "ResourceId": "app_ttd_apps-test",
+        "resourceaction": "sign",
+    }
+    read = await api.accepted(ORDERS, body)
+    assert read["notificationChannel"] == "Sms"
+    assert read["sendersReference"] == "case-7"
+    assert read["smsTemplate"] == {"senderNumber": "Altinn", "body": "Hei"}
+    assert read["recipients"] == [{"mobileNumber": MOBILE}]
+    assert (read["resourceId"], read["resourceAction"]) == ("app_ttd_apps-test", "sign")
+
+
+async def test_the_declared_spelling_wins_over_another(api: Api) -> None:
+    read = await api.accepted(EMAIL_ORDERS, email_order(SendersReference="other", sendersReference="declared"))
+    assert read["sendersReference"] == "declared"
+    read = await api.accepted(EMAIL_ORDERS, email_order(SendersReference="first", SENDERSREFERENCE="last"))
+    assert read["sendersReference"] == "last"
+
+
+@pytest.mark.parametrize(
+    ("number", "channel"),
+    [(0, "Email"), (1, "Sms"), (2, "EmailPreferred"), (3, "SmsPreferred"), (4, "EmailAndSms")],
+)
+async def test_a_channel_may_be_given_by_its_integer_value(api: Api, number: int, channel: str) -> None:
+    body = order(channel) | {"notificationChannel": number}
+    assert (await api.accepted(ORDERS, body))["notificationChannel"] == channel
+
+
+@pytest.mark.parametrize(("number", "content_type"), [(0, "Plain"), (1, "Html")])
+async def test_a_content_type_may_be_given_by_its_integer_value(api: Api, number: int, content_type: str) -> None:
+    read = await api.accepted(EMAIL_ORDERS, email_order(contentType=number))
+    assert read["emailTemplate"]["contentType"] == content_type
+
+
+@pytest.mark.parametrize("number", [5, -1, True])
+async def test_an_undeclared_integer_is_refused_naming_the_field(api: Api, number: Any) -> None:
+    errors = await api.refused(ORDERS, order("Email") | {"notificationChannel": number})
+    assert list(errors) == ["NotificationChannel"]

@@ -399,6 +399,7 @@ def _status_view(request: Request, view: OrderStatusView) -> NotificationOrderWi
         notification_channel=order.channel,
         ignore_reservation=order.ignore_reservation,
         resource_id=order.resource_id,
+        resource_action=order.resource_action,
         condition_endpoint=order.condition_endpoint,
         processing_status=ProcessingStatus(
             status=shown.value, description=ORDER_STATUS_DESCRIPTIONS[shown], last_update=order.status_changed

@@ -219,6 +219,7 @@ class NotificationOrderWithStatus(ApiModel):
     notification_channel: NotificationChannel
     ignore_reservation: bool | None = None
     resource_id: str | None = None
+    resource_action: str | None = None
     condition_endpoint: str | None = None
     processing_status: ProcessingStatus
     notifications_status_summary: NotificationsStatusSummary | None = None
