@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from varsel.dispatch import repository
+from varsel.problems import Problem
 
 router = APIRouter(include_in_schema=False)
 
@@ -38,3 +39,17 @@ async def ready(request: Request) -> Response:
     varsel = request.app.state.varsel
     await varsel.database.ping()
     return Response('{"status":"ok"}', media_type="application/json")
+
+
+@router.get("/notifications/api/v1/tests/sendcondition")
+async def test_send_condition(request: Request) -> Response:
+    """A send condition to point test orders at, as the reference has: `?conditionMet=true` answers
+    {"sendNotification": true}; anything else, a missing or unreadable value included, false. No token: it says
+    nothing about anyone."""
+    content_type = request.headers.get("content-type")
+    if content_type and content_type.split(";")[0].strip().lower() != "application/json":
+        raise Problem(415, detail="This endpoint takes no body other than JSON.")
+    # Query names match in any case, as ASP.NET binds them.
+    values = [value for name, value in request.query_params.multi_items() if name.lower() == "conditionmet"]
+    met = bool(values) and values[0].strip().lower() == "true"
+    return Response(f'{{"sendNotification":{"true" if met else "false"}}}', media_type="application/json")
