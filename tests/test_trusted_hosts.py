@@ -67,7 +67,24 @@ def _assert_untrusted(response: httpx.Response, host: str) -> None:
     assert problem["traceId"]
 
 
-@pytest.mark.parametrize("host", ["evil.example", "evil.example:8080", "localhost.evil.example", "127.0.0.2", ""])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "evil.example",
+        "evil.example:8080",
+        "localhost.evil.example",
+        "127.0.0.2",
+        "",
+        # Not hosts at all, though a loose reading finds "localhost" or "::1" in them; some Starlette versions
+        # built links such as http://localhost:@evil.example/… from them (#19 review).
+        "localhost:@evil.example",
+        "localhost:80@evil.example",
+        "[::1]@evil.example",
+        "localhost:port",
+        "localhost/evil",
+        "[::1",
+    ],
+)
 async def test_by_default_only_loopback_names_are_answered(
     client_for: Callable[..., httpx.AsyncClient], auth: Callable[..., dict[str, str]], host: str
 ) -> None:
@@ -86,15 +103,34 @@ async def test_loopback_names_are_answered_and_links_follow_them(
     assert response.headers["location"].startswith(f"http://{host}{V1}/orders/")
 
 
-async def test_the_public_url_s_host_is_trusted_by_default(
+async def test_with_a_public_url_any_host_is_answered_and_links_follow_the_public_url(
     client_for: Callable[..., httpx.AsyncClient], auth: Callable[..., dict[str, str]]
 ) -> None:
+    # In-cluster callers (http://varsel:8080) must reach it; links no longer depend on the Host header at all.
     client = client_for(public_url="https://varsel.example.no")
-    response = await _post(client, auth, "varsel.example.no")
-    assert response.status_code == 202, response.text
-    assert response.headers["location"].startswith(f"https://varsel.example.no{V1}/orders/")
+    for host in ("varsel.example.no", "varsel:8080", "evil.example"):
+        response = await _post(client, auth, host)
+        assert response.status_code == 202, response.text
+        assert response.headers["location"].startswith(f"https://varsel.example.no{V1}/orders/")
+
+
+async def test_a_public_url_with_configured_hosts_answers_only_those(
+    client_for: Callable[..., httpx.AsyncClient], auth: Callable[..., dict[str, str]]
+) -> None:
+    client = client_for(public_url="https://varsel.example.no", trusted_hosts=["varsel.example.no", "localhost"])
+    assert (await _post(client, auth, "varsel.example.no")).status_code == 202
     _assert_untrusted(await _post(client, auth, "evil.example"), "evil.example")
     assert await _stored(client, auth) == 1
+
+
+@pytest.mark.parametrize("entry", ["varsel.example.no:8443", "https://varsel.example.no", "varsel.example.no/", "*x"])
+def test_a_trusted_host_entry_that_is_no_host_name_stops_the_service_at_start(entry: str) -> None:
+    with pytest.raises(ValueError, match="trusted_hosts"):
+        Settings(trusted_hosts=["localhost", entry])
+
+
+def test_ipv6_and_wildcard_entries_are_host_names() -> None:
+    assert Settings(trusted_hosts=["::1", "[::1]", "*.example.org", "*", "varsel."]).trusted_hosts
 
 
 async def test_configured_names_and_wildcards(
@@ -142,9 +178,4 @@ def test_trusted_hosts_from_the_environment(monkeypatch: pytest.MonkeyPatch, val
 def test_default_answered_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("VARSEL_TRUSTED_HOSTS", raising=False)
     assert Settings().answered_hosts() == ["localhost", "127.0.0.1", "::1"]
-    assert Settings(public_url="https://varsel.example.no:8443/base").answered_hosts() == [
-        "localhost",
-        "127.0.0.1",
-        "::1",
-        "varsel.example.no",
-    ]
+    assert Settings(public_url="https://varsel.example.no:8443/base").answered_hosts() == ["*"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -128,12 +129,19 @@ class TrustedHostMiddleware:
         return name in self._exact or (bool(self._suffixes) and name.endswith(self._suffixes))
 
 
+# A Host header as RFC 9110 has it: a name or an IPv4 address, or an IPv6 address in brackets, and an optional port
+# of digits. Anything else ("localhost:@evil.example", "[::1]@evil.example") names no host, and some versions of
+# Starlette would build links from it as written.
+_HOST_HEADER = re.compile(r"(?:\[(?P<ipv6>[0-9a-f:.]+)\]|(?P<name>[a-z0-9._-]+))(?::[0-9]{1,5})?", re.IGNORECASE)
+
+
 def _host_name(host: str) -> str:
-    """The name in a Host header, without its port: "[::1]:8080" -> "::1", "Example.org.:80" -> "example.org"."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host
-    return host.rpartition(":")[0].rstrip(".") if host.count(":") == 1 else host.rstrip(".")
+    """The name in a Host header, without its port: "[::1]:8080" -> "::1", "Example.org.:80" -> "example.org";
+    "" when the header is no host at all."""
+    match = _HOST_HEADER.fullmatch(host.strip())
+    if match is None:
+        return ""
+    return (match["ipv6"] or match["name"]).lower().rstrip(".")
 
 
 def _is_json(content_type: str) -> bool:

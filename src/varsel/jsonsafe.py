@@ -24,7 +24,7 @@ def loads(data: bytes | str) -> Any:
     """The JSON document in `data`; UnreadableJson when there is none varsel will read."""
     try:
         # Text as UTF-8 first: a str with a lone surrogate is refused here as bytes with one are by the reader.
-        document = from_json(data.encode("utf-8") if isinstance(data, str) else data)
+        document = from_json(data.encode("utf-8") if isinstance(data, str) else data, allow_inf_nan=False)
     except ValueError as error:
         raise UnreadableJson(str(error)) from None
     _check_depth(document)

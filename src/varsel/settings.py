@@ -5,10 +5,11 @@ Nested areas use a double underscore, e.g. ``VARSEL_AUTH__ISSUERS`` or ``VARSEL_
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -139,6 +140,17 @@ class ReportSettings(BaseModel):
     max_reports_per_request: int = Field(default=1_000, ge=1)
 
 
+_HOST_ENTRY = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?")
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _variable(prefix: str, item: str) -> str:
     # Adapters name a missing field, perhaps with why: "connection_string (no accesskey)".
     name, _, why = item.partition(" ")
@@ -157,8 +169,9 @@ class Settings(BaseSettings):
     # Host header, which only trusted_hosts lets through. Production sets it.
     public_url: str | None = None
     # The Host header values the API answers to, comma-separated or a JSON list: names ("varsel.example.org"),
-    # wildcards ("*.example.org"), or "*" for any. Unset: the loopback names and the host of public_url. Another
-    # Host gets a 400 problem, so nobody can make varsel write links (Location, links) to a host of their choice.
+    # wildcards ("*.example.org"), or "*" for any. Unset: any host when public_url is set (links never follow the
+    # Host header then), else the loopback names. Another Host gets a 400 problem, so nobody can make varsel write
+    # links (Location, links) to a host of their choice.
     trusted_hosts: Annotated[list[str] | None, NoDecode] = None
     host: str = "127.0.0.1"
     port: int = 8080
@@ -183,16 +196,27 @@ class Settings(BaseSettings):
             return [name.strip() for name in text.split(",") if name.strip()]
         return value
 
+    @field_validator("trusted_hosts", mode="after")
+    @classmethod
+    def _host_names_only(cls, value: list[str] | None) -> list[str] | None:
+        # An entry with a port or a scheme ("varsel.example.no:8443", "https://…") would never match a Host name,
+        # and the mistake would show only as every request refused: say so at start instead.
+        for entry in value or []:
+            name = entry.strip().removeprefix("*.")
+            if entry.strip() != "*" and not _HOST_ENTRY.fullmatch(name) and not _is_ipv6(name.strip("[]")):
+                raise ValueError(
+                    f"trusted_hosts: {entry!r} is not a host name, '*.domain' or '*' (no scheme, port or path)"
+                )
+        return value
+
     def answered_hosts(self) -> list[str]:
-        """The Host names the API answers to: trusted_hosts, or loopback and the public URL's host by default."""
+        """The Host names the API answers to: trusted_hosts when set; otherwise any host once a public URL is set
+        (links then never follow the Host header), else only the loopback names (development)."""
         if self.trusted_hosts is not None:
             return list(self.trusted_hosts)
-        hosts = ["localhost", "127.0.0.1", "::1"]
         if self.public_url:
-            public = urlsplit(self.public_url).hostname
-            if public:
-                hosts.append(public)
-        return hosts
+            return ["*"]
+        return ["localhost", "127.0.0.1", "::1"]
 
     def provider_problems(self) -> list[str]:
         """What keeps the chosen providers from working, as environment variables to set; empty when nothing."""
