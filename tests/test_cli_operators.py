@@ -19,8 +19,8 @@ from varsel.clock import FrozenClock, SystemClock
 from varsel.db.engine import Database
 from varsel.db.migrate import migrate
 from varsel.notifications.statuses import SmsStatus
-from varsel.orders.models import EmailContentType, NotificationChannel
-from varsel.orders.validation import EmailTemplateSpec, OrderDraft, RecipientSpec
+from varsel.orders.drafts import EmailTemplateSpec, OrderDraft, RecipientSpec
+from varsel.orders.vocabulary import EmailContentType, NotificationChannel
 from varsel.providers.base import DeliveryReport
 from varsel.recipients.lookup import Medium
 from varsel.settings import Settings

@@ -33,7 +33,7 @@ from varsel.db.engine import Database
 from varsel.db.tables import delivery_reports, orders
 from varsel.dispatch.conditions import ConditionChecker, ConditionResult
 from varsel.notifications.statuses import EmailStatus, SmsStatus
-from varsel.orders.models import EmailContentType
+from varsel.orders.vocabulary import EmailContentType
 from varsel.providers.acs import AcsEmailProvider, AcsSettings
 from varsel.providers.base import (
     Accepted,

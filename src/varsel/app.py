@@ -27,11 +27,12 @@ from varsel.auth.keys import DEV_ISSUER, JwksKeys, KeySource, StaticKeys, ensure
 from varsel.auth.tokens import TokenVerifier, TrustedIssuerKeys
 from varsel.clock import Clock, SystemClock
 from varsel.db.engine import Database, database_unavailable
-from varsel.dispatch.conditions import ConditionChecker, dns_name
+from varsel.dispatch.conditions import ConditionChecker
 from varsel.dispatch.processor import OrderProcessor
 from varsel.dispatch.runner import Workers
 from varsel.dispatch.senders import ExpirySweeper, email_sender, sms_sender
 from varsel.dispatch.wakeup import PostgresListener, Wakeups
+from varsel.hostnames import dns_name
 from varsel.http import BodyLimitMiddleware, RouteSpellingMiddleware, TrustedHostMiddleware, problem_responses
 from varsel.observability import Telemetry
 from varsel.orders import endpoints_v1

@@ -10,7 +10,7 @@ from __future__ import annotations
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from varsel.orders.validation import (
+from varsel.orders.addresses import (
     email_by_validator,
     mobile_by_libphonenumber,
     normalize_email_address,

@@ -20,9 +20,9 @@ from varsel.db.engine import Database, database_unavailable
 from varsel.db.tables import order_recipients, orders
 from varsel.ids import new_id
 from varsel.orders import repository
+from varsel.orders.drafts import EmailTemplateSpec, OrderDraft, RecipientSpec
 from varsel.orders.intake import OrderWriter
-from varsel.orders.models import EmailContentType, NotificationChannel
-from varsel.orders.validation import EmailTemplateSpec, OrderDraft, RecipientSpec
+from varsel.orders.vocabulary import EmailContentType, NotificationChannel
 
 V1 = "/notifications/api/v1"
 

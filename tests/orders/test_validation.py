@@ -246,7 +246,7 @@ async def test_notification_channel_is_required(api: Api, channel: str | None) -
     assert await api.refused(ORDERS, body) == {"NotificationChannel": [CHANNEL_REQUIRED]}
 
 
-@pytest.mark.parametrize("channel", ["Fax", "", "E-mail", "EmailOrSms", 1, True, ["Email"], {"value": "Email"}])
+@pytest.mark.parametrize("channel", ["Fax", "", "E-mail", "EmailOrSms", 7, 1.5, True, ["Email"], {"value": "Email"}])
 async def test_unknown_notification_channel_is_refused(api: Api, channel: Any) -> None:
     assert await api.refused(ORDERS, order(notificationChannel=channel)) == {"NotificationChannel": [CHANNEL_UNKNOWN]}
 

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from tests.providers.acs_peer import AcsPeer
 from varsel.clock import FrozenClock, SystemClock
 from varsel.notifications.statuses import EmailStatus
-from varsel.orders.models import EmailContentType
+from varsel.orders.vocabulary import EmailContentType
 from varsel.providers.acs import (
     AcsEmailProvider,
     AcsSettings,

@@ -22,7 +22,7 @@ from varsel.app import Varsel
 from varsel.clock import FrozenClock, SystemClock
 from varsel.db.tables import email_notifications
 from varsel.notifications.statuses import EmailStatus
-from varsel.orders.models import EmailContentType
+from varsel.orders.vocabulary import EmailContentType
 from varsel.providers.acs import AcsEmailProvider
 from varsel.providers.base import EmailMessage, PermanentEmailError
 from varsel.providers.outbox import OutboxEmailProvider

@@ -28,8 +28,9 @@ from tests.conftest import NOW
 from tests.providers.test_email_headers import MIME_HEADERS
 from tests.providers.test_smtp import parse
 from varsel.clock import FrozenClock
-from varsel.orders.models import EmailContentType, NotificationOrderRequest
+from varsel.orders.models import NotificationOrderRequest
 from varsel.orders.validation import OrderValidator
+from varsel.orders.vocabulary import EmailContentType
 from varsel.problems import ValidationProblem
 from varsel.providers import smtp
 from varsel.providers.acs import AcsEmailProvider, AcsSettings

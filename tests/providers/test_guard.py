@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from varsel.clock import FrozenClock
 from varsel.notifications.statuses import EmailStatus, SmsStatus
-from varsel.orders.models import EmailContentType
+from varsel.orders.vocabulary import EmailContentType
 from varsel.providers.base import (
     Accepted,
     EmailMessage,

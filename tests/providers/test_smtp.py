@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from varsel.notifications.statuses import EmailStatus
-from varsel.orders.models import EmailContentType
+from varsel.orders.vocabulary import EmailContentType
 from varsel.providers import smtp
 from varsel.providers.base import EmailMessage, PermanentEmailError, TransientProviderError
 from varsel.providers.smtp import SmtpEmailProvider, SmtpSettings, html_to_text

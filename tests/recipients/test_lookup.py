@@ -10,9 +10,9 @@ import pytest
 from tests.recipients.registry_data import load
 from varsel.clock import FrozenClock
 from varsel.db.engine import Database
-from varsel.orders.models import NotificationChannel as Ch
-from varsel.orders.models import RecipientLookupStatus
-from varsel.orders.validation import RecipientSpec
+from varsel.orders.drafts import RecipientSpec
+from varsel.orders.vocabulary import NotificationChannel as Ch
+from varsel.orders.vocabulary import RecipientLookupStatus
 from varsel.recipients.lookup import Address, Medium, Outcome, Reason, RecipientLookup
 from varsel.recipients.registry import LocalRegistry, OrganizationContact, PersonContact, UserContactPoint
 

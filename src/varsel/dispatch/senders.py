@@ -27,7 +27,7 @@ from varsel.dispatch.retry import RetryPolicy
 from varsel.ids import new_id
 from varsel.notifications.statuses import EmailStatus, OrderStatus, SmsStatus
 from varsel.observability import Telemetry
-from varsel.orders.models import EmailContentType
+from varsel.orders.vocabulary import EmailContentType
 from varsel.providers.base import (
     Accepted,
     EmailMessage,

@@ -23,9 +23,9 @@ from varsel.notifications.statuses import (
     SmsStatus,
     v1_order_status,
 )
+from varsel.orders.drafts import OrderDraft, RecipientSpec
 from varsel.orders.models import (
     ChannelSummary,
-    EmailContentType,
     EmailNotificationOrderRequest,
     EmailTemplate,
     NotificationOrder,
@@ -43,6 +43,7 @@ from varsel.orders.models import (
     PreviewUnreached,
     ProcessingStatus,
     Recipient,
+    RecipientLookupResult,
     SendStatus,
     SmsNotificationOrderRequest,
     SmsTemplate,
@@ -50,10 +51,11 @@ from varsel.orders.models import (
 )
 from varsel.orders.repository import StoredOrder
 from varsel.orders.service import OrderNotFound, OrderStatusView
-from varsel.orders.validation import OrderDraft, OrderValidator, RecipientSpec
+from varsel.orders.validation import OrderValidator
+from varsel.orders.vocabulary import EmailContentType
 from varsel.problems import Problem, ValidationProblem
 from varsel.recipients.keywords import render, render_subject
-from varsel.recipients.lookup import Address, Medium, Outcome, Reason, ResolvedRecipient
+from varsel.recipients.lookup import Address, LookupSummary, Medium, Outcome, Reason, ResolvedRecipient
 
 PREFIX = "/notifications/api/v1"
 
@@ -111,12 +113,20 @@ _SMS_ORDER_BODY = json_body(SmsNotificationOrderRequest)
 
 async def _accept(request: Request, caller: Caller, draft: OrderDraft) -> Response:
     order_id, lookup = await request.app.state.varsel.orders.register(caller.org, draft)
-    accepted = OrderAccepted(order_id=order_id, recipient_lookup=lookup)
+    accepted = OrderAccepted(order_id=order_id, recipient_lookup=_lookup_answer(lookup))
     return Response(
         accepted.model_dump_json(by_alias=True, exclude_none=True),
         status_code=202,
         media_type="application/json",
         headers={"Location": _order_url(request, order_id)},
+    )
+
+
+def _lookup_answer(summary: LookupSummary | None) -> RecipientLookupResult | None:
+    if summary is None:
+        return None
+    return RecipientLookupResult(
+        status=summary.status, is_reserved=summary.is_reserved, missing_contact=summary.missing_contact
     )
 
 
@@ -315,7 +325,7 @@ async def preview_order(
     return OrderPreview(
         notification_channel=draft.channel,
         requested_send_time=draft.requested_send_time,
-        recipient_lookup=lookup.summary(),
+        recipient_lookup=_lookup_answer(lookup.summary()),
         recipients=[
             PreviewRecipient(
                 recipient=_recipient_of(resolved.recipient),

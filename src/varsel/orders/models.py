@@ -1,36 +1,17 @@
-"""The JSON shapes of the v1 order API, as service owners written for Altinn Notifications send and read them."""
+"""The JSON shapes of the v1 order API, as service owners written for Altinn Notifications send and read them.
+
+The domain vocabulary they use (channels, content types) lives in varsel.orders.vocabulary, below both APIs.
+"""
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import Field, ValidationInfo, ValidatorFunctionWrapHandler, WrapValidator
 
 from varsel.api_types import ApiModel, RequestDateTime, Text, UtcTimestamp, lenient_enum
-
-
-class NotificationChannel(StrEnum):
-    EMAIL = "Email"
-    SMS = "Sms"
-    EMAIL_PREFERRED = "EmailPreferred"
-    SMS_PREFERRED = "SmsPreferred"
-    EMAIL_AND_SMS = "EmailAndSms"
-
-    @property
-    def uses_email(self) -> bool:
-        return self is not NotificationChannel.SMS
-
-    @property
-    def uses_sms(self) -> bool:
-        return self is not NotificationChannel.EMAIL
-
-
-class EmailContentType(StrEnum):
-    PLAIN = "Plain"
-    HTML = "Html"
-
+from varsel.orders.vocabulary import EmailContentType, NotificationChannel, RecipientLookupStatus
 
 ChannelField = Annotated[NotificationChannel, lenient_enum(NotificationChannel)]
 ContentTypeField = Annotated[EmailContentType, lenient_enum(EmailContentType)]
@@ -117,12 +98,6 @@ class SmsNotificationOrderRequest(OrderRequestBase):
 
 
 # ---------------------------------------------------------------- responses
-
-
-class RecipientLookupStatus(StrEnum):
-    SUCCESS = "Success"
-    PARTIAL_SUCCESS = "PartialSuccess"
-    FAILED = "Failed"
 
 
 class RecipientLookupResult(ApiModel):

@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from varsel.db.tables import order_recipients, orders
 from varsel.notifications.statuses import OrderStatus
-from varsel.orders.models import EmailContentType, NotificationChannel
-from varsel.orders.validation import EmailTemplateSpec, OrderDraft, RecipientSpec, SmsTemplateSpec
+from varsel.orders.drafts import EmailTemplateSpec, OrderDraft, RecipientSpec, SmsTemplateSpec
+from varsel.orders.vocabulary import EmailContentType, NotificationChannel
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,11 @@ from varsel.notifications.repository import ChannelCounts, NotificationRow
 from varsel.notifications.statuses import OrderStatus
 from varsel.observability import Telemetry
 from varsel.orders import repository
+from varsel.orders.drafts import OrderDraft
 from varsel.orders.intake import OrderWriter
-from varsel.orders.models import RecipientLookupResult
 from varsel.orders.repository import StoredOrder
-from varsel.orders.validation import OrderDraft
 from varsel.problems import Problem
-from varsel.recipients.lookup import LookupResult, Medium, RecipientLookup
+from varsel.recipients.lookup import LookupResult, LookupSummary, Medium, RecipientLookup
 
 # An order can be cancelled only while its send time is further away than this: closer to it, a worker may
 # already be preparing it.
@@ -80,7 +79,7 @@ class OrderService:
             resource_action=draft.resource_action,
         )
 
-    async def register(self, creator: str, draft: OrderDraft) -> tuple[UUID, RecipientLookupResult | None]:
+    async def register(self, creator: str, draft: OrderDraft) -> tuple[UUID, LookupSummary | None]:
         """Store the order; answer its id and what the registries say of its recipients now.
 
         The look-up happens before the transaction opens (a registry may be remote). It only informs the caller:

@@ -92,7 +92,8 @@ from yarl import URL
 from varsel import jsonsafe
 from varsel.clock import Clock
 from varsel.notifications.statuses import EmailStatus
-from varsel.orders.models import EmailContentType
+from varsel.orders.text import subject_line
+from varsel.orders.vocabulary import EmailContentType
 from varsel.providers import mime
 from varsel.providers.base import (
     Accepted,
@@ -352,7 +353,7 @@ class AcsEmailProvider:
             to["displayName"] = recipient.display_name
         return {
             "senderAddress": sender.addr_spec,
-            "content": {"subject": mime.subject_line(message.subject), key: message.body},
+            "content": {"subject": subject_line(message.subject), key: message.body},
             "recipients": {"to": [to]},
             # varsel ignores engagement (open/click) events, so the tracking pixel and rewritten links would only
             # cost recipients privacy, even where the resource has tracking enabled.

@@ -8,7 +8,7 @@ from typing import Protocol
 from uuid import UUID
 
 from varsel.notifications.statuses import EmailStatus, SmsStatus
-from varsel.orders.models import EmailContentType
+from varsel.orders.vocabulary import EmailContentType
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,9 @@ from email.utils import format_datetime
 import idna
 
 from varsel.notifications.statuses import EmailStatus
+from varsel.orders.text import has_encoded_word, subject_line
 from varsel.providers.base import PermanentEmailError
 
-# "=?charset?encoding?text?=" anywhere, roughly: what a lenient reader might try to decode.
-_ENCODED_WORD = re.compile(r"=\?.*\?=", re.DOTALL)
 # A bare ASCII dot-atom address, nearly every address varsel sends to or from: taken without further parsing.
 _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9_%+=-]+(?:\.[A-Za-z0-9_%+=-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 # RFC 5322's atext, and any non-ASCII character (RFC 6532; which ones are printable is checked separately).
@@ -42,21 +41,6 @@ _NOT_IN_ADDRESS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 # Printable ASCII, no blank at either end (a reader would drop a leading one), short enough to stay on the header's
 # line: written as it is. Anything else is encoded.
 _PLAIN_SUBJECT = re.compile(r"(?:[!-~](?:[ -~]{0,67}[!-~])?)?")
-
-
-def subject_line(text: str) -> str:
-    """The subject on one line: its lines joined by single spaces.
-
-    Lines as ``str.splitlines`` finds them: CR, LF and CRLF, but also U+2028, U+2029, U+0085, VT, FF and
-    U+001C-U+001E, which some mail software (and Python's email package) takes for line breaks. Every provider sends
-    this same line.
-    """
-    return " ".join(text.splitlines())
-
-
-def has_encoded_word(text: str) -> bool:
-    """Whether text holds something a lenient reader may decode as an encoded word (``=?…?=``)."""
-    return "=?" in text and _ENCODED_WORD.search(text) is not None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 from uuid import UUID
 
 from varsel.notifications.statuses import EmailStatus
-from varsel.orders.models import EmailContentType
+from varsel.orders.vocabulary import EmailContentType
 from varsel.providers import mime
 from varsel.providers.base import Accepted, EmailMessage, PermanentEmailError, SmsMessage
 

@@ -30,7 +30,7 @@ import aiosmtplib
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from varsel.notifications.statuses import EmailStatus
-from varsel.orders.models import EmailContentType
+from varsel.orders.vocabulary import EmailContentType
 from varsel.providers import mime
 from varsel.providers.base import Accepted, EmailMessage, PermanentEmailError, TransientProviderError
 from varsel.providers.outbox import message_id

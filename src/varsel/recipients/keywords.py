@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import re
 
-from varsel.providers.mime import subject_line
+from varsel.orders.text import subject_line
 
 NAME = "$recipientName$"
 NUMBER = "$recipientNumber$"

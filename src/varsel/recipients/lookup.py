@@ -11,8 +11,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from varsel.orders.models import NotificationChannel, RecipientLookupResult, RecipientLookupStatus
-from varsel.orders.validation import RecipientSpec, normalize_email_address, normalize_mobile_number
+from varsel.orders.addresses import normalize_email_address, normalize_mobile_number
+from varsel.orders.drafts import RecipientSpec
+from varsel.orders.vocabulary import NotificationChannel, RecipientLookupStatus
 from varsel.recipients.registry import ContactRegistry, OrganizationContact, PersonContact, UserContactPoint
 
 DEFAULT_RESOURCE_ACTION = "read"
@@ -70,10 +71,19 @@ class ResolvedRecipient:
 
 
 @dataclass(frozen=True)
+class LookupSummary:
+    """What the registries say of an order's looked-up recipients: reserved persons, and who has no contact."""
+
+    status: RecipientLookupStatus
+    is_reserved: list[str]
+    missing_contact: list[str]
+
+
+@dataclass(frozen=True)
 class LookupResult:
     recipients: tuple[ResolvedRecipient, ...]
 
-    def summary(self) -> RecipientLookupResult | None:
+    def summary(self) -> LookupSummary | None:
         """The order answer's recipientLookup; None when every recipient came with its own address."""
         looked_up = [r for r in self.recipients if r.outcome is not Outcome.ADDRESSED]
         if not looked_up:
@@ -91,7 +101,7 @@ class LookupResult:
             status = RecipientLookupStatus.FAILED
         else:
             status = RecipientLookupStatus.PARTIAL_SUCCESS
-        return RecipientLookupResult(status=status, is_reserved=reserved, missing_contact=missing)
+        return LookupSummary(status=status, is_reserved=reserved, missing_contact=missing)
 
 
 def _unique(values: Iterable[str | None]) -> list[str]:
