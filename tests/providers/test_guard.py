@@ -18,6 +18,7 @@ from varsel.providers.base import (
     Accepted,
     EmailMessage,
     EmailProvider,
+    EmailRefused,
     PermanentEmailError,
     PermanentSmsError,
     SmsMessage,
@@ -471,6 +472,28 @@ async def test_a_trial_that_fails_for_the_messages_own_reason_lets_the_next_call
     with pytest.raises(TransientProviderError):
         await g.send(email())
     assert g.blocked_for() == pytest.approx(5)
+
+
+async def test_a_trial_refused_by_the_adapter_before_any_call_is_no_verdict(
+    clock: FrozenClock, inner: FakeProvider, sleep: FakeSleep, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An address the adapter will not write never reached the provider: it must not close the breaker (#19 review).
+    g = guard(inner, clock, sleep, failure_threshold=1, cooldown_seconds=5)
+    inner.fail_with(TransientProviderError("503"))
+    with pytest.raises(TransientProviderError):
+        await g.send(email())
+    advance(clock, 5)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="varsel.providers"):
+        inner.fail_with(EmailRefused("the to address is not a valid mailbox"))
+        with pytest.raises(EmailRefused):
+            await g.send(email())
+        assert [r.getMessage() for r in caplog.records] == []  # not closed
+        # Still half-open: the next call is the trial, and a provider failure there re-opens it, doubled.
+        inner.fail_with(TransientProviderError("503"))
+        with pytest.raises(TransientProviderError):
+            await g.send(email())
+    assert g.blocked_for() == pytest.approx(10)
 
 
 async def test_calls_from_before_the_opening_do_not_close_the_breaker(

@@ -99,6 +99,7 @@ from varsel.providers.base import (
     Accepted,
     DeliveryReport,
     EmailMessage,
+    EmailRefused,
     PermanentEmailError,
     ReportFormatError,
     TooManyReports,
@@ -337,7 +338,7 @@ class AcsEmailProvider:
             return json.dumps(self._payload(message), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         except UnicodeEncodeError as error:
             # A lone surrogate, which has no UTF-8: this message's fault, not ACS's.
-            raise PermanentEmailError(f"the message cannot be written as UTF-8: {error}") from error
+            raise EmailRefused(f"the message cannot be written as UTF-8: {error}") from error
 
     def _payload(self, message: EmailMessage) -> dict[str, Any]:
         # An HTML body goes without a plainText part, as the reference sends it: a text version derived here would be

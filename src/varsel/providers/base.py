@@ -85,6 +85,11 @@ class PermanentEmailError(Exception):
         self.status = status
 
 
+class EmailRefused(PermanentEmailError):
+    """The adapter refused the message before any call to the provider (an address or text it will not write): the
+    message's own failure, and no word at all on the provider's health, so not even a half-open trial's verdict."""
+
+
 class PermanentSmsError(Exception):
     def __init__(self, message: str, status: SmsStatus = SmsStatus.FAILED) -> None:
         super().__init__(message)

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, model_validator
 from varsel.clock import Clock
 from varsel.providers.base import (
     Accepted,
+    EmailRefused,
     PermanentEmailError,
     PermanentSmsError,
     ProviderUnavailable,
@@ -122,9 +123,13 @@ class ProviderGuard(Generic[M]):
             except TransientProviderError as error:
                 self._on_failure(trial, error.retry_after)
                 raise
+            except EmailRefused:
+                # Refused by the adapter before any call: the provider was not asked, so this says nothing of it,
+                # and a half-open trial that ends so must not close the breaker; the next call is the trial.
+                self._no_verdict(trial)
+                raise
             except (PermanentEmailError, PermanentSmsError):
-                # The message's own failure (its recipient, its content): the provider answered, or the adapter
-                # refused the message before troubling it. Either way nothing says the provider is unwell.
+                # The message's own failure (its recipient, its content): the provider answered, so it is not unwell.
                 self._on_success(trial)
                 raise
             except asyncio.CancelledError:

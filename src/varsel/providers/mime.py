@@ -26,7 +26,7 @@ import idna
 
 from varsel.notifications.statuses import EmailStatus
 from varsel.orders.text import has_encoded_word, subject_line
-from varsel.providers.base import PermanentEmailError
+from varsel.providers.base import EmailRefused
 
 # A bare ASCII dot-atom address, nearly every address varsel sends to or from: taken without further parsing.
 _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9_%+=-]+(?:\.[A-Za-z0-9_%+=-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
@@ -71,7 +71,7 @@ def mailbox(value: str, role: str, status: EmailStatus) -> Mailbox:
         local_part, _, domain = value.rpartition("@")
         return Mailbox(local_part, domain)
     if _NOT_IN_ADDRESS.search(value):
-        raise PermanentEmailError(f"the {role} address {value!r} contains a control character or line break", status)
+        raise EmailRefused(f"the {role} address {value!r} contains a control character or line break", status)
     text = value.strip()
     display_name = ""
     if text.endswith(">") and "<" in text:
@@ -79,16 +79,16 @@ def mailbox(value: str, role: str, status: EmailStatus) -> Mailbox:
         display_name = _unquoted(display_name.strip())
     local_part, at, domain = text.rpartition("@")
     if not at or not _DOT_ATOM.fullmatch(local_part) or not all(c.isascii() or c.isprintable() for c in local_part):
-        raise PermanentEmailError(f"the {role} address {value!r} is not a valid mailbox", status)
+        raise EmailRefused(f"the {role} address {value!r} is not a valid mailbox", status)
     if has_encoded_word(local_part):
-        raise PermanentEmailError(
+        raise EmailRefused(
             f"the {role} address {value!r} holds encoded-word syntax (=?…?=), which mail readers may decode into "
             "another address or into headers of its own",
             status,
         )
     ascii_domain = _ascii_domain(domain)
     if ascii_domain is None:
-        raise PermanentEmailError(f"the domain of the {role} address {value!r} is not a valid name", status)
+        raise EmailRefused(f"the domain of the {role} address {value!r} is not a valid name", status)
     return Mailbox(local_part, ascii_domain, display_name)
 
 
@@ -136,7 +136,7 @@ def _encoded_words(text: str, header_name: str, what: str) -> str:
     try:
         return Header(text, "utf-8", header_name=header_name).encode(linesep="\r\n")
     except UnicodeEncodeError as error:
-        raise PermanentEmailError(f"the {what} cannot be written as UTF-8: {error}") from error
+        raise EmailRefused(f"the {what} cannot be written as UTF-8: {error}") from error
 
 
 def _unquoted(name: str) -> str:

@@ -19,7 +19,7 @@ from uuid import UUID
 from varsel.notifications.statuses import EmailStatus
 from varsel.orders.vocabulary import EmailContentType
 from varsel.providers import mime
-from varsel.providers.base import Accepted, EmailMessage, PermanentEmailError, SmsMessage
+from varsel.providers.base import Accepted, EmailMessage, EmailRefused, SmsMessage
 
 _BODY_POLICY = email.policy.default.clone(linesep="\r\n")
 
@@ -47,9 +47,9 @@ def render_eml(message: EmailMessage, sent: datetime | None = None) -> bytes:
         body.set_content(message.body, subtype=subtype)
         return head + body.as_bytes()
     except UnicodeEncodeError as error:
-        raise PermanentEmailError(f"the body cannot be written as UTF-8: {error}") from error
+        raise EmailRefused(f"the body cannot be written as UTF-8: {error}") from error
     except (ValueError, email.errors.MessageError) as error:
-        raise PermanentEmailError(f"the body cannot be written: {error}") from error
+        raise EmailRefused(f"the body cannot be written: {error}") from error
 
 
 class OutboxEmailProvider:

@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator, model_validat
 from varsel.notifications.statuses import EmailStatus
 from varsel.orders.vocabulary import EmailContentType
 from varsel.providers import mime
-from varsel.providers.base import Accepted, EmailMessage, PermanentEmailError, TransientProviderError
+from varsel.providers.base import Accepted, EmailMessage, EmailRefused, PermanentEmailError, TransientProviderError
 from varsel.providers.outbox import message_id
 
 
@@ -222,7 +222,7 @@ def _envelope(message: EmailMessage) -> _Envelope:
     try:
         body = _body(message)
     except UnicodeEncodeError as error:
-        raise PermanentEmailError(f"the body cannot be written as UTF-8: {error}") from error
+        raise EmailRefused(f"the body cannot be written as UTF-8: {error}") from error
     return _Envelope(
         sender=sender.addr_spec,
         recipient=recipient.addr_spec,
