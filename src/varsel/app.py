@@ -22,6 +22,13 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from sqlalchemy.exc import DBAPIError
 
 from varsel import __version__, operations
+from varsel.api.v2 import endpoints as v2_endpoints
+from varsel.api.v2.models import (
+    AltinnProblemDetails,
+    NotificationOrderChainRequestExt,
+    NotificationOrderChainResponseExt,
+)
+from varsel.api.v2.validation import ChainValidator
 from varsel.auth.dependencies import Authenticator
 from varsel.auth.keys import DEV_ISSUER, JwksKeys, KeySource, StaticKeys, ensure_dev_key
 from varsel.auth.tokens import TokenVerifier, TrustedIssuerKeys
@@ -36,6 +43,7 @@ from varsel.hostnames import dns_name
 from varsel.http import BodyLimitMiddleware, RouteSpellingMiddleware, TrustedHostMiddleware, problem_responses
 from varsel.observability import Telemetry
 from varsel.orders import endpoints_v1
+from varsel.orders.chains import ChainService
 from varsel.orders.models import (
     EmailNotificationOrderRequest,
     NotificationOrderRequest,
@@ -81,6 +89,8 @@ class Varsel:
     workers: Workers
     telemetry: Telemetry
     reports: DeliveryReports
+    chains: ChainService
+    chain_validator: ChainValidator
 
     async def close(self, grace_seconds: float = 0.0) -> None:
         await self.workers.stop(grace_seconds)
@@ -172,6 +182,9 @@ def build(
         sms_guard,
         listener,
     )
+    orders = OrderService(
+        database, clock, lookup, telemetry, on_registered=wakeups.orders.set, wake_within=dispatch.poll_seconds
+    )
     return Varsel(
         settings=settings,
         clock=clock,
@@ -181,14 +194,21 @@ def build(
             build_verifier(settings, http), auth.create_scope, auth.org_claim, auth.registry_scope
         ),
         validator=OrderValidator(clock, settings.limits, settings.defaults, allowed_hosts),
-        orders=OrderService(
-            database, clock, lookup, telemetry, on_registered=wakeups.orders.set, wake_within=dispatch.poll_seconds
-        ),
+        orders=orders,
         registry_importer=RegistryImporter(database, clock),
         wakeups=wakeups,
         workers=workers,
         telemetry=telemetry,
         reports=reports,
+        chains=ChainService(
+            database,
+            clock,
+            orders.look_up,
+            telemetry,
+            on_registered=wakeups.orders.set,
+            wake_within=dispatch.poll_seconds,
+        ),
+        chain_validator=ChainValidator(clock, settings.limits, settings.defaults, allowed_hosts),
     )
 
 
@@ -196,6 +216,9 @@ _DOCUMENTED_MODELS: list[type[BaseModel]] = [
     NotificationOrderRequest,
     EmailNotificationOrderRequest,
     SmsNotificationOrderRequest,
+    NotificationOrderChainRequestExt,
+    NotificationOrderChainResponseExt,
+    AltinnProblemDetails,
     RegistryRecords,
     ProblemDetails,
     ValidationProblemDetails,
@@ -308,6 +331,7 @@ def create_app(varsel: Varsel, *, run_workers: bool = False) -> FastAPI:
     app = FastAPI(title="varsel", version=__version__, lifespan=lifespan)
     _serve_problems(app, varsel)
     app.include_router(endpoints_v1.router)
+    app.include_router(v2_endpoints.router)
     app.include_router(registry_endpoints.router)
     app.include_router(operations.router)
     app.include_router(report_endpoints.router)

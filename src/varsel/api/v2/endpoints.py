@@ -1,0 +1,203 @@
+"""The v2 order API: POST /notifications/api/v1/future/orders (an order chain) and the chain's receipt at the
+Location it answers, GET /notifications/api/v1/orders/chain/{id} (a route Altinn names but does not serve).
+
+The order of work (better than the reference where it says): the token; the body (framework layer); the idempotency
+key, before the rules, so that a retry is answered 200 with its receipt even when its send time has passed since;
+the rules (400, all together); the look-ups, outside any transaction (422 NOT-00001, nothing stored); one
+transaction for the chain and its orders (201, or 200 with the winner's receipt when a concurrent request with the
+same key committed first).
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from varsel.api.v2.models import (
+    AltinnProblemDetails,
+    NotificationOrderChainReceiptExt,
+    NotificationOrderChainRequestExt,
+    NotificationOrderChainResponseExt,
+    NotificationOrderChainShipmentExt,
+)
+from varsel.api.v2.validation import ChainValidator, conversion_errors, framework_errors
+from varsel.auth.tokens import Caller
+from varsel.http import json_body, json_request_body, problem_responses
+from varsel.orders.chain_repository import ChainReceipt
+from varsel.orders.chains import ChainService, MissingContactInformation
+from varsel.orders.endpoints_v1 import _base_url
+from varsel.orders.vocabulary import IdempotencyFamily
+from varsel.problems import PROBLEM_MEDIA_TYPE, Problem, ValidationProblem, trace_id
+
+PREFIX = "/notifications/api/v1"
+
+router = APIRouter(prefix=PREFIX, tags=["Orders (v2)"])
+
+_ORDER_BODY = json_body(NotificationOrderChainRequestExt)
+_JSON = "application/json"
+
+
+def _chains(request: Request) -> ChainService:
+    chains: ChainService = request.app.state.varsel.chains
+    return chains
+
+
+def _validator(request: Request) -> ChainValidator:
+    validator: ChainValidator = request.app.state.varsel.chain_validator
+    return validator
+
+
+def chain_url(request: Request, chain_id: UUID) -> str:
+    return f"{_base_url(request)}{PREFIX}/orders/chain/{chain_id}"
+
+
+def receipt_answer(receipt: ChainReceipt) -> NotificationOrderChainResponseExt:
+    reminders = [
+        NotificationOrderChainShipmentExt(shipment_id=r.order_id, senders_reference=r.senders_reference)
+        for r in receipt.reminders
+    ]
+    return NotificationOrderChainResponseExt(
+        notification_order_id=receipt.chain_id,
+        notification=NotificationOrderChainReceiptExt(
+            shipment_id=receipt.main.order_id,
+            senders_reference=receipt.main.senders_reference,
+            reminders=reminders or None,
+        ),
+    )
+
+
+def _answer(receipt: ChainReceipt, status: int, headers: dict[str, str] | None = None) -> Response:
+    body = receipt_answer(receipt).model_dump_json(by_alias=True, exclude_none=True)
+    return Response(body, status_code=status, media_type=_JSON, headers=headers)
+
+
+def altinn_problem(request: Request, status: int, code: str, title: str) -> Response:
+    """An AltinnProblemDetails answer (reference 0.6 b): no detail; the reason phrase as statusDescription."""
+    body = {
+        "type": f"urn:altinn:error:{code}",
+        "title": title,
+        "status": status,
+        "code": code,
+        "traceId": trace_id(request),
+        "statusDescription": HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "",
+    }
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE)
+
+
+async def _parse(request: Request) -> NotificationOrderChainRequestExt:
+    try:
+        body = await _ORDER_BODY(request)
+    except ValidationProblem as problem:
+        raise ValidationProblem(conversion_errors({k: list(v) for k, v in problem.errors.items()})) from None
+    errors = framework_errors(body)
+    if errors:
+        raise ValidationProblem(errors)
+    return body
+
+
+_MISSING_CONTACT = "Missing contact information for recipient(s)"
+_TEXT = "Your case has been updated. Log in to read the decision."
+_CHAIN_EXAMPLE: dict[str, Any] = {
+    "idempotencyId": "case-4711-decision",
+    "sendersReference": "case-4711",
+    "recipient": {
+        "recipientPerson": {
+            "nationalIdentityNumber": "01017012345",
+            "channelSchema": "EmailPreferred",
+            "emailSettings": {"subject": "Your case has been updated", "body": _TEXT},
+            "smsSettings": {"body": _TEXT},
+        }
+    },
+    "reminders": [
+        {
+            "delayDays": 7,
+            "sendersReference": "case-4711-reminder",
+            "recipient": {
+                "recipientEmail": {
+                    "emailAddress": "ola.nordmann@example.com",
+                    "emailSettings": {"subject": "Reminder: your case has been updated", "body": _TEXT},
+                }
+            },
+        }
+    ],
+}
+_RECEIPT = {"description": "The chain's receipt.", "content": {_JSON: {"schema": {
+    "$ref": "#/components/schemas/NotificationOrderChainResponseExt"}}}}  # fmt: skip
+_ALTINN_PROBLEM = {"$ref": f"#/components/schemas/{AltinnProblemDetails.__name__}"}
+_CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    201: {
+        **_RECEIPT,
+        "description": "The chain is created: its receipt.",
+        "headers": {
+            "Location": {
+                "description": "GET /notifications/api/v1/orders/chain/{notificationOrderId}",
+                "schema": {"type": "string", "format": "uri"},
+            }
+        },
+    },
+    200: {**_RECEIPT, "description": "The idempotencyId was used before: the first request's receipt."},
+    **problem_responses(400, 401, 403, 413, 415, 503),
+    422: {
+        "description": "A looked-up recipient has no contact details for the channel (NOT-00001); nothing stored.",
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": _ALTINN_PROBLEM}},
+    },
+}
+
+
+@router.post(
+    "/future/orders",
+    status_code=201,
+    response_model=NotificationOrderChainResponseExt,
+    response_model_exclude_none=True,
+    summary="Order a notification with reminders (an order chain)",
+    description=(
+        "Creates the main notification and each reminder as ordinary orders (readable, listable and cancellable "
+        "through the v1 /orders endpoints by their shipmentId). The same idempotencyId again answers 200 with the "
+        "first request's receipt, also after its send time has passed and also for concurrent first requests."
+    ),
+    openapi_extra=json_request_body(NotificationOrderChainRequestExt, _CHAIN_EXAMPLE),
+    responses=_CREATE_RESPONSES,
+)
+async def create_chain(request: Request) -> Response:
+    caller: Caller = await request.app.state.varsel.authenticator.caller(request)
+    body = await _parse(request)
+    chains = _chains(request)
+    family = IdempotencyFamily.ORDERS
+    replayed = await chains.find(caller.org, family, body.idempotency_id or "")
+    if replayed is not None:
+        return _answer(replayed, 200)
+    draft = _validator(request).chain(body)
+    if isinstance(draft, dict):
+        raise ValidationProblem(draft)
+    try:
+        registered = await chains.register(caller.org, draft, family)
+    except MissingContactInformation:
+        return altinn_problem(request, 422, "NOT-00001", _MISSING_CONTACT)
+    if not registered.created:
+        return _answer(registered.receipt, 200)
+    return _answer(registered.receipt, 201, {"Location": chain_url(request, registered.receipt.chain_id)})
+
+
+@router.get(
+    "/orders/chain/{id}",
+    response_model=NotificationOrderChainResponseExt,
+    response_model_exclude_none=True,
+    summary="Get an order chain's receipt (the Location of POST /future/orders)",
+    responses=problem_responses(401, 403, 404, 503),
+)
+async def get_chain(request: Request, id: str) -> Response:
+    caller: Caller = await request.app.state.varsel.authenticator.caller(request)
+    receipt = None
+    try:
+        chain_id = UUID(id)
+    except ValueError:
+        chain_id = None
+    if chain_id is not None:
+        receipt = await _chains(request).get(caller.org, chain_id)
+    if receipt is None:
+        raise Problem(404, "Order chain not found", "No order chain with that id exists for this service owner.")
+    return _answer(receipt, 200)
