@@ -181,6 +181,7 @@ class BenchDb:
             row: dict[str, Any] = {
                 "id": new_id(),
                 "order_id": order_id,
+                "creator": "ttd",
                 "national_identity_number": None,
                 "organization_number": None,
                 "recipient_name": None,

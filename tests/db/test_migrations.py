@@ -16,7 +16,7 @@ from sqlalchemy.exc import StatementError
 
 from varsel.db.engine import Database
 from varsel.db.migrate import alembic_config, migrate
-from varsel.db.tables import metadata, orders
+from varsel.db.tables import metadata, orders, sms_notifications
 
 
 def _diff(connection: Connection) -> list[Any]:
@@ -103,3 +103,28 @@ async def test_timestamps_sort_chronologically(database: Database) -> None:
     async with database.read() as conn:
         stored = (await conn.execute(select(orders.c.process_after).order_by(orders.c.process_after))).scalars().all()
     assert stored == sorted(moments)
+
+
+async def test_notifications_made_before_fair_claims_take_their_orders_creator(database: Database) -> None:
+    def back_to_0003(connection: Connection) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0003")
+
+    async with database.transaction() as conn:
+        await conn.run_sync(back_to_0003)
+    order = _order_row(creator="skd")
+    now = order["created"]
+    async with database.transaction() as conn:
+        await conn.execute(insert(orders).values(**order))
+        # The columns of revision 0003: no creator yet.
+        await conn.execute(
+            insert(sms_notifications).values(
+                id=uuid.uuid4(), order_id=order["id"], status="New", status_changed=now, created=now, expiry=now,
+                send_after=now,
+            )
+        )  # fmt: skip
+    await migrate(database)
+    async with database.read() as conn:
+        assert (await conn.execute(select(sms_notifications.c.creator))).scalars().all() == ["skd"]
+        assert await conn.run_sync(_diff) == []

@@ -7,6 +7,8 @@ unnested from one array takes about 1 ms (an index look-up per id on a larger ta
 from __future__ import annotations
 
 import re
+from datetime import datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import insert, text
@@ -55,3 +57,49 @@ async def test_a_list_of_order_ids_never_has_every_order_tested_against_it(datab
             # pass joining the orders to the ids by hash, or (finishing) the index of unfinished orders, whose few
             # rows are then compared, is what a list of ids should cost.
             assert not re.search(r"Seq Scan on orders .*\n\s*Filter: .*= ANY", plan), (statement, plan)
+
+
+async def test_each_owners_share_is_read_from_the_owner_index_even_in_a_generic_plan(database: Database) -> None:
+    """A claim's statements run prepared: after five runs PostgreSQL may keep a plan made without the values (a
+    generic plan). Such a plan once read each owner's share through the due-time index, skipping every other
+    owner's items (1.4 ms per owner at 20,000 due notifications, instead of 0.03 ms)."""
+    owners = [f"owner{i:02d}" for i in range(20)]
+    order_rows = [_order(OrderStatus.REGISTERED.value, creator=owner) for owner in owners for _ in range(100)]
+    async with database.transaction() as conn:
+        await conn.execute(insert(orders), order_rows)
+        await conn.execute(
+            insert(sms_notifications),
+            [{**_notification(o["id"], "New", None), "creator": o["creator"]} for o in order_rows],
+        )
+    async with database.transaction() as conn:
+        await conn.execute(text("ANALYZE"))
+
+    with statements_sent(database, "WITH due") as sent:
+        async with database.transaction() as conn:
+            claimed = await repository.claim_notifications(conn, sms_notifications, "w", NOW, NOW, 200)
+            claimed += await repository.claim_due_orders(conn, "w", NOW, NOW, 200)
+    assert len(claimed) == 400
+    assert len(sent) == 2, sent
+
+    async with database.transaction() as conn:
+        await conn.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
+        for number, (statement, parameters) in enumerate(sent):
+            await conn.exec_driver_sql(f"PREPARE claim{number} AS {statement}")
+            arguments = ", ".join(_literal(value) for value in parameters)
+            explained = await conn.exec_driver_sql(f"EXPLAIN EXECUTE claim{number}({arguments})")
+            plan = "\n".join(row[0] for row in explained)
+            assert "$" in plan, plan  # generic: the values are not in the plan
+            owner_index = "ix_sms_notifications_creator_sendable" if number == 0 else "ix_orders_creator_due"
+            assert f"Index Scan using {owner_index}" in plan, plan
+            assert "_sendable on" not in plan.replace(f"{owner_index} on", ""), plan
+            assert "ix_orders_due on" not in plan, plan
+
+
+def _literal(value: Any) -> str:
+    """A parameter written as SQL (EXECUTE takes no parameters of its own)."""
+    if isinstance(value, list):
+        return "ARRAY[" + ", ".join(_literal(item) for item in value) + "]"
+    if isinstance(value, int):
+        return str(value)
+    text_value = value.isoformat() if isinstance(value, datetime) else str(value)
+    return "'" + text_value.replace("'", "''") + "'"

@@ -38,6 +38,7 @@ def _notification(order_id: uuid.UUID, status: str, provider: str | None) -> dic
     return {
         "id": uuid.uuid4(),
         "order_id": order_id,
+        "creator": "ttd",
         "status": status,
         "status_changed": NOW,
         "created": NOW,

@@ -71,6 +71,15 @@ Index(
     sqlite_where=text("status IN ('Registered', 'Processing')"),
     postgresql_where=text("status IN ('Registered', 'Processing')"),
 )
+# The same by service owner: the claim takes turns between owners, reading each one's earliest due orders here, so
+# one owner's backlog never stands in front of another's order.
+Index(
+    "ix_orders_creator_due",
+    orders.c.creator,
+    orders.c.process_after,
+    sqlite_where=text("status IN ('Registered', 'Processing')"),
+    postgresql_where=text("status IN ('Registered', 'Processing')"),
+)
 
 order_recipients = Table(
     "order_recipients",
@@ -91,6 +100,9 @@ def _notification_columns() -> list[Column[object]]:
     return [
         Column("id", Uuid, primary_key=True),
         Column("order_id", Uuid, ForeignKey("orders.id", ondelete="CASCADE"), nullable=False),
+        # The order's creator (service owner), copied here so that the claim can take turns between owners from an
+        # index of this table alone.
+        Column("creator", String(100), nullable=False),
         Column("national_identity_number", String(11)),
         Column("organization_number", String(9)),
         Column("recipient_name", Text),
@@ -133,6 +145,13 @@ for _table in (email_notifications, sms_notifications):
     Index(f"ix_{_table.name}_order_id", _table.c.order_id)
     Index(
         f"ix_{_table.name}_sendable",
+        _table.c.send_after,
+        sqlite_where=text("status IN ('New', 'Sending')"),
+        postgresql_where=text("status IN ('New', 'Sending')"),
+    )
+    Index(
+        f"ix_{_table.name}_creator_sendable",
+        _table.c.creator,
         _table.c.send_after,
         sqlite_where=text("status IN ('New', 'Sending')"),
         postgresql_where=text("status IN ('New', 'Sending')"),

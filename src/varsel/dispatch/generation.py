@@ -45,6 +45,7 @@ def generate(
     for resolved in lookup.recipients:
         base = {
             "order_id": order.id,
+            "creator": order.creator,
             "national_identity_number": resolved.recipient.national_identity_number,
             "organization_number": resolved.recipient.organization_number,
             "recipient_name": resolved.name,
@@ -145,6 +146,7 @@ def undeliverable(order: StoredOrder, now: datetime, reason: str) -> GeneratedNo
         base = {
             "id": new_id(),
             "order_id": order.id,
+            "creator": order.creator,
             "national_identity_number": recipient.national_identity_number,
             "organization_number": recipient.organization_number,
             "created": now,

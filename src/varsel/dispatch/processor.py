@@ -95,6 +95,10 @@ class OrderProcessor:
                 claimed = await order_repository.load_orders(conn, [row.id for row in rows])
         if not claimed:
             return 0
+        # Started in the claim's order, which takes turns between service owners: another owner's order is not
+        # queued at the gate behind one owner's slow ones (a condition endpoint that hangs, say).
+        turn = {row.id: position for position, row in enumerate(rows)}
+        claimed.sort(key=lambda order: turn[order.id])
         for row in rows:
             taken_over = row.previous_status == OrderStatus.PROCESSING.value
             self._telemetry.transition(

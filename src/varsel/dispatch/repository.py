@@ -1,13 +1,19 @@
 """SQL of the pipeline: claiming work under a lease, guarded status moves, completion and expiry.
 
-Every claim is one statement: PostgreSQL skips rows other workers hold (FOR UPDATE SKIP LOCKED); SQLite runs it
-in a write transaction begun IMMEDIATE, which admits one writer at a time. Every later move is guarded by the
-status it expects and by the claim, so work taken over after a lease ran out is never recorded twice.
+A claim takes turns between service owners (`_claim_in_turns`) and locks what it reads in the statement that
+reads it: PostgreSQL skips rows other workers hold (FOR UPDATE SKIP LOCKED); SQLite runs it in a write transaction
+begun IMMEDIATE, which admits one writer at a time. Every later move is guarded by the status it expects and by
+the claim, so work taken over after a lease ran out is never recorded twice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import json
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -16,6 +22,7 @@ from uuid import UUID
 from sqlalchemy import (
     Column,
     Select,
+    String,
     Table,
     Uuid,
     and_,
@@ -24,8 +31,11 @@ from sqlalchemy import (
     func,
     insert,
     literal_column,
+    not_,
     or_,
     select,
+    true,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -78,27 +88,12 @@ def leaves_pending(table: Table, status: str, provider: str | None) -> bool:
 
 async def claim_due_orders(
     conn: AsyncConnection, worker: str, now: datetime, lease_until: datetime, limit: int
-) -> list[Row[Any]]:
-    """Take up to `limit` due orders: Registered ones, and Processing ones whose worker's lease ran out.
+) -> list[Any]:
+    """Take up to `limit` due orders: Registered ones, and Processing ones whose worker's lease ran out, taking
+    turns between service owners (see `_claim_in_turns`).
 
-    Answers (id, previous status, processing_attempts) per order: the previous status tells a first claim from a
-    take-over after a lease ran out."""
-    due = (
-        select(orders.c.id, orders.c.status)
-        .where(
-            and_(
-                orders.c.process_after <= now,
-                _ORDER_UNFINISHED,
-                or_(
-                    orders.c.status == OrderStatus.REGISTERED.value,
-                    and_(orders.c.status == OrderStatus.PROCESSING.value, orders.c.claimed_until < now),
-                ),
-            )
-        )
-        .order_by(orders.c.process_after)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
+    Answers (id, previous status, processing_attempts, creator) per order, in turns: the previous status tells a
+    first claim from a take-over after a lease ran out."""
     values = {
         "status": OrderStatus.PROCESSING.value,
         "status_changed": now,
@@ -106,7 +101,8 @@ async def claim_due_orders(
         "claimed_until": lease_until,
         "processing_attempts": orders.c.processing_attempts + 1,
     }
-    return await _claim(conn, orders, due, values, [orders.c.id, orders.c.processing_attempts])
+    returning = [orders.c.id, orders.c.processing_attempts, orders.c.creator, orders.c.process_after]
+    return await _claim_in_turns(conn, _ORDER_QUEUE, now, values, returning, limit)
 
 
 # The claim index's own condition, spelt out: SQLite uses a partial index only when the query's WHERE contains its
@@ -260,25 +256,11 @@ async def complete_orders(conn: AsyncConnection, order_ids: Sequence[UUID], now:
 
 async def claim_notifications(
     conn: AsyncConnection, table: Table, worker: str, now: datetime, lease_until: datetime, limit: int
-) -> list[Row[Any]]:
-    """Take up to `limit` notifications due for sending (and ones whose sender's lease ran out) as Sending.
+) -> list[Any]:
+    """Take up to `limit` notifications due for sending (and ones whose sender's lease ran out) as Sending, taking
+    turns between service owners (see `_claim_in_turns`).
 
-    Answers the claimed rows, each with `previous_status` (New, or Sending for a take-over)."""
-    due = (
-        select(table.c.id, table.c.status)
-        .where(
-            and_(
-                table.c.send_after <= now,
-                _unsent(table),
-                # Past its expiry a notification is never handed over (after an outage, say): the sweeper ends it.
-                table.c.expiry >= now,
-                or_(table.c.status == NEW, and_(table.c.status == SENDING, table.c.claimed_until < now)),
-            )
-        )
-        .order_by(table.c.send_after)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
+    Answers the claimed rows in turns, each with `previous_status` (New, or Sending for a take-over)."""
     values = {
         "status": SENDING,
         "status_changed": now,
@@ -286,13 +268,203 @@ async def claim_notifications(
         "claimed_until": lease_until,
         "attempts": table.c.attempts + 1,
     }
-    return await _claim(conn, table, due, values, list(table.c))
+    return await _claim_in_turns(conn, _NOTIFICATION_QUEUES[table.name], now, values, list(table.c), limit)
+
+
+# ---------------------------------------------------------------- taking turns between service owners
+
+# The claim statements are built once per kind of work and database (building them took longer than running
+# them); what changes between claims is bound: the time, the owners, each owner's share, the rest's size.
+_NOW = "claim_now"
+
+
+@dataclass(frozen=True)
+class _Queue:
+    """Work of one kind as the claims read it: the table, the column saying when an item is due, the condition
+    of the table's partial indexes (`unfinished`: the due-time index and the owner index, on creator and due
+    time), and what else an item needs to be claimed at the time bound as _NOW (`claimable`)."""
+
+    table: Table
+    due_time: str
+    unfinished: Callable[[Any], Any]
+    claimable: Callable[[Any, Any], Any]
+
+    def unfinished_in(self, t: Any, dialect: str) -> Any:
+        """The partial indexes' condition, for the table or an alias of it."""
+        return _usually(self.unfinished(t), dialect)
+
+    def claimable_now(self, t: Any, dialect: str) -> Any:
+        """Unfinished and claimable at _NOW, whatever its due time."""
+        return and_(self.unfinished_in(t, dialect), self.claimable(t, bindparam(_NOW)))
+
+
+def _usually(condition: Any, dialect: str) -> Any:
+    """A condition most rows of a partial index meet, said so to SQLite (likely()). Left to itself, SQLite took the
+    status index for the claims' reads, as if a status were rare, and read and sorted every unfinished row to take
+    a few: 3 ms per claim at 20,000 due notifications, and per owner when finding the owners. (For the same
+    reason `claimable` says "not leased" as NOT(…): as an OR of statuses SQLite read the status index per
+    status.)"""
+    return func.likely(condition) if dialect == "sqlite" else condition
+
+
+_ORDER_QUEUE = _Queue(
+    orders,
+    "process_after",
+    lambda t: _status_in(t, OrderStatus.REGISTERED.value, OrderStatus.PROCESSING.value),
+    # Registered, or Processing with its worker's lease run out.
+    lambda t, now: not_(and_(t.c.status == OrderStatus.PROCESSING.value, t.c.claimed_until >= now)),
+)
+_NOTIFICATION_QUEUES = {
+    table.name: _Queue(
+        table,
+        "send_after",
+        _unsent,
+        lambda t, now: and_(
+            # Past its expiry a notification is never handed over (after an outage, say): the sweeper ends it.
+            t.c.expiry >= now,
+            # New, or Sending with its sender's lease run out.
+            not_(and_(t.c.status == SENDING, t.c.claimed_until >= now)),
+        ),
+    )
+    for table in (email_notifications, sms_notifications)
+}
+
+
+async def _claim_in_turns(
+    conn: AsyncConnection,
+    queue: _Queue,
+    now: datetime,
+    values: dict[str, Any],
+    returning: list[Any],
+    limit: int,
+) -> list[Any]:
+    """Claim up to `limit` due items, taking turns between the service owners who have any: one owner's backlog
+    (a burst of 300 orders, a million recipients) must not make another owner's single item wait behind all of
+    it, nor one owner's failing items fill every batch.
+
+    Round-robin within the batch: each owner with unfinished work gets up to an equal share of it (its earliest
+    due items), and what owners with less than their share leave over goes to the earliest due items of anyone.
+    Both reads go through the owner index (creator, due time): the owners are found with one index seek each (a
+    loose index scan), their items with one index range each, so a claim costs the same however deep any
+    owner's backlog is. The claimed rows are answered in turns (every owner's first, then every owner's second,
+    …), the order in which the workers start them."""
+    dialect = conn.dialect.name
+    owners = [str(creator) for creator in (await conn.execute(_owners_with_work(queue, dialect))).scalars()]
+    if not owners:
+        return []
+    if len(owners) > limit:
+        # More owners with work than places in the batch: a random few this time (fair over many claims).
+        owners = random.sample(owners, limit)
+    share = -(-limit // len(owners))
+    parameters = {
+        _NOW: now,
+        "claim_owners": owners if dialect == "postgresql" else json.dumps(owners),
+        "claim_share": share,
+    }
+    claimed = await _claim(conn, queue.table, _heads(queue, dialect), values, returning, parameters)
+    taken = Counter(row.creator for row in claimed)
+    if len(claimed) < limit and any(count >= share for count in taken.values()):
+        rest = {_NOW: now, "claim_rest": limit - len(claimed)}
+        claimed += await _claim(conn, queue.table, _earliest_of_anyone(queue, dialect), values, returning, rest)
+    return _in_turns(claimed, queue.due_time)
+
+
+@functools.cache
+def _owners_with_work(queue: _Queue, dialect: str) -> Select[Any]:
+    """The creators with unfinished work in the queue's table: each next one is the least creator above the last in
+    the owner index, one seek per owner (a recursive CTE: neither database skips through an index by itself)."""
+    table = queue.table
+    unfinished = queue.unfinished_in(table, dialect)
+
+    def least(*above: Any) -> Any:
+        return select(func.min(table.c.creator)).where(and_(unfinished, *above)).scalar_subquery()
+
+    owners = select(least().label("creator")).cte("owners", recursive=True)
+    owners = owners.union_all(
+        select(least(table.c.creator > owners.c.creator).label("creator")).where(owners.c.creator.is_not(None))
+    )
+    return select(owners.c.creator).where(owners.c.creator.is_not(None))
+
+
+@functools.cache
+def _heads(queue: _Queue, dialect: str) -> Select[Any]:
+    """Each owner's earliest due items, up to the share bound as claim_share, read from the owner index: (id,
+    status) rows for `_claim`.
+
+    PostgreSQL joins the owners (unnested from one array parameter) with a LATERAL subquery per owner, which
+    locks what it takes and skips what other workers hold. SQLite has no LATERAL: each owner (from a JSON array)
+    takes its items through a correlated IN subquery."""
+    table = queue.table
+    if dialect == "postgresql":
+        owner = (
+            func.unnest(bindparam("claim_owners", type_=ARRAY(String)))
+            .table_valued(Column("creator", String))
+            .render_derived(name="owner")
+        )
+        # Due is said as (creator, due time) <= (owner, now), which only the owner index can answer. Said as due
+        # time <= now, the plan PostgreSQL keeps for the prepared statement after five runs (made without the
+        # values) read the due-time index instead and skipped every other owner's items: 1.4 ms per owner at
+        # 20,000 due notifications, three times the claim it replaced, against 0.03 ms.
+        due = tuple_(table.c.creator, table.c[queue.due_time]) <= tuple_(owner.c.creator, bindparam(_NOW))
+        head = (
+            select(table.c.id, table.c.status)
+            .where(and_(table.c.creator == owner.c.creator, due, queue.claimable_now(table, dialect)))
+            .order_by(table.c.creator, table.c[queue.due_time])
+            .limit(bindparam("claim_share"))
+            .with_for_update(skip_locked=True)
+            .lateral("head")
+        )
+        return select(head.c.id, head.c.status).select_from(owner).join(head, true())
+    owner = func.json_each(bindparam("claim_owners", type_=String)).table_valued("value").alias("owner")
+    item = table.alias("item")
+    earliest = (
+        select(item.c.id)
+        .where(
+            and_(
+                item.c.creator == owner.c.value,
+                item.c[queue.due_time] <= bindparam(_NOW),
+                queue.claimable_now(item, dialect),
+            )
+        )
+        .order_by(item.c.creator, item.c[queue.due_time])
+        .limit(bindparam("claim_share"))
+    )
+    return select(table.c.id, table.c.status).select_from(owner).join(table, table.c.id.in_(earliest))
+
+
+@functools.cache
+def _earliest_of_anyone(queue: _Queue, dialect: str) -> Select[Any]:
+    """The earliest due items of anyone, as many as bound as claim_rest, read from the due-time index."""
+    table = queue.table
+    return (
+        select(table.c.id, table.c.status)
+        .where(and_(table.c[queue.due_time] <= bindparam(_NOW), queue.claimable_now(table, dialect)))
+        .order_by(table.c[queue.due_time])
+        .limit(bindparam("claim_rest"))
+        .with_for_update(skip_locked=True)
+    )
+
+
+def _in_turns(rows: list[Any], due_time: str) -> list[Any]:
+    """Rows ordered by turn: each owner's earliest first, then each owner's second, …; within a turn, by due time."""
+    by_owner: dict[str, list[Any]] = {}
+    for row in sorted(rows, key=lambda row: getattr(row, due_time)):
+        by_owner.setdefault(row.creator, []).append(row)
+    ranked = [(turn, row) for owned in by_owner.values() for turn, row in enumerate(owned)]
+    ranked.sort(key=lambda ranked_row: (ranked_row[0], getattr(ranked_row[1], due_time)))
+    return [row for _, row in ranked]
 
 
 async def _claim(
-    conn: AsyncConnection, table: Table, due: Select[Any], values: dict[str, Any], returning: list[Any]
-) -> list[Row[Any]]:
-    """Update the rows `due` selects (id, status) with `values`, answering `returning` plus `previous_status`.
+    conn: AsyncConnection,
+    table: Table,
+    due: Select[Any],
+    values: dict[str, Any],
+    returning: list[Any],
+    parameters: dict[str, Any],
+) -> list[Any]:
+    """Update the rows `due` selects (id, status; its bound values in `parameters`) with `values`, answering
+    `returning` plus `previous_status`.
 
     PostgreSQL does it in one statement, the locking select as a CTE whose status RETURNING can still show.
     SQLite cannot name a FROM table in RETURNING; there the select and the update run one after the other, which
@@ -303,10 +475,11 @@ async def _claim(
             update(table)
             .where(table.c.id == locked.c.id)
             .values(**values)
-            .returning(*returning, locked.c.status.label("previous_status"))
+            .returning(*returning, locked.c.status.label("previous_status")),
+            parameters,
         )
         return list(result)
-    previous = {row.id: row.status for row in await conn.execute(due)}
+    previous = {row.id: row.status for row in await conn.execute(due, parameters)}
     if not previous:
         return []
     result = await conn.execute(
