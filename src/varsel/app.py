@@ -150,7 +150,7 @@ def build(
     # Read as condition hosts are (dns_name), so an entry written in Unicode matches the host it names.
     allowed_hosts = frozenset(dns_name(h) for h in settings.conditions.allowed_hosts)
     # The local copy of the contact registries unless another (a remote registry's client) is given.
-    lookup = RecipientLookup(registry or LocalRegistry(database))
+    lookup = RecipientLookup(registry or LocalRegistry(database), clock)
     wakeups = Wakeups()
     telemetry = Telemetry()
     dispatch = settings.dispatch

@@ -14,7 +14,13 @@ from varsel.orders.drafts import RecipientSpec
 from varsel.orders.vocabulary import NotificationChannel as Ch
 from varsel.orders.vocabulary import RecipientLookupStatus
 from varsel.recipients.lookup import Address, Medium, Outcome, Reason, RecipientLookup
-from varsel.recipients.registry import LocalRegistry, OrganizationContact, PersonContact, UserContactPoint
+from varsel.recipients.registry import (
+    ExternalIdentityContact,
+    LocalRegistry,
+    OrganizationContact,
+    PersonContact,
+    UserContactPoint,
+)
 
 RESERVED = "11876995923"
 PLAIN = "16069412345"
@@ -57,8 +63,9 @@ REGISTRY: list[dict[str, Any]] = [
 class CountingRegistry:
     """The real local registry, counting the round trips the look-up makes."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, clock: FrozenClock) -> None:
         self.inner = LocalRegistry(database)
+        self.clock = clock  # the look-up's clock, kept here for the tests' convenience
         self.calls: list[tuple[str, int]] = []
 
     async def persons(self, numbers: Collection[str]) -> dict[str, PersonContact]:
@@ -73,12 +80,16 @@ class CountingRegistry:
         self.calls.append(("user_contacts", len(numbers)))
         return await self.inner.user_contacts(numbers, resource_id)
 
+    async def external_identities(self, identities: Collection[str]) -> dict[str, ExternalIdentityContact]:
+        self.calls.append(("external_identities", len(identities)))
+        return await self.inner.external_identities(identities)
+
 
 @pytest.fixture
 async def registry(database: Database, clock: FrozenClock) -> CountingRegistry:
     summary = await load(database, clock, REGISTRY)
     assert summary.rejected == []
-    return CountingRegistry(database)
+    return CountingRegistry(database, clock)
 
 
 def person(number: str) -> RecipientSpec:
@@ -94,7 +105,7 @@ def addresses(result: Any) -> list[tuple[str, str]]:
 
 
 async def test_reserved_person_gets_nothing_unless_the_order_ignores_reservation(registry: CountingRegistry) -> None:
-    lookup = RecipientLookup(registry)
+    lookup = RecipientLookup(registry, registry.clock)
     refused = (await lookup.resolve([person(RESERVED)], Ch.EMAIL)).recipients[0]
     assert refused.outcome is Outcome.RESERVED
     assert refused.addresses == ()
@@ -118,14 +129,14 @@ async def test_reserved_person_gets_nothing_unless_the_order_ignores_reservation
 async def test_person_addresses_by_channel(
     registry: CountingRegistry, channel: Ch, expected: list[tuple[str, str]]
 ) -> None:
-    resolved = (await RecipientLookup(registry).resolve([person(PLAIN)], channel)).recipients[0]
+    resolved = (await RecipientLookup(registry, registry.clock).resolve([person(PLAIN)], channel)).recipients[0]
     assert resolved.outcome is Outcome.FOUND
     assert addresses(resolved) == expected
     assert resolved.number is None
 
 
 async def test_invalid_registry_mobile_is_dropped_and_preferred_falls_back(registry: CountingRegistry) -> None:
-    lookup = RecipientLookup(registry)
+    lookup = RecipientLookup(registry, registry.clock)
     sms = (await lookup.resolve([person(EMAIL_ONLY)], Ch.SMS)).recipients[0]
     assert sms.outcome is Outcome.MISSING_CONTACT
     assert {u.reason for u in sms.unreached} == {Reason.INVALID_ADDRESS, Reason.NO_CONTACT}
@@ -134,22 +145,24 @@ async def test_invalid_registry_mobile_is_dropped_and_preferred_falls_back(regis
 
 
 async def test_unknown_person_is_missing_contact(registry: CountingRegistry) -> None:
-    resolved = (await RecipientLookup(registry).resolve([person(UNKNOWN)], Ch.EMAIL)).recipients[0]
+    resolved = (await RecipientLookup(registry, registry.clock).resolve([person(UNKNOWN)], Ch.EMAIL)).recipients[0]
     assert resolved.outcome is Outcome.MISSING_CONTACT
     assert resolved.unreached[0].reason is Reason.NOT_FOUND
 
 
 async def test_organisation_with_only_sms_addresses_under_email_preferred(registry: CountingRegistry) -> None:
-    resolved = (await RecipientLookup(registry).resolve([org(ORG_SMS_ONLY)], Ch.EMAIL_PREFERRED)).recipients[0]
+    resolved = (
+        await RecipientLookup(registry, registry.clock).resolve([org(ORG_SMS_ONLY)], Ch.EMAIL_PREFERRED)
+    ).recipients[0]
     assert resolved.outcome is Outcome.FOUND
     assert addresses(resolved) == [("sms", "+4741234567"), ("sms", "+4741234568")]
     assert (resolved.name, resolved.number) == ("Kun SMS AS", ORG_SMS_ONLY)
-    only_email = (await RecipientLookup(registry).resolve([org(ORG_SMS_ONLY)], Ch.EMAIL)).recipients[0]
+    only_email = (await RecipientLookup(registry, registry.clock).resolve([org(ORG_SMS_ONLY)], Ch.EMAIL)).recipients[0]
     assert only_email.outcome is Outcome.MISSING_CONTACT
 
 
 async def test_organisation_every_address_of_the_kind_and_both_kinds(registry: CountingRegistry) -> None:
-    lookup = RecipientLookup(registry)
+    lookup = RecipientLookup(registry, registry.clock)
     email = (await lookup.resolve([org(ORG_BOTH)], Ch.EMAIL)).recipients[0]
     assert addresses(email) == [("email", "Post@begge.no"), ("email", "faktura@begge.no")]
     both = (await lookup.resolve([org(ORG_BOTH)], Ch.EMAIL_AND_SMS)).recipients[0]
@@ -159,7 +172,7 @@ async def test_organisation_every_address_of_the_kind_and_both_kinds(registry: C
 async def test_user_contact_points_only_with_a_resource_and_only_for_authorised_users(
     registry: CountingRegistry,
 ) -> None:
-    lookup = RecipientLookup(registry)
+    lookup = RecipientLookup(registry, registry.clock)
     without = (await lookup.resolve([org(ORG_USERS)], Ch.EMAIL)).recipients[0]
     assert addresses(without) == [("email", "post@brukere.no")]
     assert ("user_contacts", 1) not in registry.calls
@@ -185,7 +198,7 @@ async def test_user_contact_points_only_with_a_resource_and_only_for_authorised_
 
 async def test_address_recipients_need_no_lookup(registry: CountingRegistry) -> None:
     recipient = RecipientSpec(email_address="a@example.com", mobile_number="+4790000000")
-    result = await RecipientLookup(registry).resolve([recipient], Ch.SMS_PREFERRED)
+    result = await RecipientLookup(registry, registry.clock).resolve([recipient], Ch.SMS_PREFERRED)
     assert addresses(result.recipients[0]) == [("sms", "+4790000000")]
     assert result.summary() is None
     assert registry.calls == []
@@ -207,7 +220,7 @@ async def test_lookup_summary(
     reserved: list[str],
     missing: list[str],
 ) -> None:
-    summary = (await RecipientLookup(registry).resolve(recipients, Ch.EMAIL_PREFERRED)).summary()
+    summary = (await RecipientLookup(registry, registry.clock).resolve(recipients, Ch.EMAIL_PREFERRED)).summary()
     assert summary is not None
     assert (summary.status, summary.is_reserved, summary.missing_contact) == (status, reserved, missing)
 
@@ -223,7 +236,7 @@ async def test_one_round_trip_per_registry_however_many_recipients(
                       "resourceId": RESOURCE, "actions": ["read"]})  # fmt: skip
     await load(database, clock, users)
     recipients = [person(PLAIN)] * 50 + [person(f"{n:011d}") for n in range(500)] + [org(ORG_USERS), org(ORG_BOTH)]
-    result = await RecipientLookup(registry).resolve(recipients, Ch.EMAIL, resource_id=RESOURCE)
+    result = await RecipientLookup(registry, registry.clock).resolve(recipients, Ch.EMAIL, resource_id=RESOURCE)
     assert registry.calls == [("persons", 550), ("organizations", 2), ("user_contacts", 2)]
     big = result.recipients[550]
     assert len(big.addresses) == 1 + 1 + 3000  # official, u2, and the 3000 users (u1 is a duplicate)

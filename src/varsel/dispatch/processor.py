@@ -185,6 +185,7 @@ class OrderProcessor:
             ignore_reservation=bool(order.ignore_reservation),
             resource_id=order.resource_id,
             resource_action=order.resource_action,
+            use_stale_contact_information=order.use_stale_contact_information,
         )
         now = self._clock.now()
         generated = generate(

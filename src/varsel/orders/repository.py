@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from varsel.db.tables import order_recipients, orders
 from varsel.notifications.statuses import OrderStatus
 from varsel.orders.drafts import EmailTemplateSpec, OrderDraft, RecipientSpec, SmsTemplateSpec
-from varsel.orders.vocabulary import EmailContentType, NotificationChannel
+from varsel.orders.vocabulary import EmailContentType, NotificationChannel, OrderType
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,9 @@ class StoredOrder:
     processing_attempts: int = 0
     # "Daytime": SMS only between 09:00 and 17:00 Oslo time (every v1 order); "Anytime": at once.
     sms_sending_time_policy: str = "Daytime"
+    order_type: OrderType = OrderType.NOTIFICATION
+    # A person's contact details confirmed over 18 months ago count as absent unless this is set (v2).
+    use_stale_contact_information: bool = False
 
 
 def order_row(order_id: UUID, creator: str, draft: OrderDraft, now: datetime) -> dict[str, Any]:
@@ -120,6 +123,8 @@ def _order(row: Any, recipients: tuple[RecipientSpec, ...]) -> StoredOrder:
         recipients=recipients,
         processing_attempts=row.processing_attempts,
         sms_sending_time_policy=row.sms_sending_time_policy,
+        order_type=OrderType(row.order_type),
+        use_stale_contact_information=bool(row.use_stale_contact_information),
     )
 
 
@@ -134,7 +139,13 @@ async def _recipients_of(conn: AsyncConnection, order_ids: list[UUID]) -> dict[U
     )
     for row in result:
         found[row.order_id].append(
-            RecipientSpec(row.email_address, row.mobile_number, row.national_identity_number, row.organization_number)
+            RecipientSpec(
+                row.email_address,
+                row.mobile_number,
+                row.national_identity_number,
+                row.organization_number,
+                row.external_identity,
+            )
         )
     return found
 

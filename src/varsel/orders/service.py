@@ -77,6 +77,7 @@ class OrderService:
             ignore_reservation=bool(draft.ignore_reservation),
             resource_id=draft.resource_id,
             resource_action=draft.resource_action,
+            use_stale_contact_information=draft.use_stale_contact_information,
         )
 
     async def register(self, creator: str, draft: OrderDraft) -> tuple[UUID, LookupSummary | None]:

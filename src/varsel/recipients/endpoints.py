@@ -19,7 +19,7 @@ MAX_RECORDS = 10_000
 
 class RegistryRecords(RootModel[list[dict[str, Any]]]):
     """Registry records as `varsel registry import` reads them, one JSON object each (person, organization,
-    userContact, authorization or delete)."""
+    userContact, authorization, externalIdentity or delete)."""
 
     root: list[dict[str, Any]] = Field(max_length=MAX_RECORDS)
 
@@ -42,8 +42,17 @@ _RECORDS_EXAMPLE = [
         "nationalIdentityNumber": "01017012345",
         "name": "Ola Nordmann",
         "emailAddress": "ola.nordmann@example.com",
+        "contactConfirmed": "2026-03-01T12:00:00+01:00",
+    },
+    {
+        "kind": "externalIdentity",
+        "externalIdentity": "urn:altinn:party:username:kari.selvregistrert",
+        "name": "Kari Selvregistrert",
+        "emailAddress": "kari@example.com",
+        "mobileNumber": "+4799999999",
     },
     {"kind": "delete", "nationalIdentityNumber": "02027012345"},
+    {"kind": "delete", "externalIdentity": "urn:altinn:username:gammel.bruker"},
 ]
 
 

@@ -1,5 +1,9 @@
 """Feeding the local registries: JSON Lines records upserted by key in batches.
 
+Kinds: person (with contactConfirmed, when the person last confirmed the details), organization, userContact,
+authorization, externalIdentity (a self-identified user, by any of its three URN spellings, stored under the
+canonical urn:altinn:party:username:{name}), and delete.
+
 One record a line. A bad line is reported with its number and reason and never stops the rest; a record is
 written whole or not at all. Records are applied in file order (a delete after an upsert of the same key wins),
 batched while consecutive lines are of the same kind.
@@ -10,7 +14,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, TypeAdapter, ValidationError
@@ -19,15 +23,17 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from varsel import jsonsafe
-from varsel.api_types import ApiModel, Text
+from varsel.api_types import ApiModel, RequestDateTime, Text
 from varsel.clock import Clock
 from varsel.db.engine import Database
 from varsel.db.tables import (
     registry_authorizations,
+    registry_external_identities,
     registry_organizations,
     registry_persons,
     registry_user_contacts,
 )
+from varsel.recipients.identities import ExternalIdentityKind, parse_external_identity
 from varsel.recipients.registry import chunks
 
 BATCH_SIZE = 2_000
@@ -55,6 +61,28 @@ def _plain_characters(value: str) -> str:
     return value
 
 
+def _with_offset(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("must be a date and time in ISO 8601 format with a UTC offset")
+    return value.astimezone(UTC)
+
+
+def _self_identified_user(value: str) -> str:
+    identity = parse_external_identity(value)
+    if identity is None:
+        raise ValueError(
+            "must be a self-identified user's URN: urn:altinn:party:username:{name}, urn:altinn:username:{name} or "
+            "urn:altinn:person:legacy-selfidentified:{name}, with a name that is not blank (percent-encoded as in a "
+            "URN, at most 400 characters in the party:username form)"
+        )
+    if identity.kind is ExternalIdentityKind.IDPORTEN_EMAIL:
+        raise ValueError(
+            "an ID-porten email identity (urn:altinn:person:idporten-email:) is its own email address and has no "
+            "registry record; only self-identified users' URNs are registered"
+        )
+    return identity.urn
+
+
 NationalIdentityNumber = Annotated[Text, AfterValidator(_digits(11))]
 OrganizationNumber = Annotated[Text, AfterValidator(_digits(9))]
 UserId = Annotated[Text, Field(min_length=1, max_length=64), AfterValidator(_no_control_characters)]
@@ -67,6 +95,10 @@ Name = Annotated[Text, Field(max_length=500), AfterValidator(_no_control_charact
 # in an address is one step from a header injection.
 EmailAddress = Annotated[Text, Field(max_length=320), AfterValidator(_plain_characters)]
 MobileNumber = Annotated[Text, Field(max_length=20), AfterValidator(_plain_characters)]
+# ISO 8601 text with a UTC offset ("2025-03-01T12:00:00+01:00"); a number or a time without an offset is refused.
+Timestamp = Annotated[RequestDateTime, AfterValidator(_with_offset)]
+# Any of the three spellings; held as the canonical urn:altinn:party:username:{name}.
+SelfIdentifiedUser = Annotated[Text, AfterValidator(_self_identified_user)]
 
 
 class PersonRecord(ApiModel):
@@ -76,6 +108,9 @@ class PersonRecord(ApiModel):
     email_address: EmailAddress | None = None
     mobile_number: MobileNumber | None = None
     is_reserved: bool = False
+    # When the person last confirmed these details; unknown (absent) counts as current. Details confirmed over 18
+    # months before an order is processed count as absent unless the order allows stale contact information.
+    contact_confirmed: Timestamp | None = None
 
 
 class OrganizationRecord(ApiModel):
@@ -95,6 +130,17 @@ class UserContactRecord(ApiModel):
     mobile_number: MobileNumber | None = None
 
 
+class ExternalIdentityRecord(ApiModel):
+    """A self-identified user (urn:altinn:party:username:, urn:altinn:username: or
+    urn:altinn:person:legacy-selfidentified:, one user whichever is given) and the user's contact details."""
+
+    kind: Literal["externalIdentity"]
+    external_identity: SelfIdentifiedUser
+    name: Name | None = None
+    email_address: EmailAddress | None = None
+    mobile_number: MobileNumber | None = None
+
+
 class AuthorizationRecord(ApiModel):
     kind: Literal["authorization"]
     user_id: UserId
@@ -105,15 +151,21 @@ class AuthorizationRecord(ApiModel):
 
 class DeleteRecord(ApiModel):
     """Removes one record, named by its key: a person's number; an organisation's number; a user contact's
-    userId and organisation number; an authorisation's userId, organisation number and resourceId."""
+    userId and organisation number; an authorisation's userId, organisation number and resourceId; a self-identified
+    user's externalIdentity (any of its spellings)."""
 
     kind: Literal["delete"]
     national_identity_number: NationalIdentityNumber | None = None
     organization_number: OrganizationNumber | None = None
     user_id: UserId | None = None
     resource_id: Text | None = None
+    external_identity: SelfIdentifiedUser | None = None
 
     def target(self) -> tuple[Table, dict[str, str]]:
+        if self.external_identity:
+            if self.national_identity_number or self.organization_number or self.user_id or self.resource_id:
+                raise ValueError("a delete of an externalIdentity names nothing else")
+            return registry_external_identities, {"identity": self.external_identity}
         if self.national_identity_number and not (self.organization_number or self.user_id or self.resource_id):
             return registry_persons, {"national_identity_number": self.national_identity_number}
         if self.organization_number and not self.user_id and not self.resource_id:
@@ -128,12 +180,12 @@ class DeleteRecord(ApiModel):
             }
         raise ValueError(
             "a delete names nationalIdentityNumber; or organizationNumber; or userId and organizationNumber; "
-            "or userId, organizationNumber and resourceId"
+            "or userId, organizationNumber and resourceId; or externalIdentity"
         )
 
 
 Record = Annotated[
-    PersonRecord | OrganizationRecord | UserContactRecord | AuthorizationRecord | DeleteRecord,
+    PersonRecord | OrganizationRecord | UserContactRecord | AuthorizationRecord | ExternalIdentityRecord | DeleteRecord,
     Field(discriminator="kind"),
 ]
 _RECORD = TypeAdapter(Record)
@@ -143,6 +195,7 @@ _TABLES: dict[str, Table] = {
     "organization": registry_organizations,
     "userContact": registry_user_contacts,
     "authorization": registry_authorizations,
+    "externalIdentity": registry_external_identities,
 }
 
 
@@ -171,7 +224,10 @@ def parse_record(line: str | bytes | dict[str, Any]) -> Record:
         raise ValueError("a record must be a JSON object")
     kind = raw.get("kind")
     if kind not in (*_TABLES, "delete"):
-        raise ValueError(f"unknown kind {kind!r}; expected person, organization, userContact, authorization or delete")
+        raise ValueError(
+            f"unknown kind {kind!r}; expected person, organization, userContact, authorization, externalIdentity or "
+            "delete"
+        )
     try:
         record: Record = _RECORD.validate_python(raw)
     except ValidationError as error:
@@ -190,6 +246,7 @@ def _row(record: Record, now: datetime) -> dict[str, Any]:
             "email_address": record.email_address,
             "mobile_number": record.mobile_number,
             "is_reserved": record.is_reserved,
+            "contact_confirmed": record.contact_confirmed,
             "updated": now,
         }
     if isinstance(record, OrganizationRecord):
@@ -205,6 +262,14 @@ def _row(record: Record, now: datetime) -> dict[str, Any]:
             "user_id": record.user_id,
             "organization_number": record.organization_number,
             "national_identity_number": record.national_identity_number,
+            "email_address": record.email_address,
+            "mobile_number": record.mobile_number,
+            "updated": now,
+        }
+    if isinstance(record, ExternalIdentityRecord):
+        return {
+            "identity": record.external_identity,
+            "name": record.name,
             "email_address": record.email_address,
             "mobile_number": record.mobile_number,
             "updated": now,

@@ -2,21 +2,37 @@
 will not. Used at order time (for the answer's recipientLookup and the preview) and again at send time.
 
 Every registry is asked once per order for all its recipients, never once per recipient.
+
+A person's contact details last confirmed more than 18 months before now count as absent unless the order says
+useStaleContactInformation (a person whose confirmation time is unknown counts as current). A self-identified user
+is looked up by the canonical form of its URN; an ID-porten email identity is its own address.
 """
 
 from __future__ import annotations
 
+import calendar
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
+from varsel.clock import Clock
 from varsel.orders.addresses import normalize_email_address, normalize_mobile_number
 from varsel.orders.drafts import RecipientSpec
 from varsel.orders.vocabulary import NotificationChannel, RecipientLookupStatus
-from varsel.recipients.registry import ContactRegistry, OrganizationContact, PersonContact, UserContactPoint
+from varsel.recipients.identities import ExternalIdentity, ExternalIdentityKind, parse_external_identity
+from varsel.recipients.registry import (
+    ContactRegistry,
+    ExternalIdentityContact,
+    OrganizationContact,
+    PersonContact,
+    UserContactPoint,
+)
 
 DEFAULT_RESOURCE_ACTION = "read"
+# A person's contact details confirmed longer ago than this count as absent, unless the order allows stale ones.
+STALE_AFTER_MONTHS = 18
 
 _NORWEGIAN_MOBILE = re.compile(r"^[49][0-9]{7}$")
 
@@ -90,7 +106,7 @@ class LookupResult:
             return None
         reserved = _unique(r.recipient.national_identity_number for r in looked_up if r.outcome is Outcome.RESERVED)
         missing = _unique(
-            r.recipient.national_identity_number or r.recipient.organization_number
+            r.recipient.national_identity_number or r.recipient.organization_number or r.recipient.external_identity
             for r in looked_up
             if r.outcome is Outcome.MISSING_CONTACT
         )
@@ -102,6 +118,15 @@ class LookupResult:
         else:
             status = RecipientLookupStatus.PARTIAL_SUCCESS
         return LookupSummary(status=status, is_reserved=reserved, missing_contact=missing)
+
+
+def months_before(moment: datetime, months: int) -> datetime:
+    """The same time of day `months` calendar months earlier; a day the month lacks becomes its last (as .NET's
+    AddMonths: 31 August less 18 months is 28 or 29 February)."""
+    index = moment.year * 12 + moment.month - 1 - months
+    year, month = divmod(index, 12)
+    day = min(moment.day, calendar.monthrange(year, month + 1)[1])
+    return moment.replace(year=year, month=month + 1, day=day)
 
 
 def _unique(values: Iterable[str | None]) -> list[str]:
@@ -184,8 +209,9 @@ def choose(channel: NotificationChannel, emails: Sequence[str], mobiles: Sequenc
 
 
 class RecipientLookup:
-    def __init__(self, registry: ContactRegistry) -> None:
+    def __init__(self, registry: ContactRegistry, clock: Clock) -> None:
         self._registry = registry
+        self._clock = clock
 
     async def resolve(
         self,
@@ -195,25 +221,39 @@ class RecipientLookup:
         ignore_reservation: bool = False,
         resource_id: str | None = None,
         resource_action: str | None = None,
+        use_stale_contact_information: bool = False,
     ) -> LookupResult:
         person_numbers = [r.national_identity_number for r in recipients if r.national_identity_number]
         org_numbers = [r.organization_number for r in recipients if r.organization_number]
+        identities = {
+            r.external_identity: parse_external_identity(r.external_identity)
+            for r in recipients
+            if r.external_identity and not (r.national_identity_number or r.organization_number)
+        }
+        usernames = sorted({i.urn for i in identities.values() if i and i.kind is ExternalIdentityKind.USERNAME})
         persons = await self._registry.persons(person_numbers) if person_numbers else {}
         organizations = await self._registry.organizations(org_numbers) if org_numbers else {}
         users: dict[str, list[UserContactPoint]] = {}
         if org_numbers and resource_id:
             users = await self._registry.user_contacts(org_numbers, resource_id)
+        external = await self._registry.external_identities(usernames) if usernames else {}
         action = resource_action or DEFAULT_RESOURCE_ACTION
+        # Details confirmed before this count as absent; confirmed at it or later, as current.
+        stale_before = None if use_stale_contact_information else months_before(self._clock.now(), STALE_AFTER_MONTHS)
 
         resolved: list[ResolvedRecipient] = []
         for recipient in recipients:
             if recipient.national_identity_number:
                 person = persons.get(recipient.national_identity_number)
-                resolved.append(_person(recipient, person, channel, ignore_reservation))
+                resolved.append(_person(recipient, person, channel, ignore_reservation, stale_before))
             elif recipient.organization_number:
                 organization = organizations.get(recipient.organization_number)
                 points = users.get(recipient.organization_number, [])
                 resolved.append(_organization(recipient, organization, points, channel, action))
+            elif recipient.external_identity:
+                resolved.append(
+                    _external_identity(recipient, identities[recipient.external_identity], external, channel)
+                )
             else:
                 collector = _Collector()
                 emails = [recipient.email_address] if recipient.email_address else []
@@ -225,7 +265,11 @@ class RecipientLookup:
 
 
 def _person(
-    recipient: RecipientSpec, person: PersonContact | None, channel: NotificationChannel, ignore_reservation: bool
+    recipient: RecipientSpec,
+    person: PersonContact | None,
+    channel: NotificationChannel,
+    ignore_reservation: bool,
+    stale_before: datetime | None,
 ) -> ResolvedRecipient:
     if person is None:
         return ResolvedRecipient(
@@ -241,13 +285,22 @@ def _person(
             unreached=(Unreached(Reason.RESERVED, "The person has reserved themselves against digital contact."),),
         )
     collector = _Collector()
-    emails, mobiles = _usable([person.email_address], [person.mobile_number], collector)
-    for medium, address in choose(channel, emails, mobiles):
-        collector.add(Address(medium, address))
-    if not collector.addresses:
+    stale = (
+        stale_before is not None and person.contact_confirmed is not None and person.contact_confirmed < stale_before
+    )
+    if stale:
         collector.unreached.append(
-            Unreached(Reason.NO_CONTACT, f"The person has no contact details for the channel {channel.value}.")
-        )
+            Unreached(Reason.NO_CONTACT, f"The person last confirmed their contact details more than "
+                      f"{STALE_AFTER_MONTHS} months ago, and the order does not allow stale contact information.")
+        )  # fmt: skip
+    else:
+        emails, mobiles = _usable([person.email_address], [person.mobile_number], collector)
+        for medium, address in choose(channel, emails, mobiles):
+            collector.add(Address(medium, address))
+        if not collector.addresses:
+            collector.unreached.append(
+                Unreached(Reason.NO_CONTACT, f"The person has no contact details for the channel {channel.value}.")
+            )
     outcome = Outcome.FOUND if collector.addresses else Outcome.MISSING_CONTACT
     return ResolvedRecipient(
         recipient, outcome, tuple(collector.addresses), person.name, None, tuple(collector.unreached)
@@ -295,3 +348,40 @@ def _organization(
         )
     outcome = Outcome.FOUND if collector.addresses else Outcome.MISSING_CONTACT
     return ResolvedRecipient(recipient, outcome, tuple(collector.addresses), name, number, tuple(collector.unreached))
+
+
+def _external_identity(
+    recipient: RecipientSpec,
+    identity: ExternalIdentity | None,
+    registry: dict[str, ExternalIdentityContact],
+    channel: NotificationChannel,
+) -> ResolvedRecipient:
+    """A self-identified user by the registry's details; an ID-porten email identity by its own address."""
+    collector = _Collector()
+    name = None
+    if identity is None:
+        # Refused at intake; an order stored otherwise (by hand, or by an older rule) reaches nobody.
+        collector.unreached.append(Unreached(Reason.NOT_FOUND, "The external identity is not an accepted URN."))
+    elif identity.kind is ExternalIdentityKind.IDPORTEN_EMAIL:
+        for medium, address in choose(channel, [identity.value], []):
+            collector.add(Address(medium, address))
+        if not collector.addresses:
+            collector.unreached.append(
+                Unreached(Reason.NO_CONTACT, f"An ID-porten email identity has only its email address, which the "
+                          f"channel {channel.value} does not use.")
+            )  # fmt: skip
+    else:
+        user = registry.get(identity.urn)
+        if user is None:
+            collector.unreached.append(Unreached(Reason.NOT_FOUND, "The user is not in the register."))
+        else:
+            name = user.name
+            emails, mobiles = _usable([user.email_address], [user.mobile_number], collector)
+            for medium, address in choose(channel, emails, mobiles):
+                collector.add(Address(medium, address))
+            if not collector.addresses:
+                collector.unreached.append(
+                    Unreached(Reason.NO_CONTACT, f"The user has no contact details for the channel {channel.value}.")
+                )
+    outcome = Outcome.FOUND if collector.addresses else Outcome.MISSING_CONTACT
+    return ResolvedRecipient(recipient, outcome, tuple(collector.addresses), name, None, tuple(collector.unreached))

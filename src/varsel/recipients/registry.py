@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
 from sqlalchemy import and_, bindparam, select
@@ -16,6 +17,7 @@ from varsel.db.engine import Database
 from varsel.db.group_commit import GroupCommit
 from varsel.db.tables import (
     registry_authorizations,
+    registry_external_identities,
     registry_organizations,
     registry_persons,
     registry_user_contacts,
@@ -35,6 +37,18 @@ class PersonContact:
     email_address: str | None
     mobile_number: str | None
     is_reserved: bool
+    # When the person last confirmed the details (KRR); None when the registry does not say, which counts as current.
+    contact_confirmed: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ExternalIdentityContact:
+    """A self-identified user's contact details, by the identity's canonical URN (urn:altinn:party:username:…)."""
+
+    identity: str
+    name: str | None
+    email_address: str | None
+    mobile_number: str | None
 
 
 @dataclass(frozen=True)
@@ -60,6 +74,10 @@ class ContactRegistry(Protocol):
     async def persons(self, numbers: Collection[str]) -> dict[str, PersonContact]: ...
 
     async def organizations(self, numbers: Collection[str]) -> dict[str, OrganizationContact]: ...
+
+    async def external_identities(self, identities: Collection[str]) -> dict[str, ExternalIdentityContact]:
+        """Self-identified users by their canonical URNs (varsel.recipients.identities)."""
+        ...
 
     async def user_contacts(
         self, organization_numbers: Collection[str], resource_id: str
@@ -103,6 +121,9 @@ _PERSONS = select(registry_persons).where(
 _ORGANIZATIONS = select(registry_organizations).where(
     registry_organizations.c.organization_number.in_(bindparam("keys", expanding=True))
 )
+_EXTERNAL_IDENTITIES = select(registry_external_identities).where(
+    registry_external_identities.c.identity.in_(bindparam("keys", expanding=True))
+)
 
 
 class LocalRegistry:
@@ -112,6 +133,7 @@ class LocalRegistry:
         self._db = database
         self._persons = _Coalesced(self._fetch_persons)
         self._organizations = _Coalesced(self._fetch_organizations)
+        self._external_identities = _Coalesced(self._fetch_external_identities)
 
     async def persons(self, numbers: Collection[str]) -> dict[str, PersonContact]:
         return await self._persons.get(numbers)
@@ -119,14 +141,30 @@ class LocalRegistry:
     async def organizations(self, numbers: Collection[str]) -> dict[str, OrganizationContact]:
         return await self._organizations.get(numbers)
 
+    async def external_identities(self, identities: Collection[str]) -> dict[str, ExternalIdentityContact]:
+        return await self._external_identities.get(identities)
+
     async def _fetch_persons(self, keys: list[str]) -> dict[str, PersonContact]:
         found: dict[str, PersonContact] = {}
         async with self._db.read() as conn:
             for batch in chunks(keys):
                 for r in await conn.execute(_PERSONS, {"keys": list(batch)}):
                     found[r.national_identity_number] = PersonContact(
-                        r.national_identity_number, r.name, r.email_address, r.mobile_number, bool(r.is_reserved)
+                        r.national_identity_number,
+                        r.name,
+                        r.email_address,
+                        r.mobile_number,
+                        bool(r.is_reserved),
+                        r.contact_confirmed,
                     )
+        return found
+
+    async def _fetch_external_identities(self, keys: list[str]) -> dict[str, ExternalIdentityContact]:
+        found: dict[str, ExternalIdentityContact] = {}
+        async with self._db.read() as conn:
+            for batch in chunks(keys):
+                for r in await conn.execute(_EXTERNAL_IDENTITIES, {"keys": list(batch)}):
+                    found[r.identity] = ExternalIdentityContact(r.identity, r.name, r.email_address, r.mobile_number)
         return found
 
     async def _fetch_organizations(self, keys: list[str]) -> dict[str, OrganizationContact]:
