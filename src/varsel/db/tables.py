@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     ForeignKey,
@@ -13,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     Uuid,
     false,
     text,
@@ -28,6 +30,23 @@ metadata = MetaData(
         "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
         "pk": "pk_%(table_name)s",
     }
+)
+
+# A v2 order chain: the main order and its reminders (orders rows naming it), created once per idempotency key.
+order_chains = Table(
+    "order_chains",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("creator", String(100), nullable=False),
+    # orders, instant or composed: one key may be used once in each (reference 1.5).
+    Column("family", String(10), nullable=False),
+    # The key as given (any length), and its SHA-256 in hex, which the unique index holds.
+    Column("idempotency_id", Text, nullable=False),
+    Column("idempotency_hash", String(64), nullable=False),
+    Column("created", UtcDateTime, nullable=False),
+    # Stored as given; the reference returns it nowhere.
+    Column("dialogporten_association", JSON),
+    UniqueConstraint("creator", "family", "idempotency_hash", name="uq_order_chains_idempotency"),
 )
 
 # An order as the service owner registered it. Templates live on the order row: one order has at most one
@@ -62,7 +81,17 @@ orders = Table(
     Column("claimed_by", String(100)),
     Column("claimed_until", UtcDateTime),
     Column("processing_attempts", Integer, nullable=False, server_default="0"),
+    # Notification (every v1 order, a chain's main order), Reminder, Instant or Composed.
+    Column("order_type", String(12), nullable=False, server_default="Notification"),
+    # The v2 chain the order belongs to, and its place there: 0 the main order, 1… its reminders in request order.
+    # No foreign key: adding one to orders makes SQLite rebuild the table; chains and their orders are written
+    # together, in one transaction, and never apart.
+    Column("chain_id", Uuid),
+    Column("chain_position", Integer),
+    # A person's contact details last confirmed over 18 months ago count as absent unless this is set (v2).
+    Column("use_stale_contact_information", Boolean, nullable=False, server_default=false()),
 )
+Index("ix_orders_chain_id", orders.c.chain_id)
 Index("ix_orders_creator_senders_reference", orders.c.creator, orders.c.senders_reference)
 # The claim query's index: only orders that still need work are in it, so it stays small however many are done.
 Index(
@@ -91,6 +120,8 @@ order_recipients = Table(
     Column("mobile_number", String(20)),
     Column("national_identity_number", String(11)),
     Column("organization_number", String(9)),
+    # A self-identified user or an ID-porten email identity, as its URN (v2 recipientExternalIdentity).
+    Column("external_identity", String(400)),
 )
 Index("ix_order_recipients_order_id", order_recipients.c.order_id)
 
@@ -105,6 +136,7 @@ def _notification_columns() -> list[Column[object]]:
         Column("creator", String(100), nullable=False),
         Column("national_identity_number", String(11)),
         Column("organization_number", String(9)),
+        Column("external_identity", String(400)),
         Column("recipient_name", Text),
         Column("is_reserved", Boolean),
         Column("status", String(40), nullable=False),
@@ -158,6 +190,22 @@ for _table in (email_notifications, sms_notifications):
     )
     Index(f"ix_{_table.name}_provider_reference", _table.c.provider_reference)
     Index(f"ix_{_table.name}_status_expiry", _table.c.status, _table.c.expiry)
+
+# The v2 status feed: one entry per order when it reaches a final state (Completed, SendConditionNotMet, and, unlike
+# the reference, Cancelled), with a snapshot of its notifications then. `seq` is the feed's order; entries are
+# written in the transaction that ends the order, numbered in commit order (see varsel.shipments.repository), so a
+# reader paging by seq never skips one that commits late.
+status_feed = Table(
+    "status_feed",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    Column("order_id", Uuid, ForeignKey("orders.id", ondelete="CASCADE"), nullable=False, unique=True),
+    Column("creator", String(100), nullable=False),
+    Column("created", UtcDateTime, nullable=False),
+    Column("entry", JSON, nullable=False),
+)
+Index("ix_status_feed_creator_seq", status_feed.c.creator, status_feed.c.seq)
+Index("ix_status_feed_created", status_feed.c.created)
 
 # Every time a notification was handed to a provider: when, to which, what came of it. For operators
 # (`varsel notifications history`); the API shows a notification's current status, as the reference does.
@@ -224,6 +272,22 @@ registry_persons = Table(
     Column("mobile_number", String(20)),
     # Reserved against digital contact (KRR): nothing is sent unless the order may ignore reservations.
     Column("is_reserved", Boolean, nullable=False, server_default=false()),
+    Column("updated", UtcDateTime, nullable=False),
+    # When the person last confirmed their contact details (KRR); older than 18 months, they count as absent for a
+    # v2 order unless it says useStaleContactInformation. Unknown (null) counts as current.
+    Column("contact_confirmed", UtcDateTime),
+)
+
+# Users outside the national identity register: self-identified users (urn:altinn:person:legacy-selfidentified:,
+# urn:altinn:username:, urn:altinn:party:username:, all kept as the canonical party:username form) with their
+# contact details. An ID-porten email identity is its own address and needs no row.
+registry_external_identities = Table(
+    "registry_external_identities",
+    metadata,
+    Column("identity", String(400), primary_key=True),
+    Column("name", Text),
+    Column("email_address", String(320)),
+    Column("mobile_number", String(20)),
     Column("updated", UtcDateTime, nullable=False),
 )
 
