@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError
 
 from varsel import __version__, operations
 from varsel.api.v2 import endpoints as v2_endpoints
+from varsel.api.v2 import shipments as shipment_endpoints
 from varsel.api.v2.models import (
     AltinnProblemDetails,
     NotificationOrderChainRequestExt,
@@ -69,6 +70,7 @@ from varsel.recipients.registry import ContactRegistry, LocalRegistry
 from varsel.reports import endpoints as report_endpoints
 from varsel.reports.service import DeliveryReports
 from varsel.settings import Settings
+from varsel.shipments.service import FeedRetention
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +183,7 @@ def build(
         email_guard,
         sms_guard,
         listener,
+        FeedRetention(database, clock, dispatch.feed_retention_days),
     )
     orders = OrderService(
         database, clock, lookup, telemetry, on_registered=wakeups.orders.set, wake_within=dispatch.poll_seconds
@@ -331,6 +334,7 @@ def create_app(varsel: Varsel, *, run_workers: bool = False) -> FastAPI:
     app = FastAPI(title="varsel", version=__version__, lifespan=lifespan)
     _serve_problems(app, varsel)
     app.include_router(endpoints_v1.router)
+    app.include_router(shipment_endpoints.router)
     app.include_router(v2_endpoints.router)
     app.include_router(registry_endpoints.router)
     app.include_router(operations.router)

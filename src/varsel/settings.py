@@ -109,6 +109,8 @@ class DispatchSettings(BaseModel):
     # When Daytime SMS may go out (every v1 order is Daytime): 09:00-17:00 Europe/Oslo, as the reference. OPENS and
     # CLOSES both 00:00 send at any hour.
     sms_daytime: DaytimeWindow = Field(default_factory=DaytimeWindow)
+    # v2 status feed entries older than this are deleted by the expiry worker, in small batches (the reference: 90).
+    feed_retention_days: int = Field(default=90, ge=1)
 
 
 class EmailSettings(BaseModel):

@@ -26,6 +26,7 @@ from varsel.orders import repository as order_repository
 from varsel.orders.repository import StoredOrder
 from varsel.recipients.lookup import RecipientLookup
 from varsel.settings import DispatchSettings
+from varsel.shipments.repository import write_feed_entries
 
 log = logging.getLogger("varsel.dispatch")
 
@@ -218,6 +219,10 @@ class OrderProcessor:
             await repository.insert_notifications(conn, email_notifications, email)
             await repository.insert_notifications(conn, sms_notifications, sms)
             await repository.announce_work(conn, email=bool(email), sms=bool(sms))
+            # Last: the orders completed at once (every recipient reserved or not found) get their feed entries.
+            await write_feed_entries(
+                conn, [done.order.id for done in kept if done.status is OrderStatus.COMPLETED], now
+            )
         if email:
             self._wakeups.email.set()
         if sms:
@@ -246,6 +251,7 @@ class OrderProcessor:
         async with self._db.transaction() as conn:
             if not await repository.finish_order(conn, order.id, self._worker, status, self._clock.now()):
                 raise _ClaimLost()
+            await write_feed_entries(conn, [order.id], self._clock.now())
         self._telemetry.transition("order", order.id, OrderStatus.PROCESSING.value, status.value)
 
     async def _retry_later(self, order: StoredOrder, at: datetime, reason: str) -> None:

@@ -44,6 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from varsel.db.tables import email_notifications, notification_attempts, orders, sms_notifications
 from varsel.notifications.statuses import EMAIL_PENDING, SMS_PENDING, EmailStatus, OrderStatus, SmsStatus
+from varsel.shipments.repository import write_feed_entries
 
 _PENDING: dict[str, list[str]] = {
     email_notifications.name: [s.value for s in EMAIL_PENDING],
@@ -229,7 +230,8 @@ async def insert_notifications(conn: AsyncConnection, table: Table, rows: Sequen
 
 
 async def complete_orders(conn: AsyncConnection, order_ids: Sequence[UUID], now: datetime) -> list[UUID]:
-    """Processed orders among these with nothing pending become Completed."""
+    """Processed orders among these with nothing pending become Completed, each with its status feed entry (which
+    takes the feed's lock until commit: call this last in the transaction)."""
     if not order_ids:
         return []
     nothing_pending = [
@@ -248,7 +250,9 @@ async def complete_orders(conn: AsyncConnection, order_ids: Sequence[UUID], now:
         .values(status=OrderStatus.COMPLETED.value, status_changed=now)
         .returning(orders.c.id)
     )
-    return [row.id for row in result]
+    completed = [row.id for row in result]
+    await write_feed_entries(conn, completed, now)
+    return completed
 
 
 # ---------------------------------------------------------------- notifications

@@ -15,6 +15,7 @@ from varsel.dispatch.senders import ExpirySweeper, Sender
 from varsel.dispatch.wakeup import PostgresListener, Signal, Wakeups
 from varsel.providers.base import EmailProvider, SmsProvider
 from varsel.reports.service import DeliveryReports
+from varsel.shipments.service import FeedRetention
 
 log = logging.getLogger("varsel.dispatch")
 
@@ -37,6 +38,7 @@ class Workers:
         email_provider: EmailProvider,
         sms_provider: SmsProvider,
         listener: PostgresListener | None = None,
+        feed_retention: FeedRetention | None = None,
     ) -> None:
         self.email_provider = email_provider
         self.sms_provider = sms_provider
@@ -49,6 +51,7 @@ class Workers:
         self._clock = clock
         self._poll = poll_seconds
         self._listener = listener
+        self.feed_retention = feed_retention
         self._loops: list[asyncio.Task[None]] = []
         self._listening: asyncio.Task[None] | None = None
         self._stopping = False
@@ -60,7 +63,7 @@ class Workers:
             done = await self.processor.run_once()
             done += await self.email.run_once()
             done += await self.sms.run_once()
-            done += await self.sweeper.run_once()
+            done += await self._sweep()
             done += await self.reports.run_once()
             total += done
             if done == 0:
@@ -80,7 +83,7 @@ class Workers:
                 "email", self.email.run_once, w.email, self.email.next_due, recover=self.email.recover
             ),
             "sms": lambda: self._loop("sms", self.sms.run_once, w.sms, self.sms.next_due, recover=self.sms.recover),
-            "expiry": lambda: self._loop("expiry", self.sweeper.run_once, w.sweeper, no_due, SWEEP_SECONDS),
+            "expiry": lambda: self._loop("expiry", self._sweep, w.sweeper, no_due, SWEEP_SECONDS),
             "reports": lambda: self._loop("reports", self.reports.run_once, w.reports, self.reports.next_due),
         }
         unknown = set(kinds) - set(loops)
@@ -89,6 +92,14 @@ class Workers:
         self._loops = [asyncio.create_task(make()) for kind, make in loops.items() if kind in kinds]
         if self._listener is not None:
             self._listening = asyncio.create_task(self._listener.run())
+
+    async def _sweep(self) -> int:
+        """The expiry worker's round: notifications past expiry, then one batch of old status feed entries (each
+        its own short transaction; while a batch was full, the loop runs again at once)."""
+        done = await self.sweeper.run_once()
+        if self.feed_retention is not None:
+            done += await self.feed_retention.run_once()
+        return done
 
     async def stop(self, grace_seconds: float = 0.0) -> None:
         """Stop claiming; let rounds under way finish for up to `grace_seconds`; then cut off what is left.

@@ -21,6 +21,7 @@ from varsel.orders.intake import OrderWriter
 from varsel.orders.repository import StoredOrder
 from varsel.problems import Problem
 from varsel.recipients.lookup import LookupResult, LookupSummary, Medium, RecipientLookup
+from varsel.shipments import repository as feed_repository
 
 # An order can be cancelled only while its send time is further away than this: closer to it, a worker may
 # already be preparing it.
@@ -132,6 +133,10 @@ class OrderService:
             if not cancelled and order.status is not OrderStatus.CANCELLED:
                 raise OrderNotCancellable(order.status)
             email, sms = await notification_repository.channel_counts(conn, order_id)
+            if cancelled:
+                # Unlike the reference, a cancelled order has its status feed entry (Order_Cancelled). Last: the
+                # feed's lock is held until commit.
+                await feed_repository.write_feed_entries(conn, [order_id], now)
         if cancelled:
             self._telemetry.transition("order", order_id, OrderStatus.REGISTERED.value, OrderStatus.CANCELLED.value)
         return OrderStatusView(order, email, sms)

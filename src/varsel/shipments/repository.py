@@ -1,0 +1,234 @@
+"""SQL of shipments: an order's delivery manifest, and the status feed (written, read, purged).
+
+A feed entry is written in the transaction that moves its order to a final state (Completed, SendConditionNotMet,
+Cancelled), by `write_feed_entries`, with a snapshot of the order's notifications then. Every writer goes through
+it, so the feed's one rule holds everywhere:
+
+**seq is allocated in commit order.** A reader pages by seq ("everything after the last seq I saw"); if one
+transaction took seq 10 and another seq 11, and 11 committed first, a reader could see 11, move past it, and never
+see 10. Altinn hides every entry for 2 seconds and hopes. varsel makes it impossible:
+
+- PostgreSQL: `write_feed_entries` takes a transaction-scoped advisory lock (`FEED_LOCK_KEY`) immediately before
+  inserting, as the last statements of the transaction; the lock is held until commit. So between taking a seq
+  and committing, no other transaction can take one: seqs are taken in the order transactions commit. And a
+  transaction is visible to new snapshots before its locks are released (PostgreSQL ends a transaction in the
+  proc array before it releases its locks), so when the next writer gets the lock and its seq, every lower seq is
+  already visible: a reader whose snapshot shows seq n shows every committed entry below n. Entries are served at
+  once, with no delay. The lock is held only for the insert and the commit: the snapshot is read before it, and
+  nothing else waits inside it (no row lock is taken after it), so it cannot deadlock with the pipeline's locks.
+- SQLite: a writer holds the database's one write lock from BEGIN IMMEDIATE to commit, so the same holds by
+  construction. seq is the rowid; the purge never deletes the newest entry, so SQLite never hands out a seq again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import and_, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from varsel.db.tables import email_notifications, orders, sms_notifications, status_feed
+from varsel.notifications.statuses import OrderStatus
+
+# The order statuses that end an order, and so write its feed entry.
+FINAL_ORDER_STATUSES = frozenset({OrderStatus.COMPLETED, OrderStatus.SEND_CONDITION_NOT_MET, OrderStatus.CANCELLED})
+# PostgreSQL advisory lock ordering the feed's writers (any 64-bit constant no other lock of varsel's uses: "varsfeed").
+FEED_LOCK_KEY = int.from_bytes(b"varsfeed", "big", signed=True)
+
+EMAIL = "email"
+SMS = "sms"
+
+
+@dataclass(frozen=True)
+class ShipmentRecipient:
+    """One generated notification: its channel (email, sms), address ("" when none was found or the recipient is
+    reserved), stored status and when that status was reached."""
+
+    channel: str
+    destination: str
+    status: str
+    last_update: datetime
+
+
+@dataclass(frozen=True)
+class Shipment:
+    """An order as a shipment: its type (Notification, Reminder, …), stored status, last update and notifications."""
+
+    id: UUID
+    senders_reference: str | None
+    order_type: str
+    status: str
+    last_update: datetime
+    recipients: tuple[ShipmentRecipient, ...]
+
+
+@dataclass(frozen=True)
+class FeedEntry:
+    seq: int
+    shipment: Shipment
+
+
+_ORDER_COLUMNS = (
+    orders.c.id,
+    orders.c.senders_reference,
+    orders.c.order_type,
+    orders.c.status,
+    orders.c.created,
+    orders.c.status_changed,
+)
+
+
+async def manifest(conn: AsyncConnection, order_id: UUID, creator: str) -> Shipment | None:
+    """The order as a shipment with every notification generated for it; None when `creator` has no such order."""
+    row = (
+        await conn.execute(select(*_ORDER_COLUMNS).where(and_(orders.c.id == order_id, orders.c.creator == creator)))
+    ).one_or_none()
+    if row is None:
+        return None
+    recipients = await _recipients_of(conn, [order_id])
+    return _shipment(row, recipients.get(order_id, ()))
+
+
+def _shipment(row: Any, recipients: Sequence[ShipmentRecipient]) -> Shipment:
+    # The later of the order's creation and its last status change (the reference: created or processed).
+    return Shipment(
+        id=row.id,
+        senders_reference=row.senders_reference,
+        order_type=row.order_type,
+        status=row.status,
+        last_update=max(row.created, row.status_changed),
+        recipients=tuple(recipients),
+    )
+
+
+async def _recipients_of(conn: AsyncConnection, order_ids: Sequence[UUID]) -> dict[UUID, list[ShipmentRecipient]]:
+    """Each order's notifications, email first, each channel in the order they were made."""
+    found: dict[UUID, list[ShipmentRecipient]] = {}
+    for channel, table, address in (
+        (EMAIL, email_notifications, email_notifications.c.email_address),
+        (SMS, sms_notifications, sms_notifications.c.mobile_number),
+    ):
+        result = await conn.execute(
+            select(table.c.order_id, address.label("destination"), table.c.status, table.c.status_changed)
+            .where(table.c.order_id.in_(order_ids))
+            .order_by(table.c.order_id, table.c.created, table.c.id)
+        )
+        for row in result:
+            found.setdefault(row.order_id, []).append(
+                ShipmentRecipient(channel, row.destination or "", row.status, row.status_changed)
+            )
+    return found
+
+
+# ---------------------------------------------------------------- the status feed
+
+
+async def write_feed_entries(conn: AsyncConnection, order_ids: Sequence[UUID], now: datetime) -> int:
+    """Write the feed entry of each of these orders that is now in a final state, with a snapshot of its
+    notifications; an order that has its entry already keeps it. Call it last in the transaction that ends the
+    orders (see the module's docstring: on PostgreSQL it takes the feed's lock, held until commit). Answers how
+    many entries were written."""
+    wanted = sorted(set(order_ids))
+    if not wanted:
+        return 0
+    rows = (
+        await conn.execute(
+            select(*_ORDER_COLUMNS, orders.c.creator).where(
+                and_(orders.c.id.in_(wanted), orders.c.status.in_([s.value for s in FINAL_ORDER_STATUSES]))
+            )
+        )
+    ).all()
+    if not rows:
+        return 0
+    recipients = await _recipients_of(conn, [row.id for row in rows])
+    entries = [
+        {
+            "order_id": row.id,
+            "creator": row.creator,
+            "created": now,
+            "entry": _snapshot(_shipment(row, recipients.get(row.id, ()))),
+        }
+        for row in sorted(rows, key=lambda row: row.id)
+    ]
+    if conn.dialect.name == "postgresql":
+        # The last statements of the transaction: from here to commit no other writer can take a seq (see above).
+        await conn.execute(select(func.pg_advisory_xact_lock(FEED_LOCK_KEY)))
+        statement: Any = postgresql.insert(status_feed).on_conflict_do_nothing(index_elements=["order_id"])
+    else:
+        statement = sqlite.insert(status_feed).on_conflict_do_nothing(index_elements=["order_id"])
+    result = await conn.execute(statement.returning(status_feed.c.seq), entries)
+    return len(result.all())
+
+
+def _snapshot(shipment: Shipment) -> dict[str, Any]:
+    return {
+        "shipmentId": str(shipment.id),
+        "sendersReference": shipment.senders_reference,
+        "type": shipment.order_type,
+        "status": shipment.status,
+        "lastUpdate": shipment.last_update.isoformat(),
+        "recipients": [
+            {
+                "channel": r.channel,
+                "destination": r.destination,
+                "status": r.status,
+                "lastUpdate": r.last_update.isoformat(),
+            }
+            for r in shipment.recipients
+        ],
+    }
+
+
+def _from_snapshot(seq: int, entry: Any) -> FeedEntry:
+    data = json.loads(entry) if isinstance(entry, str) else entry
+    return FeedEntry(
+        seq,
+        Shipment(
+            id=UUID(data["shipmentId"]),
+            senders_reference=data.get("sendersReference"),
+            order_type=data["type"],
+            status=data["status"],
+            last_update=datetime.fromisoformat(data["lastUpdate"]),
+            recipients=tuple(
+                ShipmentRecipient(r["channel"], r["destination"], r["status"], datetime.fromisoformat(r["lastUpdate"]))
+                for r in data["recipients"]
+            ),
+        ),
+    )
+
+
+async def read_feed(
+    conn: AsyncConnection, creator: str, seq: int, limit: int, *, descending: bool = False
+) -> list[FeedEntry]:
+    """The creator's entries after `seq` in ascending order; or, descending, before `seq` (every one when `seq` is
+    0), newest first. At most `limit`. Everything committed is served: see the module's docstring."""
+    query = select(status_feed.c.seq, status_feed.c.entry).where(status_feed.c.creator == creator)
+    if descending:
+        if seq > 0:
+            query = query.where(status_feed.c.seq < seq)
+        query = query.order_by(status_feed.c.seq.desc())
+    else:
+        query = query.where(status_feed.c.seq > seq).order_by(status_feed.c.seq)
+    result = await conn.execute(query.limit(limit))
+    return [_from_snapshot(int(row.seq), row.entry) for row in result]
+
+
+async def purge_feed(conn: AsyncConnection, created_before: datetime, limit: int) -> int:
+    """Delete up to `limit` entries created at or before `created_before`, oldest first; answers how many. The
+    newest entry of all is kept whatever its age: SQLite numbers a new row one above the highest there is, so
+    deleting every row would hand out seqs a reader has already seen."""
+    newest = select(func.max(status_feed.c.seq)).scalar_subquery()
+    oldest = (
+        select(status_feed.c.seq)
+        .where(and_(status_feed.c.created <= created_before, status_feed.c.seq < newest))
+        .order_by(status_feed.c.seq)
+        .limit(limit)
+    )
+    result = await conn.execute(delete(status_feed).where(status_feed.c.seq.in_(oldest)))
+    return int(result.rowcount or 0)
