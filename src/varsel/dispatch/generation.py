@@ -10,8 +10,8 @@ from varsel.dispatch.segments import sms_segments
 from varsel.dispatch.window import DAYTIME, DaytimeWindow
 from varsel.ids import new_id
 from varsel.notifications.statuses import EmailStatus, SmsStatus
-from varsel.orders.vocabulary import EmailContentType, NotificationChannel
 from varsel.orders.repository import StoredOrder
+from varsel.orders.vocabulary import EmailContentType, NotificationChannel
 from varsel.recipients.keywords import has_keywords, render, render_subject
 from varsel.recipients.lookup import LookupResult, Medium, Outcome, ResolvedRecipient
 
