@@ -185,6 +185,15 @@ async def test_bad_parameters(client: httpx.AsyncClient, auth: Auth, query: str,
     assert body["errors"] == errors
 
 
+async def test_a_content_type_other_than_json_is_refused(client: httpx.AsyncClient, auth: Auth) -> None:
+    plain = await client.get(FEED, headers={**auth(), "Content-Type": "text/plain"})
+    assert plain.status_code == 415
+    json_ = await client.get(FEED, headers={**auth(), "Content-Type": "application/json; charset=utf-8"})
+    assert (json_.status_code, json_.json()) == (200, [])
+    # The token is checked first.
+    assert (await client.get(FEED, headers={"Content-Type": "text/plain"})).status_code == 401
+
+
 async def test_another_orgs_entries_are_invisible(client: httpx.AsyncClient, auth: Auth, database: Database) -> None:
     ours = [str(i) for i in await ended_orders(database, "ttd", 2, NOW)]
     theirs = [str(i) for i in await ended_orders(database, "nav", 3, NOW)]

@@ -275,11 +275,15 @@ _FEED_PARAMETERS = [
         "numbers entries in commit order (Altinn instead hides every entry for its first 2 seconds). Entries are "
         "kept for 90 days (dispatch.feed_retention_days)."
     ),
-    responses=problem_responses(400, 401, 403, 503),
+    responses=problem_responses(400, 401, 403, 415, 503),
     # Read from the query by hand (names in any case, as ASP.NET binds them): declared here for the documentation.
     openapi_extra={"parameters": _FEED_PARAMETERS},
 )
 async def status_feed(request: Request, caller: CallerDep) -> list[StatusFeedExt]:
+    # Altinn's action declares JSON consumption: a GET with another Content-Type is 415 (after the token's check).
+    content_type = request.headers.get("content-type")
+    if content_type and content_type.split(";")[0].strip().lower() != "application/json":
+        raise Problem(415, detail="This endpoint takes no body other than JSON.")
     seq, page_size, descending = _feed_parameters(request)
     entries = await Shipments(request.app.state.varsel.database).feed(caller.org, seq, page_size, descending=descending)
     return [_feed_entry(entry) for entry in entries]
