@@ -12,6 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import update
 
+from tests.api_v2.helpers import chain, post, sms_recipient
 from tests.conftest import NOW
 from tests.dispatch.test_pipeline import ConditionPeer
 from tests.recipients.registry_data import load
@@ -192,3 +193,42 @@ async def test_awaiting_a_report_then_expired(
         assert manifest["status"] == "Order_Completed"
         assert [r["status"] for r in manifest["recipients"]] == ["Email_Failed_TTL"]
     await varsel.close()
+
+
+async def test_a_chains_main_order_and_reminder_are_shipments_with_their_types(
+    client: httpx.AsyncClient, auth: Auth, varsel: Varsel, clock: FrozenClock
+) -> None:
+    body = chain(
+        "shipments-1",
+        sendersReference="case-9",
+        reminders=[{"delayDays": 3, "sendersReference": "case-9-r1", "recipient": sms_recipient()}],
+    )
+    response = await post(client, auth, body)
+    assert response.status_code == 201, response.text
+    receipt = response.json()["notification"]
+    main_id, reminder_id = receipt["shipmentId"], receipt["reminders"][0]["shipmentId"]
+    await varsel.workers.drain()
+    main = await _manifest(client, auth, main_id)
+    assert (main["type"], main["status"], main["sendersReference"]) == ("Notification", "Order_Completed", "case-9")
+    assert [(r["type"], r["destination"], r["status"]) for r in main["recipients"]] == [
+        ("Email", "ola@example.com", "Email_Delivered")
+    ]
+    reminder = await _manifest(client, auth, reminder_id)
+    assert (reminder["type"], reminder["status"], reminder["recipients"]) == ("Reminder", "Order_Registered", [])
+    clock.advance(timedelta(days=3))
+    await varsel.workers.drain()
+    reminder = await _manifest(client, auth, reminder_id)
+    assert (reminder["status"], reminder["sendersReference"]) == ("Order_Completed", "case-9-r1")
+    assert [(r["type"], r["destination"], r["status"]) for r in reminder["recipients"]] == [
+        ("SMS", "+4799999999", "SMS_Delivered")
+    ]
+    # Both in the feed, by their types.
+    feed = (await client.get(f"{FUTURE}/shipment/feed", headers=auth())).json()
+    assert [(e["shipmentId"], e["shipmentType"]) for e in feed] == [
+        (main_id, "Notification"),
+        (reminder_id, "Reminder"),
+    ]
+    # Another org sees neither.
+    for shipment_id in (main_id, reminder_id):
+        other = await client.get(f"{FUTURE}/shipment/{shipment_id}", headers=auth("nav"))
+        assert (other.status_code, other.json()["code"]) == (404, "NOT-00003")
