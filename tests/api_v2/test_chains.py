@@ -111,6 +111,9 @@ async def test_a_chain_is_a_main_order_and_reminder_orders_read_through_v1(
     assert second["emailTemplate"]["subject"] == "a b c  d"  # each CR LF, CR or LF one space
     assert second["emailTemplate"]["contentType"] == "Html"
 
+    listed = (await client.get(V1, params={"sendersReference": "case-1-r1"}, headers=auth())).json()
+    assert [order["id"] for order in listed["orders"]] == [r1]
+
     rows = await _order_rows(varsel)
     assert [(str(r.id), r.order_type, str(r.chain_id), r.chain_position) for r in rows] == [
         (main_id, "Notification", chain_id, 0),
@@ -123,10 +126,19 @@ async def test_a_chain_is_a_main_order_and_reminder_orders_read_through_v1(
     assert stored.dialogporten_association == {"dialogId": "d-1", "transmissionId": "t-1"}
     assert (stored.creator, stored.family, stored.idempotency_id) == ("ttd", "orders", "chain-1")
 
-    # The Location answers the same receipt.
+    # The Location answers the receipt, each shipment with its delivery manifest.
     located = await client.get(response.headers["Location"].removeprefix("http://varsel.test"), headers=auth())
     assert located.status_code == 200
-    assert located.json() == receipt
+    answer = located.json()
+    manifests = [answer["notification"].pop("manifest")]
+    manifests += [reminder.pop("manifest") for reminder in answer["notification"]["reminders"]]
+    assert answer == receipt
+    assert [(m["shipmentId"], m["type"], m["status"], m["recipients"]) for m in manifests] == [
+        (main_id, "Notification", "Order_Registered", []),
+        (r1, "Reminder", "Order_Registered", []),
+        (r2, "Reminder", "Order_Registered", []),
+    ]
+    assert [m.get("sendersReference") for m in manifests] == ["case-1", "case-1-r1", None]
 
 
 @pytest.mark.parametrize(
@@ -274,6 +286,10 @@ async def test_a_reminder_is_cancelled_alone_through_v1(client: httpx.AsyncClien
     assert cancelled.json()["processingStatus"]["status"] == "Cancelled"
     main = (await client.get(f"{V1}/{receipt['shipmentId']}/status", headers=auth())).json()
     assert main["processingStatus"]["status"] == "Registered"
+    chain_id = (await post(client, auth, body)).json()["notificationOrderId"]  # a replay: the same chain
+    shown = (await client.get(f"{CHAIN}/{chain_id}", headers=auth())).json()["notification"]
+    assert shown["manifest"]["status"] == "Order_Registered"
+    assert shown["reminders"][0]["manifest"]["status"] == "Order_Cancelled"
 
 
 async def test_openapi_documents_the_v2_models_example_and_answers(client: httpx.AsyncClient) -> None:

@@ -23,6 +23,8 @@ from varsel.orders.chain_repository import ChainReceipt
 from varsel.orders.drafts import ChainDraft, OrderDraft
 from varsel.orders.vocabulary import IdempotencyFamily
 from varsel.recipients.lookup import LookupResult, Outcome
+from varsel.shipments import repository as shipment_repository
+from varsel.shipments.repository import Shipment
 
 
 class MissingContactInformation(Exception):
@@ -64,6 +66,21 @@ class ChainService:
     async def get(self, creator: str, chain_id: UUID) -> ChainReceipt | None:
         async with self._db.read() as conn:
             return await chain_repository.get_chain(conn, chain_id, creator)
+
+    async def get_with_manifests(
+        self, creator: str, chain_id: UUID
+    ) -> tuple[ChainReceipt, dict[UUID, Shipment]] | None:
+        """The creator's chain and each of its orders' delivery manifests, read together."""
+        async with self._db.read() as conn:
+            receipt = await chain_repository.get_chain(conn, chain_id, creator)
+            if receipt is None:
+                return None
+            manifests: dict[UUID, Shipment] = {}
+            for shipment in (receipt.main, *receipt.reminders):
+                found = await shipment_repository.manifest(conn, shipment.order_id, creator)
+                if found is not None:
+                    manifests[shipment.order_id] = found
+        return receipt, manifests
 
     async def register(
         self, creator: str, draft: ChainDraft, family: IdempotencyFamily = IdempotencyFamily.ORDERS

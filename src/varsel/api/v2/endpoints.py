@@ -23,15 +23,20 @@ from varsel.api.v2.models import (
     NotificationOrderChainRequestExt,
     NotificationOrderChainResponseExt,
     NotificationOrderChainShipmentExt,
+    OrderChainExt,
+    OrderChainMainShipmentExt,
+    OrderChainShipmentExt,
 )
+from varsel.api.v2.shipments import manifest_answer
 from varsel.api.v2.validation import ChainValidator, conversion_errors, framework_errors
 from varsel.auth.tokens import Caller
 from varsel.http import json_body, json_request_body, problem_responses
-from varsel.orders.chain_repository import ChainReceipt
+from varsel.orders.chain_repository import ChainReceipt, Shipment
 from varsel.orders.chains import ChainService, MissingContactInformation
 from varsel.orders.endpoints_v1 import _base_url
 from varsel.orders.vocabulary import IdempotencyFamily
 from varsel.problems import PROBLEM_MEDIA_TYPE, Problem, ValidationProblem, trace_id
+from varsel.shipments.repository import Shipment as StoredShipment
 
 PREFIX = "/notifications/api/v1"
 
@@ -182,22 +187,41 @@ async def create_chain(request: Request) -> Response:
     return _answer(registered.receipt, 201, {"Location": chain_url(request, registered.receipt.chain_id)})
 
 
+def _with_manifest(shipment: Shipment, manifests: dict[UUID, StoredShipment]) -> OrderChainShipmentExt:
+    return OrderChainShipmentExt(
+        shipment_id=shipment.order_id,
+        senders_reference=shipment.senders_reference,
+        manifest=manifest_answer(manifests[shipment.order_id]),
+    )
+
+
 @router.get(
     "/orders/chain/{id}",
-    response_model=NotificationOrderChainResponseExt,
+    response_model=OrderChainExt,
     response_model_exclude_none=True,
-    summary="Get an order chain's receipt (the Location of POST /future/orders)",
+    summary="Get an order chain: its receipt, each shipment with its delivery manifest",
+    description="The Location of POST /future/orders' 201 (a route Altinn names but does not serve).",
     responses=problem_responses(401, 403, 404, 503),
 )
 async def get_chain(request: Request, id: str) -> Response:
     caller: Caller = await request.app.state.varsel.authenticator.caller(request)
-    receipt = None
+    found = None
     try:
         chain_id = UUID(id)
     except ValueError:
         chain_id = None
     if chain_id is not None:
-        receipt = await _chains(request).get(caller.org, chain_id)
-    if receipt is None:
+        found = await _chains(request).get_with_manifests(caller.org, chain_id)
+    if found is None:
         raise Problem(404, "Order chain not found", "No order chain with that id exists for this service owner.")
-    return _answer(receipt, 200)
+    receipt, manifests = found
+    answer = OrderChainExt(
+        notification_order_id=receipt.chain_id,
+        notification=OrderChainMainShipmentExt(
+            shipment_id=receipt.main.order_id,
+            senders_reference=receipt.main.senders_reference,
+            manifest=manifest_answer(manifests[receipt.main.order_id]),
+            reminders=[_with_manifest(r, manifests) for r in receipt.reminders] or None,
+        ),
+    )
+    return Response(answer.model_dump_json(by_alias=True, exclude_none=True), media_type=_JSON)

@@ -12,6 +12,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from varsel.api.v2.shipments import NotificationDeliveryManifestExt
 from varsel.api_types import ApiModel, RequestDateTime, Text, lenient_enum
 from varsel.orders.vocabulary import EmailContentType, NotificationChannel, SendingTimePolicy
 
@@ -192,6 +193,21 @@ class NotificationOrderChainReceiptExt(NotificationOrderChainShipmentExt):
 class NotificationOrderChainResponseExt(ApiModel):
     notification_order_id: UUID = Field(description="The chain's id (GET /notifications/api/v1/orders/chain/{id}).")
     notification: NotificationOrderChainReceiptExt
+
+
+class OrderChainShipmentExt(NotificationOrderChainShipmentExt):
+    manifest: NotificationDeliveryManifestExt = Field(description="As GET /future/shipment/{shipmentId} answers it.")
+
+
+class OrderChainMainShipmentExt(OrderChainShipmentExt):
+    reminders: list[OrderChainShipmentExt] | None = Field(default=None, description="Absent when there are none.")
+
+
+class OrderChainExt(ApiModel):
+    """GET /orders/chain/{id}: the chain's receipt, each shipment with its delivery manifest."""
+
+    notification_order_id: UUID
+    notification: OrderChainMainShipmentExt
 
 
 class AltinnProblemDetails(BaseModel):
