@@ -44,7 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from varsel.db.tables import email_notifications, notification_attempts, orders, sms_notifications
 from varsel.notifications.statuses import EMAIL_PENDING, SMS_PENDING, EmailStatus, OrderStatus, SmsStatus
-from varsel.shipments.repository import write_feed_entries
+from varsel.shipments.repository import ENDED_ORDER_COLUMNS, write_feed_entries_of
 
 _PENDING: dict[str, list[str]] = {
     email_notifications.name: [s.value for s in EMAIL_PENDING],
@@ -248,11 +248,11 @@ async def complete_orders(conn: AsyncConnection, order_ids: Sequence[UUID], now:
             )
         )
         .values(status=OrderStatus.COMPLETED.value, status_changed=now)
-        .returning(orders.c.id)
+        .returning(*ENDED_ORDER_COLUMNS)
     )
-    completed = [row.id for row in result]
-    await write_feed_entries(conn, completed, now)
-    return completed
+    completed = result.all()
+    await write_feed_entries_of(conn, completed, now)
+    return [row.id for row in completed]
 
 
 # ---------------------------------------------------------------- notifications

@@ -29,8 +29,9 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import and_, delete, func, select
+from sqlalchemy import Column, Uuid, and_, bindparam, delete, func, literal, select, union_all
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from varsel.db.tables import email_notifications, orders, sms_notifications, status_feed
@@ -38,6 +39,7 @@ from varsel.notifications.statuses import OrderStatus
 
 # The order statuses that end an order, and so write its feed entry.
 FINAL_ORDER_STATUSES = frozenset({OrderStatus.COMPLETED, OrderStatus.SEND_CONDITION_NOT_MET, OrderStatus.CANCELLED})
+_FINAL = frozenset(status.value for status in FINAL_ORDER_STATUSES)
 # PostgreSQL advisory lock ordering the feed's writers (any 64-bit constant no other lock of varsel's uses: "varsfeed").
 FEED_LOCK_KEY = int.from_bytes(b"varsfeed", "big", signed=True)
 
@@ -107,26 +109,56 @@ def _shipment(row: Any, recipients: Sequence[ShipmentRecipient]) -> Shipment:
     )
 
 
-async def _recipients_of(conn: AsyncConnection, order_ids: Sequence[UUID]) -> dict[UUID, list[ShipmentRecipient]]:
-    """Each order's notifications, email first, each channel in the order they were made."""
-    found: dict[UUID, list[ShipmentRecipient]] = {}
-    for channel, table, address in (
-        (EMAIL, email_notifications, email_notifications.c.email_address),
-        (SMS, sms_notifications, sms_notifications.c.mobile_number),
-    ):
-        result = await conn.execute(
-            select(table.c.order_id, address.label("destination"), table.c.status, table.c.status_changed)
-            .where(table.c.order_id.in_(order_ids))
-            .order_by(table.c.order_id, table.c.created, table.c.id)
+def _among(conn: AsyncConnection, column: Any, ids: Sequence[UUID]) -> Any:
+    """`column` is one of `ids`, as one bound value whatever their number: an array on PostgreSQL (unnested and
+    joined, which the planner answers from the index), a JSON array of the stored hex form on SQLite. A plain IN
+    binds each id apart, which cost more than the look-up itself at a hundred ids."""
+    if conn.dialect.name == "postgresql":
+        wanted = (
+            func.unnest(bindparam(None, list(ids), type_=ARRAY(Uuid)))
+            .table_valued(Column("id", Uuid))
+            .render_derived(name="wanted")
         )
-        for row in result:
-            found.setdefault(row.order_id, []).append(
-                ShipmentRecipient(channel, row.destination or "", row.status, row.status_changed)
-            )
+        return column.in_(select(wanted.c.id))
+    return column.in_(select(func.json_each(json.dumps([i.hex for i in ids])).table_valued("value").c.value))
+
+
+async def _recipients_of(conn: AsyncConnection, order_ids: Sequence[UUID]) -> dict[UUID, list[ShipmentRecipient]]:
+    """Each order's notifications, email first, each channel in the order they were made: one statement."""
+    found: dict[UUID, list[ShipmentRecipient]] = {}
+    if not order_ids:
+        return found
+    email, sms = email_notifications, sms_notifications
+    both = union_all(
+        *(
+            select(
+                literal(channel).label("channel"),
+                table.c.order_id,
+                address.label("destination"),
+                table.c.status,
+                table.c.status_changed,
+                table.c.created,
+                table.c.id,
+            ).where(_among(conn, table.c.order_id, order_ids))
+            for channel, table, address in ((EMAIL, email, email.c.email_address), (SMS, sms, sms.c.mobile_number))
+        )
+    ).subquery()
+    result = await conn.execute(
+        select(both.c.channel, both.c.order_id, both.c.destination, both.c.status, both.c.status_changed).order_by(
+            both.c.order_id, both.c.channel, both.c.created, both.c.id
+        )
+    )
+    for row in result:
+        found.setdefault(row.order_id, []).append(
+            ShipmentRecipient(row.channel, row.destination or "", row.status, row.status_changed)
+        )
     return found
 
 
 # ---------------------------------------------------------------- the status feed
+
+# What a feed entry needs of its order: complete_orders answers these from its UPDATE (no read of its own).
+ENDED_ORDER_COLUMNS = (*_ORDER_COLUMNS, orders.c.creator)
 
 
 async def write_feed_entries(conn: AsyncConnection, order_ids: Sequence[UUID], now: datetime) -> int:
@@ -137,13 +169,13 @@ async def write_feed_entries(conn: AsyncConnection, order_ids: Sequence[UUID], n
     wanted = sorted(set(order_ids))
     if not wanted:
         return 0
-    rows = (
-        await conn.execute(
-            select(*_ORDER_COLUMNS, orders.c.creator).where(
-                and_(orders.c.id.in_(wanted), orders.c.status.in_([s.value for s in FINAL_ORDER_STATUSES]))
-            )
-        )
-    ).all()
+    rows = (await conn.execute(select(*ENDED_ORDER_COLUMNS).where(orders.c.id.in_(wanted)))).all()
+    return await write_feed_entries_of(conn, rows, now)
+
+
+async def write_feed_entries_of(conn: AsyncConnection, ended: Sequence[Any], now: datetime) -> int:
+    """As write_feed_entries, given the orders' rows (ENDED_ORDER_COLUMNS, as they are now in this transaction)."""
+    rows = [row for row in ended if row.status in _FINAL]
     if not rows:
         return 0
     recipients = await _recipients_of(conn, [row.id for row in rows])
