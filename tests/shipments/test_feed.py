@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from tests.conftest import NOW
 from tests.dispatch.test_pipeline import ConditionPeer
+from tests.recipients.registry_data import load
 from tests.shipments.helpers import FUTURE, V1, Auth, email_body, ended_orders, feed_rows, place
 from varsel.app import Varsel, build, create_app
 from varsel.clock import FrozenClock
@@ -260,3 +261,34 @@ async def test_an_order_completed_by_a_delivery_report_has_an_entry(
             {"destination": "a@example.com", "status": "Email_Delivered", "lastUpdate": "2026-03-02T10:01:00Z"}
         ]
     await varsel.close()
+
+
+async def test_an_entry_holds_every_notification_email_first(
+    client: httpx.AsyncClient, auth: Auth, varsel: Varsel, clock: FrozenClock
+) -> None:
+    await load(varsel.database, clock, [
+        {"kind": "organization", "organizationNumber": "311000001", "name": "Testbedrift AS",
+         "emailAddresses": ["post@testbedrift.example.com", "varsel@testbedrift.example.com"],
+         "mobileNumbers": ["+4790002001"]},
+    ])  # fmt: skip
+    body = {
+        "notificationChannel": "EmailAndSms",
+        "sendersReference": "both",
+        "recipients": [{"organizationNumber": "311000001"}, {"emailAddress": "x@example.com"}],
+        "emailTemplate": {"subject": "s", "body": "b"},
+        "smsTemplate": {"body": "b"},
+    }
+    order_id = await place(client, auth, body, path="/orders")
+    await varsel.workers.drain()
+    (entry,) = await _feed(client, auth)
+    assert entry["shipmentId"] == order_id
+    statuses = [(r["destination"], r["status"]) for r in entry["recipients"]]
+    assert sorted(statuses[:3]) == [
+        ("post@testbedrift.example.com", "Email_Delivered"),
+        ("varsel@testbedrift.example.com", "Email_Delivered"),
+        ("x@example.com", "Email_Delivered"),
+    ]
+    assert statuses[3:] == [("+4790002001", "SMS_Delivered")]
+    # The manifest says the same, read from the notifications themselves.
+    manifest = (await client.get(f"{FUTURE}/shipment/{order_id}", headers=auth())).json()
+    assert [(r["destination"], r["status"]) for r in manifest["recipients"]] == statuses
