@@ -118,10 +118,6 @@ def manifest_answer(shipment: Shipment) -> NotificationDeliveryManifestExt:
     )
 
 
-# The name V2-INTAKE's chain endpoint first imported.
-_manifest = manifest_answer
-
-
 def _feed_entry(entry: FeedEntry) -> StatusFeedExt:
     shipment = entry.shipment
     return StatusFeedExt(
