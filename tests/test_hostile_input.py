@@ -189,8 +189,10 @@ def test_every_endpoint_that_takes_a_json_body_is_here(varsel: Varsel) -> None:
     except ImportError:  # older FastAPI: app.routes is already flat
         routes = list(create_app(varsel).routes)
     with_body = {route.path for route in routes if {"POST", "PUT", "PATCH"} & set(route.methods or ())}
-    # PUT /orders/{id}/cancel takes no body.
-    assert with_body - REPORT_WEBHOOKS - {f"{V1}/orders/{{id}}/cancel"} == {e.path for e in BODY_ENDPOINTS}
+    # PUT /orders/{id}/cancel takes no body. POST /future/orders answers a repeated body 200 (idempotency), which
+    # these tests' repeated posts cannot use: its hostile bodies are tests/api_v2/test_hostile_bodies.py's.
+    elsewhere = {f"{V1}/orders/{{id}}/cancel", f"{V1}/future/orders"}
+    assert with_body - REPORT_WEBHOOKS - elsewhere == {e.path for e in BODY_ENDPOINTS}
 
 
 # ---------------------------------------------------------------- size: 10 MB, a million recipients
