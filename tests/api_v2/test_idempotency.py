@@ -9,8 +9,9 @@ from datetime import timedelta
 import httpx
 from sqlalchemy import func, select
 
-from tests.api_v2.helpers import Auth, chain, email_recipient, post, sms_recipient
+from tests.api_v2.helpers import Auth, chain, email_recipient, person_recipient, post, sms_recipient
 from tests.conftest import NOW
+from tests.recipients.registry_data import load
 from varsel.api.v2.models import NotificationOrderChainRequestExt
 from varsel.app import Varsel
 from varsel.clock import FrozenClock
@@ -98,3 +99,38 @@ async def test_families_keep_their_keys_apart(client: httpx.AsyncClient, auth: A
     again = await varsel.chains.register("ttd", draft, IdempotencyFamily.INSTANT)
     assert not again.created
     assert again.receipt == instant.receipt
+
+
+async def test_concurrent_chains_with_new_and_taken_keys_are_each_answered_for_their_own(
+    client: httpx.AsyncClient, auth: Auth, varsel: Varsel
+) -> None:
+    headers = auth()
+    bodies = [chain(f"own-{i}", sendersReference=f"own-{i}") for i in range(10)]
+    bodies += [chain("shared", sendersReference="shared") for _ in range(10)]
+    responses = await asyncio.gather(
+        *(client.post("/notifications/api/v1/future/orders", json=body, headers=headers) for body in bodies)
+    )
+    own, shared = responses[:10], responses[10:]
+    assert [r.status_code for r in own] == [201] * 10
+    assert [r.json()["notification"]["sendersReference"] for r in own] == [f"own-{i}" for i in range(10)]
+    assert sorted(r.status_code for r in shared) == [200] * 9 + [201]
+    assert len({r.json()["notificationOrderId"] for r in shared}) == 1
+    assert await _count(varsel, order_chains) == 11
+    assert await _count(varsel, orders) == 11
+
+
+async def test_a_replay_is_answered_even_when_its_recipient_has_no_contact_details_any_more(
+    client: httpx.AsyncClient, auth: Auth, varsel: Varsel, clock: FrozenClock
+) -> None:
+    person = {"kind": "person", "nationalIdentityNumber": "01017012345", "emailAddress": "ola@example.no"}
+    assert (await load(varsel.database, clock, [person])).rejected == []
+    body = chain("gone", person_recipient(channel="Email"))
+    first = await post(client, auth, body)
+    assert first.status_code == 201
+    delete = {"kind": "delete", "nationalIdentityNumber": "01017012345"}
+    assert (await load(varsel.database, clock, [delete])).rejected == []
+    again = await post(client, auth, body)
+    assert again.status_code == 200
+    assert again.json() == first.json()
+    body["idempotencyId"] = "gone-2"
+    assert (await post(client, auth, body)).status_code == 422

@@ -75,17 +75,20 @@ def chain_recipient_rows(order_id: UUID, draft: OrderDraft) -> list[dict[str, An
     return rows
 
 
-async def insert_chain(conn: AsyncConnection, row: dict[str, Any]) -> bool:
-    """Insert the chain unless its key is taken: False when another chain holds it (on PostgreSQL after waiting for
-    a concurrent insert of the same key to commit or roll back), never a unique violation."""
-    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    statement = (
-        dialect_insert(order_chains)
-        .values(row)
-        .on_conflict_do_nothing(index_elements=["creator", "family", "idempotency_hash"])
-        .returning(order_chains.c.id)
-    )
-    return (await conn.execute(statement)).first() is not None
+_INSERT_CHAINS = {
+    name: dialect.insert(order_chains)
+    .on_conflict_do_nothing(index_elements=["creator", "family", "idempotency_hash"])
+    .returning(order_chains.c.id)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+
+
+async def insert_chains(conn: AsyncConnection, rows: list[dict[str, Any]]) -> set[UUID]:
+    """Insert the chains whose keys are free; answer the ids of those inserted. A chain whose key another holds (one
+    committed, one of these rows before it, or on PostgreSQL a concurrent insert that then commits: it is waited
+    for) is left out, never a unique violation."""
+    result = await conn.execute(_INSERT_CHAINS[conn.dialect.name], rows)
+    return {row.id for row in result}
 
 
 async def insert_chain_orders(

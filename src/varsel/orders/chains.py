@@ -1,8 +1,9 @@
 """v2 order chains: a main order and its reminders, each an ordinary order, created once per idempotency key.
 
 The look-ups happen before the transaction opens (a registry may be remote); the chain and its orders are written
-in one transaction, which a concurrent first request with the same key cannot break: the chain's insert yields to
-the key's unique index, the loser rolls back and answers the winner's receipt.
+in one transaction (with the other chains that arrive meanwhile: group commit, as v1 intake), which a concurrent
+first request with the same key cannot break: the chain's insert yields to the key's unique index, its orders are
+then not written, and the request answers the winner's receipt.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 from uuid import UUID
 
 from varsel.clock import Clock
 from varsel.db.engine import Database
+from varsel.db.group_commit import GroupCommit
 from varsel.dispatch import repository as dispatch_repository
 from varsel.ids import new_id
 from varsel.notifications.statuses import OrderStatus
@@ -21,18 +24,26 @@ from varsel.observability import Telemetry
 from varsel.orders import chain_repository
 from varsel.orders.chain_repository import ChainReceipt
 from varsel.orders.drafts import ChainDraft, OrderDraft
+from varsel.orders.intake import MAX_BATCH_RECIPIENTS
 from varsel.orders.vocabulary import IdempotencyFamily
 from varsel.recipients.lookup import LookupResult, Outcome
 from varsel.shipments import repository as shipment_repository
 from varsel.shipments.repository import Shipment
+
+# A batch holds at most this many chains (each with its reminders), and at most intake's recipients.
+MAX_BATCH_CHAINS = 128
 
 
 class MissingContactInformation(Exception):
     """A looked-up recipient of the chain has no contact details for its channel (reserved persons do not count)."""
 
 
-class _KeyTaken(Exception):
-    """Rolls the transaction back: a concurrent request stored a chain under the same key first."""
+@dataclass(frozen=True)
+class _NewChain:
+    chain: dict[str, Any]
+    orders: list[dict[str, Any]]
+    recipients: list[dict[str, Any]]
+    due_soon: bool
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,28 @@ class ChainService:
         self._telemetry = telemetry
         self._on_registered = on_registered
         self._wake_within = timedelta(seconds=wake_within)
+        # Chains arriving together are committed together, as v1 orders are (see varsel.orders.intake).
+        self._writer: GroupCommit[_NewChain, bool] = GroupCommit(
+            self._insert,
+            max_items=MAX_BATCH_CHAINS,
+            weight=lambda new: len(new.recipients),
+            max_weight=MAX_BATCH_RECIPIENTS,
+        )
+
+    async def _insert(self, batch: list[_NewChain]) -> list[bool]:
+        """One transaction for the batch: the chains whose keys are free, and their orders; answers which were."""
+        async with self._db.transaction() as conn:
+            inserted = await chain_repository.insert_chains(conn, [new.chain for new in batch])
+            stored = [new for new in batch if new.chain["id"] in inserted]
+            if stored:
+                await chain_repository.insert_chain_orders(
+                    conn,
+                    [row for new in stored for row in new.orders],
+                    [row for new in stored for row in new.recipients],
+                )
+            if any(new.due_soon for new in stored):
+                await dispatch_repository.announce_work(conn, orders=True)
+        return [new.chain["id"] in inserted for new in batch]
 
     async def find(self, creator: str, family: IdempotencyFamily, idempotency_id: str) -> ChainReceipt | None:
         """The receipt of the chain already stored under this key, or None."""
@@ -91,11 +124,19 @@ class ChainService:
         reminder's) has no contact details for its channel.
         """
         drafts = (draft.main, *draft.reminders)
+        # A reminder often goes to the main recipient again, on the same terms: each look-up once.
+        asked: set[tuple[object, ...]] = set()
         for order in drafts:
-            if not all(recipient.email_address or recipient.mobile_number for recipient in order.recipients):
-                result = await self._look_up(order)
-                if any(resolved.outcome is Outcome.MISSING_CONTACT for resolved in result.recipients):
-                    raise MissingContactInformation()
+            if all(recipient.email_address or recipient.mobile_number for recipient in order.recipients):
+                continue  # addresses given: nothing to look up
+            terms = (order.recipients, order.channel, order.ignore_reservation, order.resource_id,
+                     order.resource_action, order.use_stale_contact_information)  # fmt: skip
+            if terms in asked:
+                continue
+            asked.add(terms)
+            result = await self._look_up(order)
+            if any(resolved.outcome is Outcome.MISSING_CONTACT for resolved in result.recipients):
+                raise MissingContactInformation()
         chain_id = new_id()
         now = self._clock.now()
         order_ids = [new_id() for _ in drafts]
@@ -104,19 +145,13 @@ class ChainService:
             order_rows.append(chain_repository.chain_order_row(order_id, creator, order, now, chain_id, position))
             recipient_rows.extend(chain_repository.chain_recipient_rows(order_id, order))
         due_soon = any(order.requested_send_time <= now + self._wake_within for order in drafts)
-        try:
-            async with self._db.transaction() as conn:
-                if not await chain_repository.insert_chain(
-                    conn, chain_repository.chain_row(chain_id, creator, family, draft, now)
-                ):
-                    raise _KeyTaken()
-                await chain_repository.insert_chain_orders(conn, order_rows, recipient_rows)
-                if due_soon:
-                    await dispatch_repository.announce_work(conn, orders=True)
-        except _KeyTaken:
+        new_chain = _NewChain(
+            chain_repository.chain_row(chain_id, creator, family, draft, now), order_rows, recipient_rows, due_soon
+        )
+        if not await self._writer.write(new_chain):
             winner = await self.find(creator, family, draft.idempotency_id)
             if winner is None:  # the winner's chain is gone again (purged): not expected within one request
-                raise RuntimeError("the idempotency key is taken by a chain that cannot be read") from None
+                raise RuntimeError("the idempotency key is taken by a chain that cannot be read")
             return Registered(winner, created=False)
         for order_id, order in zip(order_ids, drafts, strict=True):
             self._telemetry.orders_accepted.labels(order.channel.value).inc()

@@ -1,11 +1,12 @@
 """The v2 order API: POST /notifications/api/v1/future/orders (an order chain) and the chain's receipt at the
 Location it answers, GET /notifications/api/v1/orders/chain/{id} (a route Altinn names but does not serve).
 
-The order of work (better than the reference where it says): the token; the body (framework layer); the idempotency
-key, before the rules, so that a retry is answered 200 with its receipt even when its send time has passed since;
-the rules (400, all together); the look-ups, outside any transaction (422 NOT-00001, nothing stored); one
-transaction for the chain and its orders (201, or 200 with the winner's receipt when a concurrent request with the
-same key committed first).
+The order of work: the token; the body (framework layer); the rules (400, all together); the look-ups, outside any
+transaction (422 NOT-00001, nothing stored); one transaction for the chain and its orders (201). A request whose
+idempotency key is taken answers 200 with the stored chain's receipt whatever its body (better than the reference,
+which answers 400 to a retry whose send time has passed since, and 500 to concurrent first requests): when the
+rules or the look-ups refuse it, the key is looked up before refusing; otherwise its insert yields to the key's
+unique index and the request answers the chain that holds it. So a first request costs no extra read.
 """
 
 from __future__ import annotations
@@ -172,15 +173,21 @@ async def create_chain(request: Request) -> Response:
     body = await _parse(request)
     chains = _chains(request)
     family = IdempotencyFamily.ORDERS
-    replayed = await chains.find(caller.org, family, body.idempotency_id or "")
-    if replayed is not None:
-        return _answer(replayed, 200)
+    key = body.idempotency_id or ""
     draft = _validator(request).chain(body)
     if isinstance(draft, dict):
+        # A replay is answered whatever its body has become since (a send time now past): the key first.
+        replayed = await chains.find(caller.org, family, key)
+        if replayed is not None:
+            return _answer(replayed, 200)
         raise ValidationProblem(draft)
     try:
+        # A replay of a valid body finds its key taken when it is stored, and answers the stored chain.
         registered = await chains.register(caller.org, draft, family)
     except MissingContactInformation:
+        replayed = await chains.find(caller.org, family, key)
+        if replayed is not None:
+            return _answer(replayed, 200)
         return altinn_problem(request, 422, "NOT-00001", _MISSING_CONTACT)
     if not registered.created:
         return _answer(registered.receipt, 200)
