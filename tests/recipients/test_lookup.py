@@ -196,6 +196,14 @@ async def test_user_contact_points_only_with_a_resource_and_only_for_authorised_
     assert Address(Medium.SMS, "+4790000004", "u4") in preferred.addresses
 
 
+async def test_a_resource_urn_finds_the_authorisations_of_its_bare_id(registry: CountingRegistry) -> None:
+    # v2 requires resourceId as urn:altinn:resource:{id}; authorisations are kept by the bare id, as the reference
+    # asks its authorisation service (#15).
+    lookup = RecipientLookup(registry, registry.clock)
+    urn = (await lookup.resolve([org(ORG_USERS)], Ch.EMAIL, resource_id=f"urn:altinn:resource:{RESOURCE}")).recipients
+    assert addresses(urn[0]) == [("email", "post@brukere.no"), ("email", "leder@brukere.no")]
+
+
 async def test_address_recipients_need_no_lookup(registry: CountingRegistry) -> None:
     recipient = RecipientSpec(email_address="a@example.com", mobile_number="+4790000000")
     result = await RecipientLookup(registry, registry.clock).resolve([recipient], Ch.SMS_PREFERRED)

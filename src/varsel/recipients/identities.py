@@ -101,3 +101,12 @@ def canonical_external_identity(urn: str) -> str | None:
     """The canonical spelling of an accepted external identity URN, or None when it is not one."""
     identity = parse_external_identity(urn)
     return identity.urn if identity is not None else None
+
+
+RESOURCE_URN_PREFIX = "urn:altinn:resource:"
+
+
+def bare_resource_id(resource_id: str) -> str:
+    """A resource id without the `urn:altinn:resource:` prefix, as authorisations are kept and as the reference asks
+    its authorisation service: v2 requires the prefix, v1 takes the id with or without it."""
+    return resource_id.removeprefix(RESOURCE_URN_PREFIX)

@@ -33,7 +33,7 @@ from varsel.db.tables import (
     registry_persons,
     registry_user_contacts,
 )
-from varsel.recipients.identities import ExternalIdentityKind, parse_external_identity
+from varsel.recipients.identities import ExternalIdentityKind, bare_resource_id, parse_external_identity
 from varsel.recipients.registry import chunks
 
 BATCH_SIZE = 2_000
@@ -278,7 +278,7 @@ def _row(record: Record, now: datetime) -> dict[str, Any]:
         return {
             "user_id": record.user_id,
             "organization_number": record.organization_number,
-            "resource_id": record.resource_id,
+            "resource_id": bare_resource_id(record.resource_id),
             "actions": sorted(set(record.actions)),
             "updated": now,
         }

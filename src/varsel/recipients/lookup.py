@@ -21,7 +21,12 @@ from varsel.clock import Clock
 from varsel.orders.addresses import normalize_email_address, normalize_mobile_number
 from varsel.orders.drafts import RecipientSpec
 from varsel.orders.vocabulary import NotificationChannel, RecipientLookupStatus
-from varsel.recipients.identities import ExternalIdentity, ExternalIdentityKind, parse_external_identity
+from varsel.recipients.identities import (
+    ExternalIdentity,
+    ExternalIdentityKind,
+    bare_resource_id,
+    parse_external_identity,
+)
 from varsel.recipients.registry import (
     ContactRegistry,
     ExternalIdentityContact,
@@ -235,7 +240,7 @@ class RecipientLookup:
         organizations = await self._registry.organizations(org_numbers) if org_numbers else {}
         users: dict[str, list[UserContactPoint]] = {}
         if org_numbers and resource_id:
-            users = await self._registry.user_contacts(org_numbers, resource_id)
+            users = await self._registry.user_contacts(org_numbers, bare_resource_id(resource_id))
         external = await self._registry.external_identities(usernames) if usernames else {}
         action = resource_action or DEFAULT_RESOURCE_ACTION
         # Details confirmed before this count as absent; confirmed at it or later, as current.
