@@ -24,6 +24,7 @@ from varsel.db.tables import (
     delivery_reports,
     email_notifications,
     notification_attempts,
+    order_chains,
     order_recipients,
     orders,
     registry_authorizations,
@@ -31,8 +32,10 @@ from varsel.db.tables import (
     registry_persons,
     registry_user_contacts,
     sms_notifications,
+    status_feed,
 )
 from varsel.ids import new_id
+from varsel.shipments.repository import write_feed_entries
 
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 SMS_BODY = "Du har en ny melding i innboksen din. Logg inn for å lese den."
@@ -40,7 +43,9 @@ EMAIL_SUBJECT = "Ny melding"
 EMAIL_BODY = "Hei, du har en ny melding i innboksen din. Logg inn for å lese den.\n\nVennlig hilsen\nEtaten"
 MOBILE = "+4799999999"
 EMAIL = "ola.nordmann@example.com"
-PIPELINE_TABLES = (notification_attempts, delivery_reports, email_notifications, sms_notifications)
+PIPELINE_TABLES = (status_feed, notification_attempts, delivery_reports, email_notifications, sms_notifications)
+# Emptied between steps, children first (SQLite deletes them one by one).
+ORDER_TABLES = (*PIPELINE_TABLES, order_recipients, orders, order_chains)
 REGISTRY_TABLES = (registry_persons, registry_organizations, registry_user_contacts, registry_authorizations)
 
 
@@ -138,10 +143,10 @@ class BenchDb:
         """Empty every order and notification table (the registry stays)."""
         async with self.db.transaction() as conn:
             if self.kind == "postgres":
-                names = ", ".join(t.name for t in (*PIPELINE_TABLES, order_recipients, orders))
+                names = ", ".join(t.name for t in ORDER_TABLES)
                 await conn.execute(text(f"TRUNCATE {names}"))
             else:
-                for table in (*PIPELINE_TABLES, order_recipients, orders):
+                for table in ORDER_TABLES:
                     await conn.execute(delete(table))
         # No VACUUM ANALYZE on PostgreSQL: TRUNCATE leaves the tables' statistics unknown, as in a new database,
         # and the planner then assumes a table of some pages. Statistics saying "empty" made every connection
@@ -167,6 +172,77 @@ class BenchDb:
     async def count_orders(self) -> int:
         async with self.db.read() as conn:
             return int((await conn.execute(select(func.count()).select_from(orders))).scalar_one())
+
+    async def stored(self) -> dict[str, int]:
+        """What intake stored: chains, orders by type, order recipients."""
+        async with self.db.read() as conn:
+            out = {"chains": int((await conn.execute(select(func.count()).select_from(order_chains))).scalar_one())}
+            by_type = await conn.execute(select(orders.c.order_type, func.count()).group_by(orders.c.order_type))
+            out.update({f"orders_{row[0]}": int(row[1]) for row in by_type})
+            count = select(func.count()).select_from(order_recipients)
+            out["order_recipients"] = int((await conn.execute(count)).scalar_one())
+            return out
+
+    # ------------------------------------------------------------ the status feed
+
+    async def fill_feed(self, count: int, batch: int = 100) -> float:
+        """`count` completed single-email orders (one Delivered notification each) and their feed entries, written as
+        the workers write them: a transaction per `batch` orders that ends them and calls the shipments repository's
+        writer (`write_feed_entries`) last. Answers the seconds the entries took to write."""
+        moment = now()
+        order_rows, notification_rows = [], []
+        for i in range(count):
+            order_id = new_id()
+            row = _order_row(order_id, "email", moment, moment, "Completed")
+            row["senders_reference"] = f"bench-feed-{i}"
+            order_rows.append(row)
+            notification_rows.append({
+                "id": new_id(), "order_id": order_id, "creator": "ttd", "national_identity_number": None,
+                "organization_number": None, "recipient_name": None, "is_reserved": None, "status": "Delivered",
+                "status_changed": moment, "created": moment, "expiry": moment + timedelta(hours=48),
+                "send_after": moment, "attempts": 1, "email_address": EMAIL, "subject": None, "body": None,
+            })  # fmt: skip
+        await self._insert_in_chunks(order_rows, notification_rows, email_notifications)
+        ids = [row["id"] for row in order_rows]
+        began = datetime.now(UTC).timestamp()
+        for start in range(0, count, batch):
+            async with self.db.transaction() as conn:
+                await write_feed_entries(conn, ids[start : start + batch], now())
+        took = datetime.now(UTC).timestamp() - began
+        if self.kind == "postgres":
+            # Statistics of a feed in service (autovacuum gathers them after the inserts); without them, autovacuum
+            # would gather them at a moment of its choosing, in the middle of a measurement.
+            async with self.db.engine.connect() as conn:
+                ac = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                await ac.execute(text("ANALYZE status_feed, orders, email_notifications"))
+        return took
+
+    async def count_feed(self) -> int:
+        async with self.db.read() as conn:
+            return int((await conn.execute(select(func.count()).select_from(status_feed))).scalar_one())
+
+    async def read_feed_through(self, page_size: int, duration_s: float) -> dict[str, Any]:
+        """Below the API: the shipments repository's read_feed paging through the feed as the endpoint does (one
+        read transaction per page), whole passes until `duration_s` has passed. Entries per second."""
+        from varsel.shipments.repository import read_feed
+
+        entries = pages = 0
+        began = datetime.now(UTC).timestamp()
+        while True:
+            seq = 0
+            while True:
+                async with self.db.read() as conn:
+                    page = await read_feed(conn, "ttd", seq, page_size)
+                pages += 1
+                if not page:
+                    break
+                entries += len(page)
+                seq = page[-1].seq
+            elapsed = datetime.now(UTC).timestamp() - began
+            if elapsed >= duration_s:
+                break
+        return {"entries": entries, "pages": pages, "elapsed_s": round(elapsed, 3),
+                "entries_per_s": round(entries / elapsed, 1)}  # fmt: skip
 
     # ------------------------------------------------------------ dispatch: notifications ready to send
 

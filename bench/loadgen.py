@@ -3,6 +3,10 @@
 Requests are encoded once up front and sent over keep-alive connections by asyncio protocols (no task and no
 parsing library per request), so the generator spends little CPU per request and reports how much it spent.
 
+With `"unique": MARKER` in the config, every request gets a value of its own where MARKER stands in its body (a
+fixed-length string: a run-random prefix and a counter, as long as MARKER, so Content-Length holds): a v2 chain's
+`idempotencyId`, new for every request however many times the bodies are cycled.
+
 * closed loop (`"mode": "closed"`): every connection sends its next request as soon as the answer to the last one
   is in: the server's saturation throughput.
 * open loop (`"mode": "open"`): request i is due at start + i / rate whatever the server does. A request that finds
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import os
 import resource
 import socket
 import sys
@@ -105,6 +110,14 @@ class Generator:
             self.host, self.port, config["path"], config.get("headers", {}), config["bodies"],
             config.get("method", "POST"),
         )  # fmt: skip
+        # Payloads cut around the unique marker: (before, after) each, joined per request with a value of its own.
+        marker = config.get("unique")
+        self.unique_parts: list[tuple[bytes, bytes]] | None = None
+        if marker:
+            raw = marker.encode()
+            self.unique_parts = [(p[: p.index(raw)], p[p.index(raw) + len(raw) :]) for p in self.payloads]
+            self.unique_width = len(raw) - 8
+            self.unique_prefix = os.urandom(4).hex().encode()
         self.mode: str = config["mode"]
         self.connections: int = config.get("connections", 32)
         self.warmup: float = config.get("warmup", 1.0)
@@ -124,6 +137,10 @@ class Generator:
         self.clients: list[_Client] = []
 
     def next_payload(self) -> bytes:
+        if self.unique_parts is not None:
+            before, after = self.unique_parts[self.sent % len(self.unique_parts)]
+            self.sent += 1
+            return before + self.unique_prefix + f"{self.sent:0{self.unique_width}x}".encode() + after
         payload = self.payloads[self.sent % len(self.payloads)]
         self.sent += 1
         return payload

@@ -16,6 +16,9 @@ EMAIL_TARGET = 1000.0
 LAG_P99_TARGET_MS = 500.0
 SCALE_2_TARGET = 1.4
 SCALE_4_TARGET = 1.0
+# Issue #15: a chain (main order and two reminders) costs no more than 1.5 times a v1 single-recipient order per
+# stored order.
+CHAIN_COST_TARGET = 1.5
 
 VARIANTS = {"email": "by address (email)", "sms": "by address (SMS)", "nin": "by identity number"}
 
@@ -62,6 +65,17 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 p99 = at_1000["latency"]["p99_ms"]
                 add(db, f"intake {VARIANTS[variant]} p99 at 1,000/s (ms)", p99, f"<= {P99_TARGET_MS:g}",
                     p99 <= P99_TARGET_MS)  # fmt: skip
+        comparison = per.get("chain", {}).get("comparison")
+        if isinstance(comparison, dict):
+            add(db, "chain intake chains/s", comparison.get("chains_per_s"), "", None)
+            add(db, "chain intake orders stored/s (3 per chain)", comparison.get("orders_stored_per_s"), "", None)
+            for key, what in (("cost_ratio_cpu", "API CPU"), ("cost_ratio_time", "time")):
+                value = comparison.get(key)
+                add(db, f"cost per stored order, chain / v1 order ({what})", value, f"<= {CHAIN_COST_TARGET:g}",
+                    None if value is None else value <= CHAIN_COST_TARGET)  # fmt: skip
+        feed = per.get("feed", {}).get("varsel")
+        if isinstance(feed, dict) and "entries_per_s" in feed:
+            add(db, f"feed read by {feed['page_size']}, entries/s", feed["entries_per_s"], "", None)
         dispatch = per.get("dispatch", {})
         for key, goal in (("sms_0ms", SMS_TARGET), ("email_0ms", EMAIL_TARGET)):
             run = dispatch.get(key)
@@ -138,6 +152,8 @@ def _rows(results: dict[str, Any]) -> Iterator[list[str]]:
                        f"{run['latency']['max_ms']} ms ({_num(run['throughput_per_s'])}/s done){_errors(run)}",
                        f"HTTP ceiling p50 {bare.get('p50_ms', '-')} ms, p99 {bare.get('p99_ms', '-')} ms", "",
                        f"p99 <= {P99_TARGET_MS:g} ms" if rate == 1000 else "", _cpu(run.get("cpu"))]  # fmt: skip
+        yield from _chain_rows(db, per.get("chain", {}))
+        yield from _feed_rows(db, per.get("feed", {}))
         dispatch = per.get("dispatch", {})
         if "error" in dispatch:
             yield [db, "dispatch", "failed: " + dispatch["error"][:80], "", "", "", ""]
@@ -191,6 +207,70 @@ def _rows(results: dict[str, Any]) -> Iterator[list[str]]:
             yield [db, f"scaling: {workers} worker process(es), {run['count']:,} SMS",
                    f"{_num(run['throughput_per_s'])}/s{_cost(cpu_ms(run, 'workers'))}", "", r, goal,
                    _cpu(run.get("cpu"))]  # fmt: skip
+
+
+def _chain_rows(db: str, step: dict[str, Any]) -> Iterator[list[str]]:
+    """v2 chain intake beside v1 intake by identity number and the HTTP ceiling (the chain's requests)."""
+    if "error" in step:
+        yield [db, "chain intake", "failed: " + step["error"][:80], "", "", "", ""]
+    http = step.get("http_ceiling", {})
+    comparison = step.get("comparison", {})
+    per_chain = step.get("orders_per_chain", 3)
+    chain_label = f"v2 chain intake (person + 2 reminders, {per_chain} orders)"
+    for variant, label, unit in (("nin", "v1 intake by identity number (chain step)", "orders"),
+                                 ("chain", chain_label, "chains")):  # fmt: skip
+        series = step.get(variant)
+        if not isinstance(series, dict):
+            continue
+        sat = series["saturation"]
+        http_sat = http.get("saturation", {})
+        cost, http_cost = cpu_ms(sat, "server"), cpu_ms(http_sat, "server")
+        measured = (f"{_num(sat['throughput_per_s'])} {unit}/s{_cost(cost)}, p50 {sat['latency']['p50_ms']} ms, "
+                    f"p99 {sat['latency']['p99_ms']} ms{_errors(sat)}")  # fmt: skip
+        ratios = f"{_num(_r(sat['throughput_per_s'], http_sat.get('throughput_per_s')), 2)} of HTTP"
+        goal = ""
+        if variant == "chain":
+            measured += f" = {_num(comparison.get('orders_stored_per_s'))} orders stored/s"
+            ratios += (f"; per stored order vs v1: API CPU {_num(comparison.get('cost_ratio_cpu'), 2)} x, "
+                       f"time {_num(comparison.get('cost_ratio_time'), 2)} x")  # fmt: skip
+            goal = f"<= {CHAIN_COST_TARGET:g} x v1 per stored order"
+        yield [db, f"{label}, saturation ({sat['connections']} conn.)", measured,
+               f"HTTP ceiling (chain requests) {_num(http_sat.get('throughput_per_s'))}{_cost(http_cost)}", ratios,
+               goal, _cpu(sat.get("cpu"))]  # fmt: skip
+        skipped = [int(k[5:]) for k, v in series.items() if k.startswith("rate_") and "skipped" in v]
+        if skipped:
+            above = f"not run: above 1.25 x the saturation rate ({_num(sat['throughput_per_s'])}/s)"
+            yield [db, f"{label}, {', '.join(f'{r:,}' for r in skipped)}/s offered", above, "", "", "", ""]
+        for key, run in series.items():
+            if not key.startswith("rate_") or "skipped" in run:
+                continue
+            bare = http.get(key, {}).get("latency", {})
+            yield [db, f"{label}, {int(key[5:]):,}/s offered",
+                   f"p50 {run['latency']['p50_ms']} ms, p99 {run['latency']['p99_ms']} ms, max "
+                   f"{run['latency']['max_ms']} ms ({_num(run['throughput_per_s'])}/s done){_errors(run)}",
+                   f"HTTP ceiling p50 {bare.get('p50_ms', '-')} ms, p99 {bare.get('p99_ms', '-')} ms", "", "",
+                   _cpu(run.get("cpu"))]  # fmt: skip
+
+
+def _feed_rows(db: str, step: dict[str, Any]) -> Iterator[list[str]]:
+    """Paging through the status feed: varsel's API, the bare app serving the same page, the repository alone."""
+    if "error" in step:
+        yield [db, "feed", "failed: " + step["error"][:80], "", "", "", ""]
+    run = step.get("varsel")
+    if not isinstance(run, dict):
+        return
+    http, below = step.get("http_ceiling", {}), step.get("repository", {})
+    cost = cpu_ms(run, "server")
+    base = (f"HTTP ceiling (same page, bare app) {_num(http.get('entries_per_s'))}/s"
+            f"{_cost(cpu_ms(http, 'server'))}; repository alone (read_feed) "
+            f"{_num(below.get('entries_per_s'))}/s")  # fmt: skip
+    latency = run["page_latency"]
+    yield [db, f"feed read, {step.get('stored_entries', step.get('entries')):,} entries by {run['page_size']}",
+           f"{_num(run['entries_per_s'])} entries/s{_cost(cost)}, page p50 {latency['p50_ms']} ms, p99 "
+           f"{latency['p99_ms']} ms", base,
+           f"{_num(_r(run['entries_per_s'], http.get('entries_per_s')), 2)} of HTTP; "
+           f"{_num(_r(run['entries_per_s'], below.get('entries_per_s')), 2)} of repository", "",
+           _cpu(run.get("cpu"))]  # fmt: skip
 
 
 def cpu_ms(run: dict[str, Any] | None, role: str) -> float | None:
@@ -297,6 +377,14 @@ def chart(results: dict[str, Any], path: Path) -> None:
                 value = run["saturation"]["throughput_per_s"] if key == "http_ceiling" else run["throughput_per_s"]
                 labels.append(f"{db} {name}")
                 values.append(value)
+                colors.append(color)
+        comparison = results[db].get("chain", {}).get("comparison")
+        if isinstance(comparison, dict):
+            for key, name, color in (("v1_orders_per_s", "v1 nin (chain step)", "tab:cyan"),
+                                     ("orders_stored_per_s", "v2 chain, orders stored", "tab:purple"),
+                                     ("chains_per_s", "v2 chains", "plum")):  # fmt: skip
+                labels.append(f"{db} {name}")
+                values.append(comparison[key])
                 colors.append(color)
         if db in INTAKE_TARGET and intake:
             ax.axhline(INTAKE_TARGET[db], linestyle=":", color="red" if db == "postgres" else "orange")

@@ -1,9 +1,15 @@
-"""The benchmark runner: `python -m bench [--only intake,dispatch,lag,scaling] [--db sqlite,postgres] [--quick]`.
+"""The benchmark runner: `python -m bench [--only intake,chain,feed,dispatch,lag,scaling] [--db sqlite,postgres]
+[--quick]`.
 
 Each figure is measured beside its baseline in the same run, on the same machine, minutes apart at most:
 
 * intake: varsel's API (`varsel api`) against a bare ASGI app parsing the same JSON (the HTTP ceiling) and raw
   inserts of the same rows with the same driver (the database ceiling);
+* chain: v2 chain intake (POST /future/orders: a person and two reminders, a new idempotencyId per request) beside
+  v1 intake by identity number and the HTTP ceiling, in one step: chains/s, orders stored/s, and the cost of a
+  stored order in a chain against a v1 order's;
+* feed: the status feed filled with entries as the workers write them, paged through by 500 (GET
+  /future/shipment/feed) beside the HTTP ceiling (the same page from the bare app) and the repository alone;
 * dispatch: varsel's workers (`varsel worker`) against a bare client sending as many messages to the same peers
   with the same concurrency, with and without 100 ms of peer latency;
 * scheduling lag: from an order's requested send time to the provider call, for a steady rate and for a burst;
@@ -53,7 +59,11 @@ from bench.data import BenchDb
 T = TypeVar("T")
 
 API = "/notifications/api/v1"
-BENCHMARKS = ("intake", "dispatch", "lag", "scaling")
+BENCHMARKS = ("intake", "chain", "feed", "dispatch", "lag", "scaling")
+# Where each chain request's own idempotencyId goes (the load generator writes a value as long as this there).
+UNIQUE_MARKER = "@@@@@@@@@@@@@@@@@@@@@@@@"
+# Orders a chain stores: the main notification and two reminders.
+CHAIN_ORDERS = 3
 DATABASES = ("sqlite", "postgres")
 
 
@@ -74,6 +84,7 @@ class Sizes:
     burst: int
     scaling: int
     profile_s: float
+    feed_entries: int
 
 
 QUICK = Sizes(
@@ -92,6 +103,7 @@ QUICK = Sizes(
     burst=2_000,
     scaling=2_000,
     profile_s=5.0,
+    feed_entries=20_000,
 )
 FULL = Sizes(
     warmup_s=2.0,
@@ -109,6 +121,7 @@ FULL = Sizes(
     burst=10_000,
     scaling=6_000,
     profile_s=10.0,
+    feed_entries=50_000,
 )
 
 
@@ -248,11 +261,12 @@ def token(ctx: Ctx, env: dict[str, str]) -> str:
 
 def http_series(
     ctx: Ctx, port: int, path: str, headers: dict[str, str], bodies: list[str], meter: CpuMeter,
-    between: Callable[[], None] | None = None,
+    between: Callable[[], None] | None = None, **config: Any,
 ) -> dict[str, Any]:  # fmt: skip
     """Saturation (closed loop) and each fixed rate (open loop) against one server."""
     out: dict[str, Any] = {}
-    out["saturation"] = load(ctx, port, path, headers, bodies, meter, mode="closed", connections=ctx.sizes.connections)
+    out["saturation"] = load(ctx, port, path, headers, bodies, meter, mode="closed", connections=ctx.sizes.connections,
+                             **config)  # fmt: skip
     saturation = out["saturation"]["throughput_per_s"]
     for rate in ctx.sizes.rates:
         if rate > 1.25 * saturation:
@@ -262,7 +276,8 @@ def http_series(
             continue
         if between is not None:
             between()
-        out[f"rate_{rate}"] = load(ctx, port, path, headers, bodies, meter, mode="open", rate=rate, connections=64)
+        out[f"rate_{rate}"] = load(ctx, port, path, headers, bodies, meter, mode="open", rate=rate, connections=64,
+                                   **config)  # fmt: skip
     return out
 
 
@@ -371,6 +386,210 @@ async def _settle(url: str, quiet_s: float = 0.3, limit_s: float = 30.0) -> None
             last = now
     finally:
         await bdb.close()
+
+
+# ---------------------------------------------------------------- v2 chain intake
+
+
+def chain_bodies(numbers: list[str]) -> tuple[str, list[str]]:
+    """POST /future/orders: a person from the imported registry (EmailPreferred, as v1 intake by identity number)
+    and two reminders to the same person by delayDays; the idempotencyId is the marker the load generator replaces
+    with a value of its own for every request."""
+    rng = random.Random(7)
+    bodies = []
+
+    def person(number: str, subject: str) -> dict[str, Any]:
+        return {"recipientPerson": {"nationalIdentityNumber": number, "channelSchema": "EmailPreferred",
+                                    "emailSettings": {"subject": subject, "body": data.EMAIL_BODY},
+                                    "smsSettings": {"body": data.SMS_BODY}}}  # fmt: skip
+
+    for i in range(1000):
+        number = rng.choice(numbers)
+        body = {
+            "idempotencyId": f"bench-{UNIQUE_MARKER}",
+            "sendersReference": f"bench-chain-{i}",
+            "recipient": person(number, data.EMAIL_SUBJECT),
+            "reminders": [
+                {"delayDays": days, "sendersReference": f"bench-chain-{i}-r{days}",
+                 "recipient": person(number, f"Påminnelse: {data.EMAIL_SUBJECT}")}
+                for days in (3, 7)
+            ],
+        }  # fmt: skip
+        bodies.append(json.dumps(body))
+    return f"{API}/future/orders", bodies
+
+
+def bench_chain(ctx: Ctx, db_kind: str, url: str, numbers: list[str]) -> dict[str, Any]:
+    """v2 chains beside v1 orders by identity number and the HTTP ceiling, one after the other in one step."""
+    sizes = ctx.sizes
+    results: dict[str, Any] = {"log_level": ctx.log_level, "connections_saturation": sizes.connections,
+                               "connections_fixed_rate": 64, "window_s": sizes.window_s,
+                               "orders_per_chain": CHAIN_ORDERS}  # fmt: skip
+    env = varsel_env(ctx, url)
+    bearer = token(ctx, env)
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {bearer}"}
+    runs: dict[str, tuple[tuple[str, list[str]], dict[str, Any]]] = {
+        "nin": (intake_bodies("nin", numbers), {}),
+        "chain": (chain_bodies(numbers), {"unique": UNIQUE_MARKER}),
+    }
+    port = free_port()
+    api = start(f"{db_kind}-api-chain", [VARSEL, "api", "--port", str(port)], env, ctx.logs)
+    try:
+        wait_http_ok(f"http://127.0.0.1:{port}/health/ready", api.popen)
+        meter = CpuMeter({"server": [api.pid]}, include_postgres=db_kind == "postgres")
+        for variant, ((path, bodies), extra) in runs.items():
+            stored: list[dict[str, int]] = []
+
+            def clean(into: list[dict[str, int]] = stored) -> None:
+                # What the run before stored (chains, orders by type), then empty the tables for the next one.
+                asyncio.run(_settle(url))
+                into.append(asyncio.run(_on_bench_db(url, BenchDb.stored)))
+                asyncio.run(_on_bench_db(url, BenchDb.truncate))
+
+            asyncio.run(_settle(url))
+            asyncio.run(_on_bench_db(url, BenchDb.truncate))
+            ctx.say(f"{db_kind} chain step, {variant}: saturation and fixed rates")
+            series = http_series(ctx, port, path, headers, bodies, meter, clean, **extra)
+            clean()
+            series["stored_after_each_run"] = stored
+            results[variant] = series
+        if ctx.profile:
+            asyncio.run(_settle(url))
+            asyncio.run(_on_bench_db(url, BenchDb.truncate))
+            (path, bodies), extra = runs["chain"]
+            ctx.say(f"{db_kind} chain: profiling the API with py-spy")
+            work = functools.partial(load, ctx, port, path, headers, bodies, meter, mode="closed",
+                                     connections=sizes.connections, **extra)  # fmt: skip
+            results["profile"] = profile_during(ctx, api, f"{db_kind}-chain", work)
+    finally:
+        api.stop()
+    ctx.say(f"{db_kind} chain: HTTP ceiling (bare ASGI app) with the chain's requests")
+    port = free_port()
+    bare = start(f"{db_kind}-bare-asgi-chain", [PYTHON, "-m", "bench.bare_asgi", "--port", str(port), "--log-level",
+                                                ctx.log_level], env, ctx.logs)  # fmt: skip
+    try:
+        wait_http_ok_any(port, bare)
+        meter = CpuMeter({"server": [bare.pid]})
+        (path, bodies), extra = runs["chain"]
+        results["http_ceiling"] = http_series(ctx, port, path, headers, bodies, meter, **extra)
+    finally:
+        bare.stop()
+    asyncio.run(_settle(url))
+    asyncio.run(_on_bench_db(url, BenchDb.truncate))
+    results["comparison"] = chain_comparison(results)
+    return results
+
+
+def _server_ms(run: dict[str, Any], roles: tuple[str, ...] = ("server",)) -> float | None:
+    """CPU milliseconds of `roles` per answered request in a load run."""
+    done = run.get("throughput_per_s")
+    cpu = run.get("cpu") or {}
+    if not done or any(role not in cpu for role in roles):
+        return None
+    return float(1000 * sum(cpu[role] for role in roles) / done)
+
+
+def chain_comparison(results: dict[str, Any]) -> dict[str, Any]:
+    """The issue's goal: a chain costs no more than 1.5 times a v1 single-recipient order per stored order. Cost as
+    the API process's CPU per stored order (what the machine's load changes least), and as time (throughput)."""
+    chain, nin = results["chain"]["saturation"], results["nin"]["saturation"]
+    chains_per_s = chain["throughput_per_s"]
+    out: dict[str, Any] = {
+        "chains_per_s": chains_per_s,
+        "orders_stored_per_s": round(chains_per_s * CHAIN_ORDERS, 1),
+        "v1_orders_per_s": nin["throughput_per_s"],
+        "goal": 1.5,
+    }
+    chain_ms, nin_ms = _server_ms(chain), _server_ms(nin)
+    if chain_ms is not None and nin_ms is not None:
+        out["api_cpu_ms_per_chain"] = round(chain_ms, 3)
+        out["api_cpu_ms_per_stored_order_chain"] = round(chain_ms / CHAIN_ORDERS, 3)
+        out["api_cpu_ms_per_v1_order"] = round(nin_ms, 3)
+        out["cost_ratio_cpu"] = ratio(chain_ms / CHAIN_ORDERS, nin_ms)
+    both = ("server", "postgres")
+    chain_all, nin_all = _server_ms(chain, both), _server_ms(nin, both)
+    if chain_all is not None and nin_all is not None:
+        out["cost_ratio_cpu_with_postgres"] = ratio(chain_all / CHAIN_ORDERS, nin_all)
+    if chains_per_s:
+        # Time per stored order: 1 / (orders stored per second).
+        out["cost_ratio_time"] = ratio(nin["throughput_per_s"], chains_per_s * CHAIN_ORDERS)
+    return out
+
+
+# ---------------------------------------------------------------- reading the status feed
+
+FEED_PAGE = 500
+
+
+def feed_read(ctx: Ctx, port: int, headers: dict[str, str], meter: CpuMeter, **config: Any) -> dict[str, Any]:
+    """Run the feed reader in its own process; read the server's CPU over its measured window."""
+    cfg = {"port": port, "path": f"{API}/future/shipment/feed", "headers": headers, "page_size": FEED_PAGE,
+           "duration": ctx.sizes.window_s, **config}  # fmt: skip
+    cfg_path = ctx.tmp / "feed_reader.json"
+    cfg_path.write_text(json.dumps(cfg))
+    reader = subprocess.Popen([PYTHON, "-m", "bench.feed_reader", str(cfg_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, cwd=ROOT, env=child_env(ctx))  # fmt: skip
+    assert reader.stdout is not None
+    first = json.loads(reader.stdout.readline() or b"{}")
+    before = meter.snapshot() if "window_start" in first else None
+    out, err = reader.communicate(timeout=300)
+    if reader.returncode != 0:
+        raise RuntimeError(f"feed reader failed: {err.decode()[-2000:]}")
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    cpu = CpuMeter.shares(before, meter.snapshot()) if before is not None else {}
+    cpu["reader"] = result["cpu_share"]
+    result["cpu"] = cpu
+    return result
+
+
+def bench_feed(ctx: Ctx, db_kind: str, url: str) -> dict[str, Any]:
+    """Fill the feed with entries as the workers write them, then page through it by 500: varsel's API, the bare
+    ASGI app serving the same page (HTTP ceiling) and the shipments repository alone (below the API)."""
+    count = ctx.sizes.feed_entries
+    results: dict[str, Any] = {"log_level": ctx.log_level, "entries": count, "page_size": FEED_PAGE,
+                               "window_s": ctx.sizes.window_s}  # fmt: skip
+    asyncio.run(_on_bench_db(url, BenchDb.truncate))
+    ctx.say(f"{db_kind} feed: writing {count:,} entries (completed orders, the shipments repository's writer)")
+    took = asyncio.run(_on_bench_db(url, functools.partial(BenchDb.fill_feed, count=count)))
+    results["fill"] = {"batch": 100, "seconds": round(took, 3), "entries_per_s": round(count / took, 1)}
+    results["stored_entries"] = asyncio.run(_on_bench_db(url, BenchDb.count_feed))
+    env = varsel_env(ctx, url)
+    bearer = token(ctx, env)
+    headers = {"Authorization": f"Bearer {bearer}"}
+    page_file = ctx.tmp / "feed_page.json"
+    port = free_port()
+    api = start(f"{db_kind}-api-feed", [VARSEL, "api", "--port", str(port)], env, ctx.logs)
+    try:
+        wait_http_ok(f"http://127.0.0.1:{port}/health/ready", api.popen)
+        meter = CpuMeter({"server": [api.pid]}, include_postgres=db_kind == "postgres")
+        ctx.say(f"{db_kind} feed: paging through by {FEED_PAGE} (varsel)")
+        results["varsel"] = feed_read(ctx, port, headers, meter, save_page=str(page_file))
+        if ctx.profile:
+            ctx.say(f"{db_kind} feed: profiling the API with py-spy")
+            work = functools.partial(feed_read, ctx, port, headers, meter)
+            results["profile"] = profile_during(ctx, api, f"{db_kind}-feed", work)
+    finally:
+        api.stop()
+    ctx.say(f"{db_kind} feed: HTTP ceiling (the bare ASGI app serving the same page)")
+    port = free_port()
+    bare = start(f"{db_kind}-bare-asgi-feed", [PYTHON, "-m", "bench.bare_asgi", "--port", str(port), "--log-level",
+                                               ctx.log_level, "--page", str(page_file)], env, ctx.logs)  # fmt: skip
+    try:
+        wait_http_ok_any(port, bare)
+        meter = CpuMeter({"server": [bare.pid]})
+        results["http_ceiling"] = feed_read(ctx, port, headers, meter, pages_per_pass=-(-count // FEED_PAGE))
+    finally:
+        bare.stop()
+    ctx.say(f"{db_kind} feed: the shipments repository alone (read_feed, one read transaction per page)")
+    meter = CpuMeter({}, include_postgres=db_kind == "postgres")
+    before = meter.snapshot()
+    through = functools.partial(BenchDb.read_feed_through, page_size=FEED_PAGE, duration_s=ctx.sizes.window_s)
+    below: dict[str, Any] = asyncio.run(_on_bench_db(url, through))
+    below["cpu"] = CpuMeter.shares(before, meter.snapshot())
+    results["repository"] = below
+    results["page_bytes"] = page_file.stat().st_size if page_file.exists() else None
+    asyncio.run(_on_bench_db(url, BenchDb.truncate))
+    return results
 
 
 # ---------------------------------------------------------------- dispatch
@@ -776,7 +995,7 @@ def machine_facts(databases: list[str]) -> dict[str, Any]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated: intake,dispatch,lag,scaling")
+    parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated: " + ",".join(BENCHMARKS))
     parser.add_argument("--db", default=",".join(DATABASES), help="comma-separated: sqlite,postgres")
     parser.add_argument("--quick", action="store_true", help="small sizes and short windows (a minute or two)")
     parser.add_argument("--log-level", default="warning", help="VARSEL_LOG_LEVEL of the varsel processes")
@@ -832,7 +1051,7 @@ def main(argv: list[str] | None = None) -> int:
             env = varsel_env(ctx, url)
             subprocess.run([VARSEL, "migrate"], env=env, check=True, capture_output=True)
             numbers: list[str] = []
-            if "intake" in args.only:
+            if "intake" in args.only or "chain" in args.only:
                 ctx.say(f"{db_kind}: importing {ctx.sizes.persons} persons into the registry")
                 registry = tmp / "registry.jsonl"
                 numbers = data.write_registry(registry, ctx.sizes.persons)
@@ -840,6 +1059,8 @@ def main(argv: list[str] | None = None) -> int:
                 asyncio.run(_on_bench_db(url, BenchDb.analyze_registry))
             steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
                 ("intake", functools.partial(bench_intake, ctx, db_kind, url, numbers)),
+                ("chain", functools.partial(bench_chain, ctx, db_kind, url, numbers)),
+                ("feed", functools.partial(bench_feed, ctx, db_kind, url)),
                 ("dispatch", functools.partial(bench_dispatch, ctx, url, db_kind)),
                 ("lag", functools.partial(bench_lag, ctx, url, db_kind)),
             ]
