@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from tests.api_v2.helpers import chain, external_recipient, person_recipient, post
@@ -79,4 +80,17 @@ async def test_stale_details_through_the_v2_api(
     )
     assert allowed.status_code == 201, allowed.text
     # The worker looks the person up again, with the order's own rule.
+    assert await _sent(varsel) == [("New", "gunnar@example.com", None, "Gunnar Gammel")]
+
+
+@pytest.mark.parametrize("org", ["skd", "SKD"])
+async def test_skd_s_person_recipients_are_looked_up_with_stale_details_allowed(
+    client: httpx.AsyncClient, auth: Auth, varsel: Varsel, clock: FrozenClock, org: str
+) -> None:
+    # The reference forces useStaleContactInformation for skd (reference 1.3, step 6); another org gets the 422.
+    assert (await load(varsel.database, clock, RECORDS)).rejected == []
+    other = await post(client, auth, chain("k", person_recipient(STALE, channel="Email")), org="digdir")
+    assert other.status_code == 422
+    forced = await post(client, auth, chain("k", person_recipient(STALE, channel="Email")), org=org)
+    assert forced.status_code == 201, forced.text
     assert await _sent(varsel) == [("New", "gunnar@example.com", None, "Gunnar Gammel")]

@@ -9,7 +9,7 @@ then not written, and the request answers the winner's receipt.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -36,6 +36,11 @@ MAX_BATCH_CHAINS = 128
 
 class MissingContactInformation(Exception):
     """A looked-up recipient of the chain has no contact details for its channel (reserved persons do not count)."""
+
+
+# Service owners whose person recipients are always looked up with stale contact details allowed, as in the
+# reference (its `skd` special case).
+STALE_CONTACT_OWNERS = frozenset({"skd"})
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,15 @@ class ChainService:
         reminder's) has no contact details for its channel.
         """
         drafts = (draft.main, *draft.reminders)
+        if creator.lower() in STALE_CONTACT_OWNERS:
+            # The reference forces useStaleContactInformation for these owners' person recipients (reference 1.3,
+            # step 6): a client written for it relies on that.
+            drafts = tuple(
+                replace(order, use_stale_contact_information=True)
+                if any(r.national_identity_number for r in order.recipients)
+                else order
+                for order in drafts
+            )
         # A reminder often goes to the main recipient again, on the same terms: each look-up once.
         asked: set[tuple[object, ...]] = set()
         for order in drafts:
