@@ -118,7 +118,8 @@ async def _sqlalchemy_prebuilt(url: str, concurrency: int, window: _Window) -> N
         await database.dispose()
 
 
-_COLUMNS = [c.name for c in orders.c]
+# The columns varsel's v1 intake writes (order_row); the v2 ones (order_type, chain_id, …) take their defaults.
+_COLUMNS = [c.name for c in orders.c if c.name in _rows()[0]]
 _RECIPIENT_COLUMNS = ["order_id", "position", "email_address", "mobile_number", "national_identity_number",
                       "organization_number"]  # fmt: skip
 
