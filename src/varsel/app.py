@@ -22,6 +22,13 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from sqlalchemy.exc import DBAPIError
 
 from varsel import __version__, operations
+from varsel.api.v1 import endpoints as endpoints_v1
+from varsel.api.v1.models import (
+    EmailNotificationOrderRequest,
+    NotificationOrderRequest,
+    SmsNotificationOrderRequest,
+)
+from varsel.api.v1.validation import OrderValidator
 from varsel.api.v2 import endpoints as v2_endpoints
 from varsel.api.v2 import shipments as shipment_endpoints
 from varsel.api.v2.models import (
@@ -43,15 +50,8 @@ from varsel.dispatch.wakeup import PostgresListener, Wakeups
 from varsel.hostnames import dns_name
 from varsel.http import BodyLimitMiddleware, RouteSpellingMiddleware, TrustedHostMiddleware, problem_responses
 from varsel.observability import Telemetry
-from varsel.orders import endpoints_v1
 from varsel.orders.chains import ChainService
-from varsel.orders.models import (
-    EmailNotificationOrderRequest,
-    NotificationOrderRequest,
-    SmsNotificationOrderRequest,
-)
 from varsel.orders.service import OrderService
-from varsel.orders.validation import OrderValidator
 from varsel.problems import (
     Problem,
     ProblemDetails,

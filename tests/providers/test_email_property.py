@@ -27,9 +27,9 @@ from pydantic import SecretStr, ValidationError
 from tests.conftest import NOW
 from tests.providers.test_email_headers import MIME_HEADERS
 from tests.providers.test_smtp import parse
+from varsel.api.v1.models import NotificationOrderRequest
+from varsel.api.v1.validation import OrderValidator
 from varsel.clock import FrozenClock
-from varsel.orders.models import NotificationOrderRequest
-from varsel.orders.validation import OrderValidator
 from varsel.orders.vocabulary import EmailContentType
 from varsel.problems import ValidationProblem
 from varsel.providers import smtp

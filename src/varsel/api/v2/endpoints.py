@@ -31,10 +31,9 @@ from varsel.api.v2.models import (
 from varsel.api.v2.shipments import manifest_answer
 from varsel.api.v2.validation import ChainValidator, conversion_errors, framework_errors
 from varsel.auth.tokens import Caller
-from varsel.http import json_body, json_request_body, problem_responses
+from varsel.http import base_url, json_body, json_request_body, problem_responses
 from varsel.orders.chain_repository import ChainReceipt, Shipment
 from varsel.orders.chains import ChainService, MissingContactInformation
-from varsel.orders.endpoints_v1 import _base_url
 from varsel.orders.vocabulary import IdempotencyFamily
 from varsel.problems import PROBLEM_MEDIA_TYPE, Problem, ValidationProblem, trace_id
 from varsel.shipments.repository import Shipment as StoredShipment
@@ -58,7 +57,7 @@ def _validator(request: Request) -> ChainValidator:
 
 
 def chain_url(request: Request, chain_id: UUID) -> str:
-    return f"{_base_url(request)}{PREFIX}/orders/chain/{chain_id}"
+    return f"{base_url(request)}{PREFIX}/orders/chain/{chain_id}"
 
 
 def receipt_answer(receipt: ChainReceipt) -> NotificationOrderChainResponseExt:

@@ -11,16 +11,16 @@ import unicodedata
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
-from varsel.clock import Clock
-from varsel.orders.addresses import condition_endpoint_problem, normalize_email_address, normalize_mobile_number
-from varsel.orders.drafts import EmailTemplateSpec, OrderDraft, RecipientSpec, SmsTemplateSpec
-from varsel.orders.models import (
+from varsel.api.v1.models import (
     EmailNotificationOrderRequest,
     NotificationOrderRequest,
     OrderRequestBase,
     RecipientRequest,
     SmsNotificationOrderRequest,
 )
+from varsel.clock import Clock
+from varsel.orders.addresses import condition_endpoint_problem, normalize_email_address, normalize_mobile_number
+from varsel.orders.drafts import EmailTemplateSpec, OrderDraft, RecipientSpec, SmsTemplateSpec
 from varsel.orders.vocabulary import EmailContentType, NotificationChannel
 from varsel.problems import ValidationProblem
 from varsel.settings import Limits, OrderDefaults

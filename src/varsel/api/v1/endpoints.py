@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -10,21 +9,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from varsel.auth.tokens import Caller
-from varsel.http import json_body, json_request_body, problem_responses
-from varsel.notifications.repository import NotificationRow
-from varsel.notifications.statuses import (
-    EMAIL_STATUS_DESCRIPTIONS,
-    EMAIL_SUCCESS,
-    ORDER_STATUS_DESCRIPTIONS,
-    SMS_STATUS_DESCRIPTIONS,
-    SMS_SUCCESS,
-    EmailStatus,
-    SmsStatus,
-    v1_order_status,
-)
-from varsel.orders.drafts import OrderDraft, RecipientSpec
-from varsel.orders.models import (
+from varsel.api.v1.models import (
     ChannelSummary,
     EmailNotificationOrderRequest,
     EmailTemplate,
@@ -49,9 +34,23 @@ from varsel.orders.models import (
     SmsTemplate,
     SummaryLinks,
 )
+from varsel.api.v1.validation import OrderValidator
+from varsel.auth.tokens import Caller
+from varsel.http import base_url, json_body, json_request_body, problem_responses
+from varsel.notifications.repository import NotificationRow
+from varsel.notifications.statuses import (
+    EMAIL_STATUS_DESCRIPTIONS,
+    EMAIL_SUCCESS,
+    ORDER_STATUS_DESCRIPTIONS,
+    SMS_STATUS_DESCRIPTIONS,
+    SMS_SUCCESS,
+    EmailStatus,
+    SmsStatus,
+    v1_order_status,
+)
+from varsel.orders.drafts import OrderDraft, RecipientSpec
 from varsel.orders.repository import StoredOrder
 from varsel.orders.service import OrderNotFound, OrderStatusView
-from varsel.orders.validation import OrderValidator
 from varsel.orders.vocabulary import EmailContentType
 from varsel.problems import Problem, ValidationProblem
 from varsel.recipients.keywords import render, render_subject
@@ -70,29 +69,8 @@ async def authenticated(request: Request) -> Caller:
 CallerDep = Annotated[Caller, Depends(authenticated)]
 
 
-def _base_url(request: Request) -> str:
-    configured = request.app.state.varsel.settings.public_url
-    if configured:
-        return str(configured.rstrip("/"))
-    scope = request.scope
-    server = scope.get("server")
-    return _request_base_url(scope.get("scheme", "http"), request.headers.get("host"),
-                             tuple(server) if server else None,
-                             scope.get("app_root_path", scope.get("root_path", "")))  # fmt: skip
-
-
-@functools.lru_cache(maxsize=64)
-def _request_base_url(scheme: str, host: str | None, server: tuple[str, int] | None, app_root_path: str) -> str:
-    """Starlette's base URL of a request with these parts, remembered: building it parses a URL each time, a few
-    per cent of the API's CPU per order. The parts come from the request (the Host header), so only a few are kept."""
-    headers = [(b"host", host.encode("latin-1"))] if host is not None else []
-    scope = {"type": "http", "scheme": scheme, "server": server, "app_root_path": app_root_path, "path": "/",
-             "query_string": b"", "headers": headers}  # fmt: skip
-    return str(Request(scope).base_url).rstrip("/")
-
-
 def _order_url(request: Request, order_id: UUID) -> str:
-    return f"{_base_url(request)}{PREFIX}/orders/{order_id}"
+    return f"{base_url(request)}{PREFIX}/orders/{order_id}"
 
 
 def _parse_id(raw: str) -> UUID:

@@ -1,0 +1,1 @@
+"""The v1 wire dialect (/orders…): request and response models, validation messages, endpoints."""
