@@ -305,6 +305,8 @@ async def test_openapi_documents_the_v2_models_example_and_answers(client: httpx
                  "RecipientPersonExt", "RecipientExternalIdentityExt", "NotificationReminderExt"):  # fmt: skip
         assert name in schemas
     assert "/notifications/api/v1/orders/chain/{id}" in spec["paths"]
+    receipt = schemas["NotificationOrderChainResponseExt"]["examples"][0]
+    assert receipt["notification"]["reminders"][0]["shipmentId"]
 
 
 async def test_the_openapi_example_is_accepted(

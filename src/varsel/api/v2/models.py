@@ -191,6 +191,25 @@ class NotificationOrderChainReceiptExt(NotificationOrderChainShipmentExt):
 
 
 class NotificationOrderChainResponseExt(ApiModel):
+    """201 (stored) or 200 (a replay of the same idempotencyId): the chain's receipt."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "notificationOrderId": "01a241c2-aef4-7f62-86f3-a5f2ef035915",
+                    "notification": {
+                        "shipmentId": "01a241c2-aef4-7e19-bc59-e499c0db66c0",
+                        "sendersReference": "case-42",
+                        "reminders": [
+                            {"shipmentId": "01a241c2-aef4-75c3-9799-3906c24168f1", "sendersReference": "case-42-r1"}
+                        ],
+                    },
+                }
+            ]
+        }
+    )
+
     notification_order_id: UUID = Field(description="The chain's id (GET /notifications/api/v1/orders/chain/{id}).")
     notification: NotificationOrderChainReceiptExt
 
