@@ -6,7 +6,6 @@ making sense. All errors of a request are reported together, not the first one o
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -21,23 +20,13 @@ from varsel.api.v1.models import (
 from varsel.clock import Clock
 from varsel.orders.addresses import condition_endpoint_problem, normalize_email_address, normalize_mobile_number
 from varsel.orders.drafts import EmailTemplateSpec, OrderDraft, RecipientSpec, SmsTemplateSpec
+from varsel.orders.text import has_control_in_body, has_control_in_subject, is_sms_sender, stored_subject
 from varsel.orders.vocabulary import EmailContentType, NotificationChannel
 from varsel.problems import ValidationProblem
 from varsel.settings import Limits, OrderDefaults
 
 # How far in the past a requested send time may lie (clock skew and slow clients), as the reference allows.
 SEND_TIME_TOLERANCE = timedelta(minutes=5)
-
-_NEWLINES = re.compile(r"\r\n|\r|\n")
-_PHONE_CHARACTERS = re.compile(r"^\+[0-9 ()\-]+$")
-_NUMERIC_SENDER = re.compile(r"^\+?[0-9]{1,15}$")
-_ALPHANUMERIC_SENDER = re.compile(r"^[A-Za-z0-9ÆØÅæøå .\-]{1,11}$")
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-# Text for people (subjects, bodies) may hold tabs and, in bodies, line breaks; any other control character (a BEL,
-# an ESC from a terminal colour code, DEL, C1 codes from mis-decoded text) is a mistake that would otherwise surface
-# later: raw in an email header, which strict mail servers refuse, or in an SMS, which gateways cannot encode.
-_CONTROL_IN_SUBJECT = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
-_CONTROL_IN_BODY = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 def _blank(value: str | None) -> bool:
@@ -183,12 +172,12 @@ class OrderValidator:
             else:
                 sender = normalized
         # A line break in a subject would start a new header: fold it to a space instead.
-        folded = _NEWLINES.sub(" ", subject) if subject is not None else None
+        folded = stored_subject(subject) if subject is not None else None
         if _blank(folded):
             errors[f"{prefix}Subject"].append(f"The {noun} subject must not be empty.")
         else:
             self._max_length(errors, f"{prefix}Subject", folded, self._limits.max_subject_chars)
-            if _CONTROL_IN_SUBJECT.search(folded or ""):
+            if has_control_in_subject(folded or ""):
                 errors[f"{prefix}Subject"].append(f"The {noun} subject must not contain control characters.")
         if _blank(body):
             errors[f"{prefix}Body"].append(f"The {noun} body must not be empty.")
@@ -206,7 +195,7 @@ class OrderValidator:
         chosen = self._defaults.sms_sender
         if not _blank(sender):
             candidate = (sender or "").strip()
-            if _NUMERIC_SENDER.match(candidate) or _ALPHANUMERIC_SENDER.match(candidate):
+            if is_sms_sender(candidate):
                 chosen = candidate
             else:
                 errors[f"{prefix}SenderNumber"].append(
@@ -284,7 +273,7 @@ class OrderValidator:
 
     @staticmethod
     def _text(errors: dict[str, list[str]], field: str, value: str | None, noun: str) -> None:
-        if value is not None and _CONTROL_IN_BODY.search(value):
+        if value is not None and has_control_in_body(value):
             message = f"The {noun} body must not contain control characters other than tabs and line breaks."
             errors[field].append(message)
 

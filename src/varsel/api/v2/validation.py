@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
@@ -35,29 +35,22 @@ from varsel.api.v2.models import (
 from varsel.clock import Clock
 from varsel.orders.addresses import condition_endpoint_problem, normalize_email_address, normalize_mobile_number
 from varsel.orders.drafts import ChainDraft, EmailTemplateSpec, OrderDraft, RecipientSpec, SmsTemplateSpec
+from varsel.orders.text import has_control_in_body, has_control_in_subject, is_sms_sender, stored_subject
 from varsel.orders.vocabulary import EmailContentType, NotificationChannel, OrderType, SendingTimePolicy
+from varsel.recipients.identities import MAX_IDENTITY_LENGTH, RESOURCE_URN_PREFIX, parse_external_identity
 from varsel.settings import Limits, OrderDefaults
 
 Errors = dict[str, list[str]]
 
 BODY_PARAMETER = "notificationOrderRequest"
-RESOURCE_PREFIX = "urn:altinn:resource:"
 # Columns' widths: what the database holds (the reference has no limits at all).
 MAX_RESOURCE_ACTION_CHARS = 100
-MAX_EXTERNAL_IDENTITY_CHARS = 400
 
-_NEWLINE = re.compile(r"\r\n|\r|\n")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
 _BLANK_OR_CONTROL = re.compile(r"[\x00-\x20\x7f-\x9f]")
-_NUMERIC_SENDER = re.compile(r"^\+?[0-9]{1,15}$")
-_ALPHANUMERIC_SENDER = re.compile(r"^[A-Za-z0-9ÆØÅæøå .\-]{1,11}$")
-_CONTROL_IN_SUBJECT = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
-_CONTROL_IN_BODY = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _CHANNELS = dict(enumerate(NotificationChannel))
 _CONTENT_TYPES = dict(enumerate(EmailContentType))
 _POLICIES = {1: SendingTimePolicy.ANYTIME, 2: SendingTimePolicy.DAYTIME}
-_NAME_URNS = ("urn:altinn:party:username:", "urn:altinn:username:", "urn:altinn:person:legacy-selfidentified:")
-_EMAIL_URN = "urn:altinn:person:idporten-email:"
 
 # Each recipient kind: its JSON member and the C# property naming it in keys.
 _KINDS = (
@@ -399,7 +392,9 @@ class ChainValidator:
         email = self._email_settings(errors, f"{key}.EmailSettings", kind.email_settings) if not email_missing else None
         sms = self._sms_settings(errors, f"{key}.SmsSettings", kind.sms_settings) if not sms_missing else None
         resource_id, resource_action = kind.resource_id, kind.resource_action
-        if resource_id is not None and not (resource_id.startswith(RESOURCE_PREFIX) and len(resource_id) > 20):
+        if resource_id is not None and not (
+            resource_id.startswith(RESOURCE_URN_PREFIX) and len(resource_id) > len(RESOURCE_URN_PREFIX)
+        ):
             errors[f"{key}.ResourceId"].append("ResourceId must have a valid syntax.")
         self._max_length(errors, f"{key}.ResourceId", resource_id, self._limits.max_resource_id_chars)
         if resource_action:
@@ -441,13 +436,14 @@ class ChainValidator:
                 return None, None, False
             return RecipientSpec(organization_number=number), None, False
         identity = kind.external_identity or ""
-        if not _valid_external_identity(identity):
-            errors[f"{key}.ExternalIdentity"].append("Invalid external identity URN format.")
-            return None, None, False
-        if len(identity) > MAX_EXTERNAL_IDENTITY_CHARS:
+        if len(identity) > MAX_IDENTITY_LENGTH:
             errors[f"{key}.ExternalIdentity"].append(
-                f"Must be at most {MAX_EXTERNAL_IDENTITY_CHARS} characters long; it is {len(identity)}."
+                f"Must be at most {MAX_IDENTITY_LENGTH} characters long; it is {len(identity)}."
             )
+            return None, None, False
+        # The registry's own reading of the URN: what validation accepts, the look-up can resolve.
+        if parse_external_identity(identity) is None:
+            errors[f"{key}.ExternalIdentity"].append("Invalid external identity URN format.")
             return None, None, False
         return RecipientSpec(external_identity=identity), None, False
 
@@ -467,13 +463,13 @@ class ChainValidator:
             else:
                 sender = normalized
         # Each CR LF, CR or LF becomes one space (reference 1.6): a subject is one header line.
-        subject = _NEWLINE.sub(" ", settings.subject or "")
+        subject = stored_subject(settings.subject or "")
         self._max_length(errors, f"{key}.Subject", subject, self._limits.max_subject_chars)
-        if _CONTROL_IN_SUBJECT.search(subject):
+        if has_control_in_subject(subject):
             errors[f"{key}.Subject"].append("The email subject must not contain control characters.")
         body = settings.body or ""
         self._max_length(errors, f"{key}.Body", body, self._limits.max_email_body_chars)
-        if _CONTROL_IN_BODY.search(body):
+        if has_control_in_body(body):
             errors[f"{key}.Body"].append(
                 "The email body must not contain control characters other than tabs and line breaks."
             )
@@ -496,7 +492,7 @@ class ChainValidator:
         if not _blank(settings.sender):
             candidate = (settings.sender or "").strip()
             # varsel's rule (the reference has none): what an SMS gateway can show as the sender.
-            if _NUMERIC_SENDER.match(candidate) or _ALPHANUMERIC_SENDER.match(candidate):
+            if is_sms_sender(candidate):
                 sender = candidate
             else:
                 errors[f"{key}.Sender"].append(
@@ -505,7 +501,7 @@ class ChainValidator:
                 )
         body = settings.body or ""
         self._max_length(errors, f"{key}.Body", body, self._limits.max_sms_body_chars)
-        if _CONTROL_IN_BODY.search(body):
+        if has_control_in_body(body):
             errors[f"{key}.Body"].append(
                 "The SMS body must not contain control characters other than tabs and line breaks."
             )
@@ -520,18 +516,6 @@ class ChainValidator:
     def _max_length(errors: Errors, key: str, value: str | None, limit: int) -> None:
         if value is not None and len(value) > limit:
             errors[key].append(f"Must be at most {limit} characters long; it is {len(value)}.")
-
-
-def _valid_external_identity(urn: str) -> bool:
-    """The reference's accepted URNs: an ID-porten email identity with a valid address, or a self-identified user's
-    name in any of its three spellings. Prefixes are matched as written; the value is percent-decoded first."""
-    if urn.startswith(_EMAIL_URN):
-        address = unquote(urn[len(_EMAIL_URN) :])
-        return bool(address.strip()) and normalize_email_address(address) is not None
-    for prefix in _NAME_URNS:
-        if urn.startswith(prefix):
-            return bool(unquote(urn[len(prefix) :]).strip())
-    return False
 
 
 def _draft(
