@@ -29,7 +29,9 @@ from varsel.api.v1.models import (
     SmsNotificationOrderRequest,
 )
 from varsel.api.v1.validation import OrderValidator
+from varsel.api.v2 import composed as composed_endpoints
 from varsel.api.v2 import endpoints as v2_endpoints
+from varsel.api.v2 import instant as instant_endpoints
 from varsel.api.v2 import shipments as shipment_endpoints
 from varsel.api.v2.models import (
     AltinnProblemDetails,
@@ -336,6 +338,8 @@ def create_app(varsel: Varsel, *, run_workers: bool = False) -> FastAPI:
     app.include_router(endpoints_v1.router)
     app.include_router(shipment_endpoints.router)
     app.include_router(v2_endpoints.router)
+    app.include_router(instant_endpoints.router)
+    app.include_router(composed_endpoints.router)
     app.include_router(registry_endpoints.router)
     app.include_router(operations.router)
     app.include_router(report_endpoints.router)

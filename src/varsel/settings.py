@@ -73,6 +73,18 @@ class ConditionSettings(BaseModel):
     allowed_hosts: list[str] = Field(default_factory=list)
 
 
+class AttachmentSettings(BaseModel):
+    # Hosts a composed email's attachment URLs may name besides Azure Blob Storage (*.blob.core.windows.net, always
+    # allowed, as in the reference): names, or "*." suffixes. A name listed exactly is trusted even where it resolves
+    # to an internal address (an object store inside the operator's network, a test's loopback peer); a host matched
+    # only by a suffix must resolve to public addresses, as every condition endpoint must.
+    allowed_hosts: list[str] = Field(default_factory=list)
+    # What one email's attachments may weigh together; reading stops as soon as it is passed. 10 MB is what ACS takes.
+    max_bytes_per_email: int = Field(default=10 * 1024 * 1024, ge=1)
+    # How long fetching one email's attachments may take in all.
+    timeout_seconds: float = Field(default=60.0, gt=0)
+
+
 WorkKind = Literal["orders", "email", "sms", "expiry", "reports"]
 ALL_WORK_KINDS: tuple[WorkKind, ...] = ("orders", "email", "sms", "expiry", "reports")
 
@@ -183,6 +195,7 @@ class Settings(BaseSettings):
     defaults: OrderDefaults = Field(default_factory=OrderDefaults)
     limits: Limits = Field(default_factory=Limits)
     conditions: ConditionSettings = Field(default_factory=ConditionSettings)
+    attachments: AttachmentSettings = Field(default_factory=AttachmentSettings)
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     email: EmailSettings = Field(default_factory=EmailSettings)
     sms: SmsSettings = Field(default_factory=SmsSettings)

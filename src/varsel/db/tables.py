@@ -90,6 +90,10 @@ orders = Table(
     Column("chain_position", Integer),
     # A person's contact details last confirmed over 18 months ago count as absent unless this is set (v2).
     Column("use_stale_contact_information", Boolean, nullable=False, server_default=false()),
+    # A composed email's attachments, as ordered: a list of {"filename", "mimeType", "url"}. Only the references
+    # are stored; the content is fetched when the email is sent (a SAS URL is valid for a while, the file may be
+    # large, and a store's refusal then is the email's outcome).
+    Column("attachments", JSON),
 )
 Index("ix_orders_chain_id", orders.c.chain_id)
 Index("ix_orders_creator_senders_reference", orders.c.creator, orders.c.senders_reference)

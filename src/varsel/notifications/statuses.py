@@ -44,6 +44,10 @@ class EmailStatus(StrEnum):
     FAILED_FILTERED_SPAM = "Failed_FilteredSpam"
     FAILED_QUARANTINED = "Failed_Quarantined"
     FAILED_TTL = "Failed_TTL"
+    # A composed email's attachment could not be fetched (the store refused it: expired, revoked, absent) ...
+    FAILED_INVALID_SAS_URL = "Failed_InvalidSasUrl"
+    # ... or its attachments together are larger than an email may carry.
+    FAILED_PAYLOAD_TOO_LARGE = "Failed_PayloadTooLarge"
 
 
 EMAIL_STATUS_DESCRIPTIONS: dict[EmailStatus, str] = {
@@ -73,6 +77,12 @@ EMAIL_STATUS_DESCRIPTIONS: dict[EmailStatus, str] = {
     EmailStatus.FAILED_QUARANTINED: "The email was quarantined (as spam, bulk mail or phishing).",
     EmailStatus.FAILED_TTL: (
         "The email was not confirmed delivered before it expired: no delivery report arrived in time."
+    ),
+    EmailStatus.FAILED_INVALID_SAS_URL: (
+        "The email was not sent because one or more attachment SAS URLs are invalid, expired, or inaccessible."
+    ),
+    EmailStatus.FAILED_PAYLOAD_TOO_LARGE: (
+        "The email was not sent because the total size of the attachments exceeds the allowed limit."
     ),
 }
 

@@ -37,6 +37,16 @@ class SmsTemplateSpec:
 
 
 @dataclass(frozen=True)
+class AttachmentSpec:
+    """A composed email's attachment as ordered: a name, a MIME type, and where the sender fetches it when the email
+    goes out (an Azure Blob SAS URL, or a URL on an object store the operator allow-listed)."""
+
+    filename: str
+    mime_type: str
+    url: str
+
+
+@dataclass(frozen=True)
 class OrderDraft:
     """A valid order, normalised, ready to be stored."""
 
@@ -55,6 +65,31 @@ class OrderDraft:
     sms_sending_time_policy: SendingTimePolicy = SendingTimePolicy.DAYTIME
     # Contact details a person last confirmed over 18 months ago count as absent unless this is set (v2).
     use_stale_contact_information: bool = False
+    # A composed email's attachments (order type Composed); fetched at send time.
+    attachments: tuple[AttachmentSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class InstantEmail:
+    address: str
+    template: EmailTemplateSpec
+
+
+@dataclass(frozen=True)
+class InstantSms:
+    mobile_number: str
+    template: SmsTemplateSpec
+    # How long the message may still be delivered: the notification's expiry, and the gateway's validity period.
+    time_to_live_seconds: int
+
+
+@dataclass(frozen=True)
+class InstantDraft:
+    """A v2 instant order: one message to one address, handed to the provider while the caller waits."""
+
+    idempotency_id: str
+    message: InstantEmail | InstantSms
+    senders_reference: str | None = None
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,8 @@ def order_row(order_id: UUID, creator: str, draft: OrderDraft, now: datetime) ->
         "sms_body": sms.body if sms else None,
         "sms_sending_time_policy": "Daytime",
         "process_after": draft.requested_send_time,
+        "attachments": [{"filename": a.filename, "mimeType": a.mime_type, "url": a.url} for a in draft.attachments]
+        or None,
     }
 
 

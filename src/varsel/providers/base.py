@@ -12,6 +12,15 @@ from varsel.orders.vocabulary import EmailContentType
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """An attachment as fetched at send time: its name, MIME type and content."""
+
+    filename: str
+    mime_type: str
+    content: bytes
+
+
+@dataclass(frozen=True)
 class EmailMessage:
     notification_id: UUID
     from_address: str
@@ -19,6 +28,7 @@ class EmailMessage:
     subject: str
     body: str
     content_type: EmailContentType
+    attachments: tuple[Attachment, ...] = ()
 
 
 @dataclass(frozen=True)
