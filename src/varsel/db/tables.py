@@ -223,8 +223,8 @@ notification_attempts = Table(
     Column("started", UtcDateTime, nullable=False),
     Column("finished", UtcDateTime, nullable=False),
     Column("provider", String(40), nullable=False),
-    # accepted, retry (transient failure), failed (permanent failure) or error (an exception nobody expected:
-    # the message's own, retried only so often)
+    # accepted, retry (transient failure), failed (permanent failure), error (an exception nobody expected:
+    # the message's own, retried only so often) or refused (an instant order's call the provider's guard refused)
     Column("outcome", String(10), nullable=False),
     Column("status", String(40), nullable=False),
     Column("provider_reference", String(200)),

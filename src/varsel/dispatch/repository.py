@@ -507,6 +507,7 @@ async def order_templates(conn: AsyncConnection, order_ids: Sequence[UUID]) -> d
             orders.c.sms_sender,
             orders.c.sms_body,
             orders.c.sms_sending_time_policy,
+            orders.c.attachments,
         ).where(orders.c.id.in_(sorted(set(order_ids))))
     )
     return {row.id: row for row in result}
@@ -589,6 +590,39 @@ async def release_notifications_held_by(
         .returning(table.c.id)
     )
     return [row.id for row in result]
+
+
+async def claim_parked_notification(
+    conn: AsyncConnection, order_id: UUID, holder: str, now: datetime, lease_until: datetime
+) -> tuple[str, Any, Any] | None:
+    """Claim an instant order's notification parked after a transient failure (New, due only after its expiry:
+    see varsel.orders.instant) for `holder`, if it is still parked and not expired. Answers (channel, notification
+    row, its order's template), or None: sent, failed, expired, or being sent by a concurrent retry."""
+    for channel, table in (("email", email_notifications), ("sms", sms_notifications)):
+        result = await conn.execute(
+            update(table)
+            .where(
+                and_(
+                    table.c.order_id == order_id,
+                    table.c.status == NEW,
+                    table.c.send_after > table.c.expiry,
+                    table.c.expiry >= now,
+                )
+            )
+            .values(
+                status=SENDING,
+                status_changed=now,
+                claimed_by=holder,
+                claimed_until=lease_until,
+                attempts=table.c.attempts + 1,
+            )
+            .returning(*table.c)
+        )
+        row = result.first()
+        if row is not None:
+            templates = await order_templates(conn, [order_id])
+            return channel, _with_previous(row, NEW), templates[order_id]
+    return None
 
 
 async def apply_delivery_report(

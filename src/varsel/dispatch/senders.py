@@ -43,6 +43,10 @@ from varsel.settings import DispatchSettings
 
 log = logging.getLogger("varsel.dispatch")
 
+# How far past its expiry an instant notification parked for its caller's retry is due: never, for a sender, since
+# a claim needs expiry >= now; the expiry sweeper ends it.
+PARKED_PAST_EXPIRY = timedelta(seconds=1)
+
 T = TypeVar("T")
 
 
@@ -193,6 +197,55 @@ class Sender:
             self._uncertain.update((i, give_up_at) for i in started - recorded)
             raise
         return len(claimed)
+
+    def blocked_for(self) -> float:
+        """Seconds until the provider's guard lets calls through again (paused or breaker open); 0 when it does."""
+        return self._blocked_for()
+
+    async def send_held(self, row: Any, template: Any) -> str:
+        """Send one notification this sender already holds (an instant order's, claimed when it was stored), and
+        write its outcome as `run_once` writes a batch's; answers the status written.
+
+        A transient failure, or the guard refusing the call, parks the notification for its caller instead of
+        queueing a retry (see varsel.orders.instant): New, but due only after its expiry, so no background sender
+        takes it; the failed try stays in its history."""
+        give_up_at = time.monotonic() + self._settings.lease_seconds
+        outcome = await self._one(row, template, set())
+        if outcome.values["status"] == NEW:
+            outcome = self._parked(row, outcome)
+        await self._record_until_written([outcome], give_up_at)
+        status: str = outcome.values["status"]
+        return status
+
+    def _parked(self, row: Any, outcome: _Outcome) -> _Outcome:
+        detail = outcome.values.get("status_detail") or "the provider did not take the message"
+        values = {
+            **outcome.values,
+            "send_after": row.expiry + PARKED_PAST_EXPIRY,
+            "status_detail": (
+                f"not sent: {detail}; waiting for the caller to try again with the same idempotencyId until "
+                f"{row.expiry.isoformat()}"
+            )[:2000],
+        }
+        attempt = outcome.attempt
+        if attempt is None:
+            # Refused by the guard, the provider never saw it; the caller was answered 503 for it, so it is
+            # written down all the same.
+            now = self._clock.now()
+            attempt = {
+                "id": new_id(),
+                "channel": self._channel,
+                "notification_id": row.id,
+                "attempt": row.attempts,
+                "started": now,
+                "finished": now,
+                "provider": self._provider_name,
+                "outcome": "refused",
+                "status": NEW,
+                "provider_reference": None,
+                "detail": str(detail)[:2000],
+            }
+        return replace(outcome, values=values, attempt=attempt)
 
     async def recover(self) -> None:
         """After a failed round (the database away): what this worker holds as Sending but sends no more goes back

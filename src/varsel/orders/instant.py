@@ -1,16 +1,60 @@
 """v2 instant orders: one message to one address, handed to the provider while the caller waits.
 
-(Being built: see issue #16. The interface below is what the instant endpoints call.)
+The reference calls the provider first and stores afterwards: a database failure after the call loses the record
+(and the caller's retry sends again), and concurrent duplicates can both send. varsel turns that around:
+
+1. One transaction stores the idempotency key (the chain row), the order (Instant, already Processed: there is
+   nothing to look up) and its one notification, already Sending under this process's claim and lease, so no
+   sender takes it meanwhile. A request whose key is taken stores nothing and answers the stored receipt (200): a
+   concurrent duplicate never reaches the provider.
+2. No transaction is open while the provider is called, through the provider's guard (its concurrency cap, rate
+   limit, 429 pause and breaker apply as for every sender).
+3. The outcome is written as a sender writes it (the attempt into the notification's history, the order completed
+   and its feed entry when the notification is final), then the caller is answered: accepted or refused for good
+   (an invalid number, say) is 201, and the shipment tells which.
+
+A transient failure (the provider down, timing out, or the guard refusing: paused or breaker open) answers 503
+and parks the notification: New, but due only after its expiry, so no background sender sends it behind the
+caller's back (a one-time code the caller gave up on and replaced must not arrive later). The caller's retry with
+the same idempotencyId claims the parked notification and tries again; one the caller never retries ends at its
+expiry (Failed_TTL, by the expiry sweeper), so it never stays unfinished.
+
+Once stored, the send and the outcome's write run to their end even if the caller goes away (a client that
+disconnects does not stop the send). Should the process die between the provider call and the outcome's write,
+the notification's lease runs out and a background sender takes it over like any other: it ends in a final status
+(at the risk of one duplicate, the same risk every sender's crash carries).
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
+from types import SimpleNamespace
+from typing import Any
 from uuid import UUID
 
+from varsel.clock import Clock
+from varsel.db.engine import Database
+from varsel.db.tables import email_notifications, sms_notifications
+from varsel.dispatch import repository as dispatch_repository
+from varsel.dispatch.repository import NEW, SENDING
+from varsel.dispatch.segments import sms_segments
+from varsel.dispatch.senders import Sender, finish_despite_cancellation
+from varsel.ids import new_id
+from varsel.notifications.statuses import OrderStatus
+from varsel.observability import Telemetry
+from varsel.orders import chain_repository
 from varsel.orders.chain_repository import Shipment
-from varsel.orders.drafts import InstantDraft
+from varsel.orders.drafts import (
+    ChainDraft,
+    InstantDraft,
+    InstantEmail,
+    OrderDraft,
+    RecipientSpec,
+)
+from varsel.orders.vocabulary import IdempotencyFamily, NotificationChannel, OrderType, SendingTimePolicy
 
 
 class InstantAnswer(StrEnum):
@@ -29,5 +73,136 @@ class InstantResult:
 
 
 class InstantService:
+    def __init__(
+        self,
+        database: Database,
+        clock: Clock,
+        email: Sender,
+        sms: Sender,
+        telemetry: Telemetry,
+        *,
+        holder: str,
+        lease_seconds: float,
+        email_expiry: timedelta,
+    ) -> None:
+        """`email` and `sms` are senders of this process's own, holding claims as `holder` (never the claimer name
+        of this process's background senders, whose recovery would give an instant notification back to the queue
+        while it is being sent here)."""
+        self._db = database
+        self._clock = clock
+        self._senders = {"email": email, "sms": sms}
+        self._telemetry = telemetry
+        self._holder = holder
+        self._lease = timedelta(seconds=lease_seconds)
+        self._email_expiry = email_expiry
+
     async def order(self, creator: str, draft: InstantDraft) -> InstantResult:
-        raise NotImplementedError
+        now = self._clock.now()
+        chain_id, order_id, notification_id = new_id(), new_id(), new_id()
+        channel = "email" if isinstance(draft.message, InstantEmail) else "sms"
+        order_draft = _order_draft(draft, now)
+        order_row = chain_repository.chain_order_row(order_id, creator, order_draft, now, chain_id, 0)
+        # Nothing to process: the order is Processed from the start, and never due for the order workers.
+        order_row.update(status=OrderStatus.PROCESSED.value)
+        notification = self._notification_row(draft, order_id, notification_id, creator, now)
+        table = email_notifications if channel == "email" else sms_notifications
+        async with self._db.transaction() as conn:
+            stored = await chain_repository.insert_chains(
+                conn,
+                [chain_repository.chain_row(chain_id, creator, IdempotencyFamily.INSTANT,
+                                            ChainDraft(draft.idempotency_id, order_draft), now)],
+            )  # fmt: skip
+            if stored:
+                await chain_repository.insert_chain_orders(
+                    conn, [order_row], chain_repository.chain_recipient_rows(order_id, order_draft)
+                )
+                await dispatch_repository.insert_notifications(conn, table, [notification])
+        if not stored:
+            return await self._replay(creator, draft.idempotency_id)
+        self._telemetry.orders_accepted.labels(order_draft.channel.value).inc()
+        self._telemetry.transition("order", order_id, None, OrderStatus.PROCESSED.value, creator=creator)
+        self._telemetry.transition(channel, notification_id, None, SENDING, order=order_id, attempt=1)
+        template = SimpleNamespace(**order_row)
+        answer, retry_after = await self._send(channel, SimpleNamespace(**notification), template)
+        return InstantResult(answer, chain_id, Shipment(order_id, draft.senders_reference), retry_after)
+
+    def _notification_row(
+        self, draft: InstantDraft, order_id: UUID, notification_id: UUID, creator: str, now: Any
+    ) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "id": notification_id,
+            "order_id": order_id,
+            "creator": creator,
+            "status": SENDING,
+            "status_changed": now,
+            "created": now,
+            "send_after": now,
+            "attempts": 1,
+            "claimed_by": self._holder,
+            "claimed_until": now + self._lease,
+        }
+        message = draft.message
+        if isinstance(message, InstantEmail):
+            # The order's template is the message: no per-recipient text (no keywords to fill in for one address).
+            row.update(email_address=message.address, subject=None, body=None, expiry=now + self._email_expiry)
+        else:
+            row.update(
+                mobile_number=message.mobile_number,
+                body=None,
+                segments=sms_segments(message.template.body),
+                # The caller's time to live: the notification's expiry, and the gateway's validity period.
+                expiry=now + timedelta(seconds=message.time_to_live_seconds),
+            )
+        return row
+
+    async def _replay(self, creator: str, idempotency_id: str) -> InstantResult:
+        """The key is taken: answer its order's receipt, or, when its notification is parked after a transient
+        failure, claim it and try again (at most one retry at a time gets the claim; the others answer 200)."""
+        now = self._clock.now()
+        async with self._db.transaction() as conn:
+            receipt = await chain_repository.find_chain(conn, creator, IdempotencyFamily.INSTANT, idempotency_id)
+            if receipt is None:  # the winner's chain is gone again (purged): not expected within one request
+                raise RuntimeError("the idempotency key is taken by an instant order that cannot be read")
+            claimed = await dispatch_repository.claim_parked_notification(
+                conn, receipt.main.order_id, self._holder, now, now + self._lease
+            )
+        if claimed is None:
+            return InstantResult(InstantAnswer.REPLAYED, receipt.chain_id, receipt.main)
+        channel, row, template = claimed
+        self._telemetry.transition(channel, row.id, NEW, SENDING, order=row.order_id, attempt=row.attempts)
+        answer, retry_after = await self._send(channel, row, template)
+        return InstantResult(answer, receipt.chain_id, receipt.main, retry_after)
+
+    async def _send(self, channel: str, row: Any, template: Any) -> tuple[InstantAnswer, float | None]:
+        sender = self._senders[channel]
+        # Shielded from the caller: once stored, the send and its outcome's write finish even if the request is
+        # cancelled (a client that went away), so the notification is never left Sending for its lease.
+        status = await finish_despite_cancellation(asyncio.ensure_future(sender.send_held(row, template)))
+        if status == NEW:
+            blocked = sender.blocked_for()
+            return InstantAnswer.UNAVAILABLE, blocked if blocked > 0 else None
+        return InstantAnswer.CREATED, None
+
+
+def _order_draft(draft: InstantDraft, now: Any) -> OrderDraft:
+    message = draft.message
+    if isinstance(message, InstantEmail):
+        return OrderDraft(
+            channel=NotificationChannel.EMAIL,
+            requested_send_time=now,
+            recipients=(RecipientSpec(email_address=message.address),),
+            senders_reference=draft.senders_reference,
+            email_template=message.template,
+            order_type=OrderType.INSTANT,
+            sms_sending_time_policy=SendingTimePolicy.ANYTIME,
+        )
+    return OrderDraft(
+        channel=NotificationChannel.SMS,
+        requested_send_time=now,
+        recipients=(RecipientSpec(mobile_number=message.mobile_number),),
+        senders_reference=draft.senders_reference,
+        sms_template=message.template,
+        order_type=OrderType.INSTANT,
+        # Instant messages ignore the SMS daytime window: the caller is waiting for this one now.
+        sms_sending_time_policy=SendingTimePolicy.ANYTIME,
+    )
