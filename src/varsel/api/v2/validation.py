@@ -95,36 +95,36 @@ def _missing_members(model: BaseModel) -> tuple[str, list[str]] | None:
     return None
 
 
-def _required_text(errors: Errors, key: str, value: str | None, name: str) -> None:
+def required_text(errors: Errors, key: str, value: str | None, name: str) -> None:
     if _blank(value):
         errors[key].append(f"The {name} field is required.")
 
 
-def _required_object(errors: Errors, key: str, value: object, name: str) -> None:
+def required_object(errors: Errors, key: str, value: object, name: str) -> None:
     if value is None:
         errors[key].append(f"The {name} field is required.")
 
 
-def _required_email_settings(errors: Errors, key: str, settings: EmailSendingOptionsExt | None) -> None:
+def required_email_settings(errors: Errors, key: str, settings: EmailSendingOptionsExt | None) -> None:
     if settings is not None:
-        _required_text(errors, f"{key}.Subject", settings.subject, "Subject")
-        _required_text(errors, f"{key}.Body", settings.body, "Body")
+        required_text(errors, f"{key}.Subject", settings.subject, "Subject")
+        required_text(errors, f"{key}.Body", settings.body, "Body")
 
 
 def _required_sms_settings(errors: Errors, key: str, settings: SmsSendingOptionsExt | None) -> None:
     if settings is not None:
-        _required_text(errors, f"{key}.Body", settings.body, "Body")
+        required_text(errors, f"{key}.Body", settings.body, "Body")
 
 
 def _required_in_recipient(errors: Errors, key: str, recipient: NotificationRecipientExt | None) -> None:
     if recipient is None:
         return
     if (email := recipient.recipient_email) is not None:
-        _required_object(errors, f"{key}.RecipientEmail.Settings", email.email_settings, "Settings")
-        _required_email_settings(errors, f"{key}.RecipientEmail.Settings", email.email_settings)
+        required_object(errors, f"{key}.RecipientEmail.Settings", email.email_settings, "Settings")
+        required_email_settings(errors, f"{key}.RecipientEmail.Settings", email.email_settings)
     if (sms := recipient.recipient_sms) is not None:
-        _required_text(errors, f"{key}.RecipientSms.PhoneNumber", sms.phone_number, "PhoneNumber")
-        _required_object(errors, f"{key}.RecipientSms.Settings", sms.sms_settings, "Settings")
+        required_text(errors, f"{key}.RecipientSms.PhoneNumber", sms.phone_number, "PhoneNumber")
+        required_object(errors, f"{key}.RecipientSms.Settings", sms.sms_settings, "Settings")
         _required_sms_settings(errors, f"{key}.RecipientSms.Settings", sms.sms_settings)
     looked_up: list[tuple[RecipientBaseExt, str, str | None, str]] = []
     if (person := recipient.recipient_person) is not None:
@@ -134,41 +134,48 @@ def _required_in_recipient(errors: Errors, key: str, recipient: NotificationReci
     if (external := recipient.recipient_external_identity) is not None:
         looked_up.append((external, "RecipientExternalIdentity", external.external_identity, "ExternalIdentity"))
     for kind, name, identifier, identifier_name in looked_up:
-        _required_text(errors, f"{key}.{name}.{identifier_name}", identifier, identifier_name)
-        _required_email_settings(errors, f"{key}.{name}.EmailSettings", kind.email_settings)
+        required_text(errors, f"{key}.{name}.{identifier_name}", identifier, identifier_name)
+        required_email_settings(errors, f"{key}.{name}.EmailSettings", kind.email_settings)
         _required_sms_settings(errors, f"{key}.{name}.SmsSettings", kind.sms_settings)
+
+
+def missing_member_errors(request: V2Model, parameter: str) -> Errors:
+    """System.Text.Json's refusal of a body lacking a member it must have (with the entry ASP.NET adds for the body
+    parameter), or nothing."""
+    missing = _missing_members(request)
+    if missing is None:
+        return {}
+    dotnet_type, names = missing
+    listed = ", ".join(f"'{name}'" for name in names)
+    return {
+        "$": [f"JSON deserialization for type '{dotnet_type}' was missing required properties including: {listed}."],
+        parameter: [f"The {parameter} field is required."],
+    }
 
 
 def framework_errors(request: NotificationOrderChainRequestExt) -> Errors:
     """What ASP.NET refuses before Altinn's own validators run; empty when the request gets that far."""
-    missing = _missing_members(request)
-    if missing is not None:
-        dotnet_type, names = missing
-        listed = ", ".join(f"'{name}'" for name in names)
-        return {
-            "$": [
-                f"JSON deserialization for type '{dotnet_type}' was missing required properties including: {listed}."
-            ],
-            BODY_PARAMETER: [f"The {BODY_PARAMETER} field is required."],
-        }
+    missing = missing_member_errors(request, BODY_PARAMETER)
+    if missing:
+        return missing
     errors: Errors = defaultdict(list)
-    _required_text(errors, "IdempotencyId", request.idempotency_id, "IdempotencyId")
-    _required_object(errors, "Recipient", request.recipient, "Recipient")
+    required_text(errors, "IdempotencyId", request.idempotency_id, "IdempotencyId")
+    required_object(errors, "Recipient", request.recipient, "Recipient")
     _required_in_recipient(errors, "Recipient", request.recipient)
     for index, reminder in enumerate(request.reminders or []):
-        _required_object(errors, f"Reminders[{index}].Recipient", reminder.recipient, "Recipient")
+        required_object(errors, f"Reminders[{index}].Recipient", reminder.recipient, "Recipient")
         _required_in_recipient(errors, f"Reminders[{index}].Recipient", reminder.recipient)
     return dict(errors)
 
 
-def conversion_errors(errors: Errors) -> Errors:
+def conversion_errors(errors: Errors, parameter: str = BODY_PARAMETER) -> Errors:
     """Pydantic's errors for a body that does not parse, keyed as System.Text.Json paths (`$.recipient.…`), with
     the body parameter's entry ASP.NET adds."""
     keyed: Errors = {}
     for key, messages in errors.items():
         path = "$" if key == "$" else "$." + re.sub(r"(^|\.)([A-Z])", lambda m: m[1] + m[2].lower(), key)
         keyed.setdefault(path, []).extend(messages)
-    keyed[BODY_PARAMETER] = [f"The {BODY_PARAMETER} field is required."]
+    keyed[parameter] = [f"The {parameter} field is required."]
     return keyed
 
 
@@ -331,15 +338,7 @@ class ChainValidator:
         if isinstance(kind, RecipientPersonExt | RecipientOrganizationExt | RecipientExternalIdentityExt):
             shipment = self._looked_up(errors, key, kind)
         elif isinstance(kind, RecipientEmailExt):
-            address = kind.email_address
-            normalized = None
-            if _blank(address):
-                errors[f"{key}.EmailAddress"].append("'Email Address' must not be empty.")
-                errors[f"{key}.EmailAddress"].append("Invalid email address format.")
-            else:
-                normalized = normalize_email_address(address or "")
-                if normalized is None:
-                    errors[f"{key}.EmailAddress"].append("Invalid email address format.")
+            normalized = self._email_address(errors, f"{key}.EmailAddress", kind.email_address)
             template = self._email_settings(errors, f"{key}.Settings", kind.email_settings)
             shipment = None
             if normalized is not None and template is not None:
@@ -359,6 +358,18 @@ class ChainValidator:
             if mobile is not None and sms is not None:
                 shipment = _Shipment(NotificationChannel.SMS, RecipientSpec(mobile_number=mobile), None, *sms)
         return shipment if sum(len(v) for v in errors.values()) == before else None
+
+    @staticmethod
+    def _email_address(errors: Errors, key: str, address: str | None) -> str | None:
+        """A recipient's address as stored, or None with the rule it breaks."""
+        if _blank(address):
+            errors[key].append("'Email Address' must not be empty.")
+            errors[key].append("Invalid email address format.")
+            return None
+        normalized = normalize_email_address(address or "")
+        if normalized is None:
+            errors[key].append("Invalid email address format.")
+        return normalized
 
     def _looked_up(
         self,
