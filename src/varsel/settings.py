@@ -45,6 +45,9 @@ class AuthSettings(BaseModel):
     preview_scope: str = "varsel:notifications.preview"
     # Writing the registries redirects where people's notifications go: a scope of its own, too.
     registry_scope: str = "varsel:registry.write"
+    # Composed email (attachments fetched from the caller's storage) has a scope of its own, as in the reference; the
+    # create scope does not grant it, and a platform access token is no alternative.
+    composed_email_scope: str = "altinn:serviceowner/notifications.composedemail.create"
     org_claim: str = "urn:altinn:org"
 
 
