@@ -33,6 +33,7 @@ from varsel.api.v2 import composed as composed_endpoints
 from varsel.api.v2 import endpoints as v2_endpoints
 from varsel.api.v2 import instant as instant_endpoints
 from varsel.api.v2 import shipments as shipment_endpoints
+from varsel.api.v2.composed_models import ComposedEmailRequestExt
 from varsel.api.v2.models import (
     AltinnProblemDetails,
     NotificationOrderChainRequestExt,
@@ -223,6 +224,7 @@ _DOCUMENTED_MODELS: list[type[BaseModel]] = [
     SmsNotificationOrderRequest,
     NotificationOrderChainRequestExt,
     NotificationOrderChainResponseExt,
+    ComposedEmailRequestExt,
     AltinnProblemDetails,
     RegistryRecords,
     ProblemDetails,
