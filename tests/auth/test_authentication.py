@@ -155,6 +155,11 @@ ORG_CASES = (
     "org-not-a-string",
 )
 OK = 0  # in an outcome: the endpoint's own success status
+COMPOSED_ATTACHMENT = {
+    "filename": "a.pdf",
+    "mimeType": "application/pdf",
+    "sasUrl": "https://a.blob.core.windows.net/c/a.pdf?se=2099-01-01T00:00:00Z&sp=r&sr=b&sig=x",
+}
 
 
 @dataclass(frozen=True)
@@ -230,6 +235,21 @@ ENDPOINTS = [
         },
         201,
         stranger=201,  # a chain of its own: idempotency keys are per service owner
+    ),
+    Endpoint(
+        "POST",
+        "/future/orders/composed-email",
+        {
+            "idempotencyId": "auth-matrix",
+            "sendersReference": POSTED_REFERENCE,
+            "recipient": {
+                "emailAddress": "a@example.com",
+                "emailSettings": {"subject": "s", "body": "b", "attachments": [COMPOSED_ATTACHMENT]},
+            },
+        },
+        201,
+        scope="altinn:serviceowner/notifications.composedemail.create",  # its own scope: the create scope does not do
+        stranger=201,
     ),
     # The existing order is a v1 order: read as a shipment (type Notification), but no chain.
     Endpoint("GET", "/future/shipment/{id}"),
