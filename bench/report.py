@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bench.instant import instant_rows, instant_targets
+
 # The targets for a 2-core machine.
 INTAKE_TARGET = {"postgres": 2000.0, "sqlite": 1500.0}
 P99_TARGET_MS = 25.0
@@ -76,6 +78,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         feed = per.get("feed", {}).get("varsel")
         if isinstance(feed, dict) and "entries_per_s" in feed:
             add(db, f"feed read by {feed['page_size']}, entries/s", feed["entries_per_s"], "", None)
+        out.extend(instant_targets(db, per.get("instant", {})))
         dispatch = per.get("dispatch", {})
         for key, goal in (("sms_0ms", SMS_TARGET), ("email_0ms", EMAIL_TARGET)):
             run = dispatch.get(key)
@@ -154,6 +157,7 @@ def _rows(results: dict[str, Any]) -> Iterator[list[str]]:
                        f"p99 <= {P99_TARGET_MS:g} ms" if rate == 1000 else "", _cpu(run.get("cpu"))]  # fmt: skip
         yield from _chain_rows(db, per.get("chain", {}))
         yield from _feed_rows(db, per.get("feed", {}))
+        yield from instant_rows(db, per.get("instant", {}))
         dispatch = per.get("dispatch", {})
         if "error" in dispatch:
             yield [db, "dispatch", "failed: " + dispatch["error"][:80], "", "", "", ""]

@@ -1,4 +1,4 @@
-"""The benchmark runner: `python -m bench [--only intake,chain,feed,dispatch,lag,scaling] [--db sqlite,postgres]
+"""The benchmark runner: `python -m bench [--only intake,chain,feed,instant,dispatch,lag,scaling] [--db sqlite,postgres]
 [--quick]`.
 
 Each figure is measured beside its baseline in the same run, on the same machine, minutes apart at most:
@@ -10,6 +10,9 @@ Each figure is measured beside its baseline in the same run, on the same machine
   stored order in a chain against a v1 order's;
 * feed: the status feed filled with entries as the workers write them, paged through by 500 (GET
   /future/shipment/feed) beside the HTTP ceiling (the same page from the bare app) and the repository alone;
+* instant: v2 instant SMS orders (the API process calls the provider while the caller waits) at 200 orders/s
+  against the SMS peer with 0 and 100 ms of latency, beside a bare client calling the same peer at the same rate
+  and the peer alone (bench/instant.py);
 * dispatch: varsel's workers (`varsel worker`) against a bare client sending as many messages to the same peers
   with the same concurrency, with and without 100 ms of peer latency;
 * scheduling lag: from an order's requested send time to the provider call, for a steady rate and for a burst;
@@ -59,7 +62,7 @@ from bench.data import BenchDb
 T = TypeVar("T")
 
 API = "/notifications/api/v1"
-BENCHMARKS = ("intake", "chain", "feed", "dispatch", "lag", "scaling")
+BENCHMARKS = ("intake", "chain", "feed", "instant", "dispatch", "lag", "scaling")
 # Where each chain request's own idempotencyId goes (the load generator writes a value as long as this there).
 UNIQUE_MARKER = "@@@@@@@@@@@@@@@@@@@@@@@@"
 # Orders a chain stores: the main notification and two reminders.
@@ -85,6 +88,8 @@ class Sizes:
     scaling: int
     profile_s: float
     feed_entries: int
+    # The instant step's measured window at its fixed rate (200/s: 1,000 orders in quick mode).
+    instant_s: float = 5.0
 
 
 QUICK = Sizes(
@@ -122,6 +127,7 @@ FULL = Sizes(
     scaling=6_000,
     profile_s=10.0,
     feed_entries=50_000,
+    instant_s=20.0,
 )
 
 
@@ -1015,6 +1021,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.instant import bench_instant  # it imports this module's helpers
+
     args = parse_args(argv)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.out / stamp
@@ -1061,6 +1069,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("intake", functools.partial(bench_intake, ctx, db_kind, url, numbers)),
                 ("chain", functools.partial(bench_chain, ctx, db_kind, url, numbers)),
                 ("feed", functools.partial(bench_feed, ctx, db_kind, url)),
+                ("instant", functools.partial(bench_instant, ctx, db_kind, url)),
                 ("dispatch", functools.partial(bench_dispatch, ctx, url, db_kind)),
                 ("lag", functools.partial(bench_lag, ctx, url, db_kind)),
             ]
