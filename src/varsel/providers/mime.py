@@ -12,11 +12,20 @@ sender has one) is plain words, a quoted string, or (non-ASCII in an ASCII messa
 The SMTP and outbox providers take their headers from ``header_block``; ACS, which builds the message itself, gets
 the same one-line subject and addresses (``subject_line``, ``mailbox``). A message that cannot be written this way
 fails as that message's own PermanentEmailError, before any provider is called.
+
+A composed email's attachments (``with_attachments``) make the body multipart/mixed: the body part as it was, then one
+part per attachment, its Content-Type the MIME type given (only if it is a plain ``type/subtype`` of tokens), its
+Content-Disposition ``attachment`` with the filename as a quoted string when it is short printable ASCII, else in
+RFC 2231's encoding (UTF-8, percent-escaped, split into numbered sections on lines of their own), so no filename can
+end a header line or be read as an encoded word; the content in base64. Without attachments nothing changes.
 """
 
 from __future__ import annotations
 
+import base64
 import re
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.header import Header
@@ -26,7 +35,7 @@ import idna
 
 from varsel.notifications.statuses import EmailStatus
 from varsel.orders.text import has_encoded_word, subject_line
-from varsel.providers.base import EmailRefused
+from varsel.providers.base import Attachment, EmailRefused
 
 # A bare ASCII dot-atom address, nearly every address varsel sends to or from: taken without further parsing.
 _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9_%+=-]+(?:\.[A-Za-z0-9_%+=-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
@@ -41,6 +50,13 @@ _NOT_IN_ADDRESS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 # Printable ASCII, no blank at either end (a reader would drop a leading one), short enough to stay on the header's
 # line: written as it is. Anything else is encoded.
 _PLAIN_SUBJECT = re.compile(r"(?:[!-~](?:[ -~]{0,67}[!-~])?)?")
+# RFC 2045's token: a MIME type is written only as token/token.
+_TOKEN = r"[!#$%&'*+.^_`{|}~0-9A-Za-z-]+"
+_MIME_TYPE = re.compile(rf"{_TOKEN}/{_TOKEN}")
+# A filename written as a quoted string: printable ASCII without quote or backslash, short enough for its line.
+_PLAIN_FILENAME = re.compile(r"[ !#-\[\]-~]{1,60}")
+# What RFC 2231's encoding leaves unescaped (attribute-char, minus "*", "'" and "%").
+_RFC2231_SAFE = frozenset(b"!#$&+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
 @dataclass(frozen=True)
@@ -154,3 +170,60 @@ def _ascii_domain(domain: str) -> str | None:
         return idna.encode(domain, uts46=True).decode("ascii")
     except UnicodeError:  # idna.IDNAError among them
         return None
+
+
+# ---------------------------------------------------------------- attachments
+
+
+def with_attachments(body: bytes, attachments: Sequence[Attachment]) -> bytes:
+    """`body` (a part: its Content-Type and other headers, a blank line, its content) as it is without attachments;
+    with them, a multipart/mixed part holding it first and then each attachment, in the order given."""
+    if not attachments:
+        return body
+    # "=_" cannot occur in base64 or quoted-printable text, and the rest is random: no part contains the boundary.
+    boundary = f"=_varsel_mixed_{uuid.uuid4().hex}"
+    pieces = [f'Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n--{boundary}\r\n'.encode("ascii"), body]
+    for attachment in attachments:
+        pieces += [f"\r\n--{boundary}\r\n".encode("ascii"), attachment_part(attachment)]
+    pieces.append(f"\r\n--{boundary}--\r\n".encode("ascii"))
+    return b"".join(pieces)
+
+
+def attachment_part(attachment: Attachment) -> bytes:
+    """One attachment as a MIME part: Content-Type, Content-Disposition, base64 content in lines of 76."""
+    if not _MIME_TYPE.fullmatch(attachment.mime_type):
+        raise EmailRefused(f"the attachment {attachment.filename!r} has a MIME type that is not type/subtype")
+    if not attachment.filename:
+        raise EmailRefused("an attachment has no filename")
+    encoded = base64.b64encode(attachment.content)
+    lines = b"\r\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76))
+    head = (
+        f"Content-Type: {attachment.mime_type.lower()}\r\n"
+        f"Content-Disposition: attachment;{_filename_parameter(attachment.filename)}\r\n"
+        "Content-Transfer-Encoding: base64\r\n\r\n"
+    )
+    return head.encode("ascii") + lines + (b"\r\n" if lines else b"")
+
+
+def _filename_parameter(name: str) -> str:
+    """The filename parameter, beginning with its folding blank: quoted, or in RFC 2231 sections."""
+    if _PLAIN_FILENAME.fullmatch(name) and "=?" not in name and name.strip() == name:
+        return f' filename="{name}"'
+    try:
+        raw = name.encode("utf-8")
+    except UnicodeEncodeError as error:  # a lone surrogate
+        raise EmailRefused(f"the attachment's filename cannot be written as UTF-8: {error}") from error
+    escaped = [chr(byte) if byte in _RFC2231_SAFE else f"%{byte:02X}" for byte in raw]
+    # Sections of at most 60 characters, never splitting an escape, each on a line of its own.
+    sections: list[str] = []
+    current = ""
+    for piece in escaped:
+        if len(current) + len(piece) > 60:
+            sections.append(current)
+            current = ""
+        current += piece
+    sections.append(current)
+    if len(sections) == 1:
+        return f"\r\n filename*=utf-8''{sections[0]}"
+    written = [f"filename*{i}*={'utf-8' + chr(39) * 2 if i == 0 else ''}{text}" for i, text in enumerate(sections)]
+    return "\r\n " + ";\r\n ".join(written)

@@ -30,8 +30,9 @@ def message_id(notification_id: UUID) -> str:
 
 def render_eml(message: EmailMessage, sent: datetime | None = None) -> bytes:
     """The message as an .eml file: varsel's header block (providers.mime), and the body as the email package writes
-    a text part (8-bit UTF-8 where it can, so the file reads as the message). Raw UTF-8 in From or To (RFC 6532) only
-    for a non-ASCII local part. Anything in the message that cannot be written is its PermanentEmailError."""
+    a text part (8-bit UTF-8 where it can, so the file reads as the message), in multipart/mixed with its attachments
+    when it has any. Raw UTF-8 in From or To (RFC 6532) only for a non-ASCII local part. Anything in the message that
+    cannot be written is its PermanentEmailError."""
     head = mime.header_block(
         sender=mime.mailbox(message.from_address, "from", EmailStatus.FAILED),
         recipient=mime.mailbox(message.to_address, "to", EmailStatus.FAILED_INVALID_EMAIL_FORMAT),
@@ -45,7 +46,7 @@ def render_eml(message: EmailMessage, sent: datetime | None = None) -> bytes:
     subtype = "html" if message.content_type is EmailContentType.HTML else "plain"
     try:
         body.set_content(message.body, subtype=subtype)
-        return head + body.as_bytes()
+        return head + mime.with_attachments(body.as_bytes(), message.attachments)
     except UnicodeEncodeError as error:
         raise EmailRefused(f"the body cannot be written as UTF-8: {error}") from error
     except (ValueError, email.errors.MessageError) as error:

@@ -94,7 +94,8 @@ class SmtpEmailProvider:
     async def send(self, message: EmailMessage) -> Accepted:
         if self._closed:
             raise TransientProviderError("the SMTP provider is closed")
-        envelope = _envelope(message)
+        # Encoding megabytes of attachments takes milliseconds: off the event loop.
+        envelope = await asyncio.to_thread(_envelope, message) if message.attachments else _envelope(message)
         async with self._slots:
             client = self._take_idle()
             if client is not None:
@@ -220,7 +221,7 @@ def _envelope(message: EmailMessage) -> _Envelope:
         date=datetime.now(UTC),
     )
     try:
-        body = _body(message)
+        body = mime.with_attachments(_body(message), message.attachments)
     except UnicodeEncodeError as error:
         raise EmailRefused(f"the body cannot be written as UTF-8: {error}") from error
     return _Envelope(
@@ -431,6 +432,8 @@ def _raise_mapped(error: BaseException, stage: _Stage, settings: SmtpSettings) -
             status = EmailStatus.FAILED
             if _names_bad_recipient(error.message, stage):
                 status = EmailStatus.FAILED_INVALID_EMAIL_FORMAT
+            elif _names_too_large(error.code, error.message, stage):
+                status = EmailStatus.FAILED_PAYLOAD_TOO_LARGE
             raise PermanentEmailError(f"the SMTP relay rejected the message at {stage}: {reply}", status) from error
         if 400 <= error.code < 500:
             raise TransientProviderError(f"the SMTP relay deferred the message at {stage}: {reply}") from error
@@ -468,6 +471,15 @@ def _names_bad_recipient(text: str, stage: _Stage) -> bool:
         return False
     # 5.1.7 and 5.1.8 are about the sender's address; after RCPT the recipient is the only address in question.
     return stage is _Stage.RCPT or (stage is _Stage.DATA and match[3] not in ("7", "8"))
+
+
+def _names_too_large(code: int, text: str, stage: _Stage) -> bool:
+    # 5.3.4 "message too big for system", 5.2.3 "message length exceeds administrative limit" (RFC 3463); a bare
+    # 552 to MAIL is the relay refusing the SIZE we declared (RFC 1870).
+    match = _ENHANCED_STATUS.match(text.strip())
+    if match is not None:
+        return match[1] == "5" and (match[2], match[3]) in (("3", "4"), ("2", "3"))
+    return code == 552 and stage is _Stage.MAIL
 
 
 def _tls_cause(error: BaseException) -> ssl.SSLError | None:
