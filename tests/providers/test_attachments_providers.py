@@ -154,6 +154,15 @@ async def test_a_relay_refusing_the_size_fails_the_email_as_too_large(
     assert raised.value.status is EmailStatus.FAILED_PAYLOAD_TOO_LARGE
 
 
+async def test_a_relay_refusing_the_size_of_an_email_without_attachments_is_plain_failed(
+    relay: tuple[Relay, int], smtp: SmtpEmailProvider
+) -> None:
+    relay[0].data_reply = "552 5.3.4 Message size exceeds fixed limit"
+    with pytest.raises(PermanentEmailError) as raised:
+        await smtp.send(composed())
+    assert raised.value.status is EmailStatus.FAILED
+
+
 async def test_a_relay_refusing_for_another_reason_is_still_failed(
     relay: tuple[Relay, int], smtp: SmtpEmailProvider
 ) -> None:

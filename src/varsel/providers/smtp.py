@@ -177,7 +177,7 @@ class SmtpEmailProvider:
             if isinstance(error, aiosmtplib.SMTPResponseException | aiosmtplib.SMTPNotSupported | ValueError):
                 # A refusal leaves the session in step; RSET clears the envelope so the next message starts clean.
                 keep = await _reset(client)
-            _raise_mapped(error, stage, self._settings)
+            _raise_mapped(error, stage, self._settings, envelope.attachments)
         finally:
             # Also on cancellation: a session interrupted mid-command is out of step and must not be reused.
             if keep:
@@ -197,6 +197,8 @@ class _Envelope:
     # SMTPUTF8 is needed only for a non-ASCII local part; non-ASCII domains travel as IDNA (xn--…).
     utf8: bool
     accepted: Accepted
+    # A relay's "too big" ends an email with attachments as Failed_PayloadTooLarge, whose description speaks of them.
+    attachments: bool = False
 
     @property
     def encoding(self) -> str:
@@ -230,6 +232,7 @@ def _envelope(message: EmailMessage) -> _Envelope:
         payload=head + body,
         utf8=sender.utf8 or recipient.utf8,
         accepted=Accepted(reference=ident.strip("<>"), delivered=False),
+        attachments=bool(message.attachments),
     )
 
 
@@ -406,7 +409,7 @@ async def _quit(client: aiosmtplib.SMTP) -> None:
         client.close()
 
 
-def _raise_mapped(error: BaseException, stage: _Stage, settings: SmtpSettings) -> NoReturn:
+def _raise_mapped(error: BaseException, stage: _Stage, settings: SmtpSettings, attachments: bool = False) -> NoReturn:
     relay = f"{settings.host}:{settings.port}"
     if isinstance(error, aiosmtplib.SMTPRecipientsRefused) and error.recipients:
         # One recipient per message: the first refusal is the one.
@@ -432,7 +435,7 @@ def _raise_mapped(error: BaseException, stage: _Stage, settings: SmtpSettings) -
             status = EmailStatus.FAILED
             if _names_bad_recipient(error.message, stage):
                 status = EmailStatus.FAILED_INVALID_EMAIL_FORMAT
-            elif _names_too_large(error.code, error.message, stage):
+            elif attachments and _names_too_large(error.code, error.message, stage):
                 status = EmailStatus.FAILED_PAYLOAD_TOO_LARGE
             raise PermanentEmailError(f"the SMTP relay rejected the message at {stage}: {reply}", status) from error
         if 400 <= error.code < 500:
