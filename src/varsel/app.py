@@ -45,6 +45,7 @@ from varsel.auth.keys import DEV_ISSUER, JwksKeys, KeySource, StaticKeys, ensure
 from varsel.auth.tokens import TokenVerifier, TrustedIssuerKeys
 from varsel.clock import Clock, SystemClock
 from varsel.db.engine import Database, database_unavailable
+from varsel.dispatch.attachments import AttachmentFetcher
 from varsel.dispatch.conditions import ConditionChecker
 from varsel.dispatch.processor import OrderProcessor
 from varsel.dispatch.runner import Workers
@@ -54,6 +55,7 @@ from varsel.hostnames import dns_name
 from varsel.http import BodyLimitMiddleware, RouteSpellingMiddleware, TrustedHostMiddleware, problem_responses
 from varsel.observability import Telemetry
 from varsel.orders.chains import ChainService
+from varsel.orders.instant import InstantService
 from varsel.orders.service import OrderService
 from varsel.problems import (
     Problem,
@@ -96,6 +98,7 @@ class Varsel:
     reports: DeliveryReports
     chains: ChainService
     chain_validator: ChainValidator
+    instant: InstantService
 
     async def close(self, grace_seconds: float = 0.0) -> None:
         await self.workers.stop(grace_seconds)
@@ -147,6 +150,7 @@ def build(
     email_provider: EmailProvider | None = None,
     sms_provider: SmsProvider | None = None,
     registry: ContactRegistry | None = None,
+    attachments: AttachmentFetcher | None = None,
 ) -> Varsel:
     clock = clock or SystemClock()
     database = database or Database(settings.resolved_database_url())
@@ -173,10 +177,12 @@ def build(
         timedelta(minutes=settings.reports.retry_window_minutes),
     )
     conditions = ConditionChecker(http, dispatch.condition_timeout_seconds, allowed_hosts)
+    # A composed email's attachments are fetched as it is sent (a test gives a fetcher trusting its loopback store).
+    fetcher = attachments or AttachmentFetcher(settings.attachments)
     listener = PostgresListener(database.url, wakeups) if database.dialect == "postgresql" else None
     workers = Workers(
         OrderProcessor(database, clock, lookup, conditions, dispatch, worker, wakeups, telemetry),
-        email_sender(database, clock, email_guard, dispatch, worker, telemetry),
+        email_sender(database, clock, email_guard, dispatch, worker, telemetry, fetcher),
         sms_sender(database, clock, sms_guard, dispatch, worker, telemetry),
         ExpirySweeper(database, clock, telemetry),
         reports,
@@ -190,6 +196,18 @@ def build(
     )
     orders = OrderService(
         database, clock, lookup, telemetry, on_registered=wakeups.orders.set, wake_within=dispatch.poll_seconds
+    )
+    # Instant orders are sent by the API process itself, through the same guards, under a claimer name of their own.
+    instant_holder = f"{worker}:instant"
+    instant = InstantService(
+        database,
+        clock,
+        email_sender(database, clock, email_guard, dispatch, instant_holder, telemetry, fetcher),
+        sms_sender(database, clock, sms_guard, dispatch, instant_holder, telemetry),
+        telemetry,
+        holder=instant_holder,
+        lease_seconds=dispatch.lease_seconds,
+        email_expiry=timedelta(hours=dispatch.expiry_hours),
     )
     return Varsel(
         settings=settings,
@@ -215,6 +233,7 @@ def build(
             wake_within=dispatch.poll_seconds,
         ),
         chain_validator=ChainValidator(clock, settings.limits, settings.defaults, allowed_hosts),
+        instant=instant,
     )
 
 

@@ -22,6 +22,7 @@ from varsel.clock import Clock
 from varsel.db.engine import Database
 from varsel.db.tables import email_notifications, sms_notifications
 from varsel.dispatch import repository
+from varsel.dispatch.attachments import AttachmentFetcher
 from varsel.dispatch.repository import NEW, SENDING
 from varsel.dispatch.retry import RetryPolicy
 from varsel.ids import new_id
@@ -39,7 +40,7 @@ from varsel.providers.base import (
 )
 from varsel.providers.guard import ProviderGuard
 from varsel.reports import repository as report_repository
-from varsel.settings import DispatchSettings
+from varsel.settings import AttachmentSettings, DispatchSettings
 
 log = logging.getLogger("varsel.dispatch")
 
@@ -474,7 +475,10 @@ def email_sender(
     settings: DispatchSettings,
     worker: str,
     telemetry: Telemetry,
+    attachments: AttachmentFetcher | None = None,
 ) -> Sender:
+    fetcher = attachments or AttachmentFetcher(AttachmentSettings())
+
     async def send(row: Any, template: Any, now: datetime) -> Accepted:
         message = EmailMessage(
             notification_id=row.id,
@@ -483,6 +487,9 @@ def email_sender(
             subject=row.subject if row.subject is not None else template.email_subject,
             body=row.body if row.body is not None else template.email_body,
             content_type=EmailContentType(template.email_content_type),
+            # A composed email's attachments, fetched now, outside any transaction and before the provider's guard:
+            # a store's failure is raised as the email's own (varsel.dispatch.attachments), never the provider's.
+            attachments=await fetcher.fetch(template.attachments),
         )
         return await provider.send(message)
 
