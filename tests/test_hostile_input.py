@@ -193,6 +193,8 @@ def test_every_endpoint_that_takes_a_json_body_is_here(varsel: Varsel) -> None:
     # these tests' repeated posts cannot use: its hostile bodies are tests/api_v2/test_hostile_bodies.py's (and
     # composed email's, with its own scope, tests/api_v2/test_composed.py's).
     elsewhere = {f"{V1}/orders/{{id}}/cancel", f"{V1}/future/orders", f"{V1}/future/orders/composed-email"}
+    # The instant routes are idempotent too: their hostile bodies are tests/api_v2/test_instant_api.py's.
+    elsewhere |= {f"{V1}/future/orders/instant", f"{V1}/future/orders/instant/sms", f"{V1}/future/orders/instant/email"}
     assert with_body - REPORT_WEBHOOKS - elsewhere == {e.path for e in BODY_ENDPOINTS}
 
 

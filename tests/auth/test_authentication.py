@@ -236,6 +236,42 @@ ENDPOINTS = [
         201,
         stranger=201,  # a chain of its own: idempotency keys are per service owner
     ),
+    # Instant orders (one family of keys, per service owner): each sent through the outbox before the answer.
+    Endpoint(
+        "POST",
+        "/future/orders/instant/sms",
+        {
+            "idempotencyId": "auth-matrix",
+            "sendersReference": POSTED_REFERENCE,
+            "recipientSms": {"phoneNumber": "+4799999999", "timeToLiveInSeconds": 300, "smsSettings": {"body": "b"}},
+        },
+        201,
+        stranger=201,
+    ),
+    Endpoint(
+        "POST",
+        "/future/orders/instant/email",
+        {
+            "idempotencyId": "auth-matrix",
+            "sendersReference": POSTED_REFERENCE,
+            "recipientEmail": {"emailAddress": "a@example.com", "emailSettings": {"subject": "s", "body": "b"}},
+        },
+        201,
+        stranger=201,
+    ),
+    Endpoint(
+        "POST",
+        "/future/orders/instant",
+        {
+            "idempotencyId": "auth-matrix",
+            "sendersReference": POSTED_REFERENCE,
+            "recipient": {
+                "recipientSms": {"phoneNumber": "+4799999999", "timeToLiveInSeconds": 300, "smsSettings": {"body": "b"}}
+            },
+        },
+        201,
+        stranger=201,
+    ),
     Endpoint(
         "POST",
         "/future/orders/composed-email",

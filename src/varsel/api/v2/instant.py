@@ -32,7 +32,7 @@ from varsel.auth.tokens import Caller
 from varsel.http import json_body, problem_responses
 from varsel.orders.drafts import InstantDraft
 from varsel.orders.instant import InstantAnswer, InstantResult, InstantService
-from varsel.problems import PROBLEM_MEDIA_TYPE, Problem, ValidationProblem
+from varsel.problems import PROBLEM_MEDIA_TYPE, ValidationProblem
 
 PREFIX = "/notifications/api/v1"
 
@@ -45,9 +45,7 @@ _UNAVAILABLE = "A temporary network failure occurred"
 
 
 def _service(request: Request) -> InstantService:
-    service: InstantService | None = getattr(request.app.state.varsel, "instant", None)
-    if service is None:
-        raise Problem(503, "Service Unavailable", "Instant orders are not served by this process.")
+    service: InstantService = request.app.state.varsel.instant
     return service
 
 
