@@ -24,9 +24,10 @@ from tests.api_v2.composed_helpers import (
 )
 from tests.conftest import NOW
 from varsel.api.v2.composed_models import ComposedEmailRequestExt
-from varsel.api.v2.composed_validation import MIME_TYPES, AttachmentHosts, ComposedValidator
+from varsel.api.v2.composed_validation import MIME_TYPES, ComposedValidator
 from varsel.app import Varsel
 from varsel.clock import FrozenClock
+from varsel.orders.attachments import AttachmentHosts
 from varsel.settings import Limits, OrderDefaults
 
 PAST = (NOW - timedelta(seconds=1)).isoformat().replace("+00:00", "Z")

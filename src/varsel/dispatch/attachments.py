@@ -34,8 +34,8 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
-from varsel.hostnames import dns_name
 from varsel.notifications.statuses import EmailStatus
+from varsel.orders.attachments import AttachmentHosts
 from varsel.outbound import OutboundGuard, RefusedAddress, Resolver, Unresolvable, split_url
 from varsel.providers.base import Attachment, PermanentEmailError, TransientProviderError
 from varsel.providers.http import bounded_retry_after
@@ -44,8 +44,6 @@ from varsel.settings import AttachmentSettings
 log = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 3
-# Always allowed, as in the reference: Azure Blob Storage.
-BUILT_IN_SUFFIXES = (".blob.core.windows.net",)
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 # A URL's query as it may stand in a message: from "?" to the next blank.
 _QUERY = re.compile(r"\?\S*")
@@ -87,16 +85,8 @@ class AttachmentFetcher:
         resolver: Resolver | None = None,
         verify: ssl.SSLContext | str | bool = True,
     ) -> None:
-        exact: set[str] = set()
-        suffixes: list[str] = list(BUILT_IN_SUFFIXES)
-        for entry in settings.allowed_hosts:
-            if entry.startswith("*."):
-                suffixes.append("." + dns_name(entry[2:]))
-            else:
-                exact.add(dns_name(entry))
-        self._exact = frozenset(exact)
-        self._suffixes = tuple(suffixes)
-        self._guard = OutboundGuard(self._exact, resolver, schemes=("https",))
+        self._hosts = AttachmentHosts(settings.allowed_hosts)
+        self._guard = OutboundGuard(self._hosts.exact, resolver, schemes=("https",))
         self._limit = settings.max_bytes_per_email
         self._timeout = settings.timeout_seconds
         self._verify = verify
@@ -172,7 +162,7 @@ class AttachmentFetcher:
 
     def _check_allowed(self, url: str) -> None:
         _, host = split_url(url, ("https",))
-        if host in self._exact or host.endswith(self._suffixes):
+        if self._hosts.allows(host):
             return
         raise RefusedAddress(f"{host} is not an allowed attachment host (*.blob.core.windows.net or the allow-list)")
 

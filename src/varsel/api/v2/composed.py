@@ -19,7 +19,6 @@ from fastapi import APIRouter, Request, Response
 from varsel.api.v2.composed_models import ComposedEmailRequestExt
 from varsel.api.v2.composed_validation import (
     BODY_PARAMETER,
-    AttachmentHosts,
     ComposedValidator,
     composed_framework_errors,
 )
@@ -29,6 +28,7 @@ from varsel.api.v2.validation import conversion_errors
 from varsel.auth.tokens import Caller
 from varsel.hostnames import dns_name
 from varsel.http import json_body, json_request_body, problem_responses
+from varsel.orders.attachments import AttachmentHosts
 from varsel.orders.chain_repository import ChainReceipt
 from varsel.orders.chains import ChainService
 from varsel.orders.vocabulary import IdempotencyFamily

@@ -17,7 +17,6 @@ the addresses a host resolves to then (a `*.` suffix admits public addresses onl
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
@@ -32,12 +31,12 @@ from varsel.api.v2.validation import (
 )
 from varsel.clock import Clock
 from varsel.hostnames import dns_name
+from varsel.orders.attachments import AttachmentHosts
 from varsel.orders.drafts import AttachmentSpec, ChainDraft, OrderDraft, RecipientSpec
 from varsel.orders.vocabulary import NotificationChannel, OrderType, SendingTimePolicy
 from varsel.settings import Limits, OrderDefaults
 
 BODY_PARAMETER = "orderRequest"
-AZURE_BLOB_SUFFIX = ".blob.core.windows.net"
 # The SAS must outlive the send time by this much: the sender fetches the attachments then, and may retry.
 SAS_MARGIN = timedelta(minutes=15)
 # varsel's own limit (the reference has none): what file systems and mail readers take as a file name.
@@ -123,44 +122,14 @@ def _query(parts: SplitResult) -> dict[str, str]:
     return {name: ",".join(values) for name, values in found.items()}
 
 
-class AttachmentHosts:
-    """Which hosts an attachment URL may name: Azure Blob Storage, and the operator's names and `*.` suffixes."""
-
-    def __init__(self, allowed: Iterable[str]) -> None:
-        entries = [entry.strip() for entry in allowed if entry.strip()]
-        self.listed = tuple(entries)
-        self._exact: set[str] = set()
-        suffixes: list[str] = []
-        for entry in entries:
-            wildcard = entry.startswith("*.")
-            name = entry[2:] if wildcard else entry
-            try:
-                name = dns_name(name.strip("[]"))
-            except ValueError:
-                name = name.lower()  # matches nothing dns_name reads from a URL, which is what an unreadable entry is
-            if wildcard:
-                suffixes.append("." + name)
-            else:
-                self._exact.add(name)
-        self._suffixes = tuple(suffixes)
-
-    @staticmethod
-    def is_azure_blob(host: str) -> bool:
-        return host.endswith(AZURE_BLOB_SUFFIX)
-
-    def allows(self, host: str) -> bool:
-        return (
-            self.is_azure_blob(host) or host in self._exact or (bool(self._suffixes) and host.endswith(self._suffixes))
-        )
-
-    def refusal(self, filename: str) -> str:
-        if not self.listed:
-            return f"Attachment '{filename}': sasUrl host must be within Azure Blob Storage (*.blob.core.windows.net)."
-        # The operator added hosts: the message names them, or a caller reading it would think only Azure will do.
-        return (
-            f"Attachment '{filename}': sasUrl host must be within Azure Blob Storage (*.blob.core.windows.net) "
-            f"or one of the allowed hosts ({', '.join(self.listed)})."
-        )
+def host_refusal(hosts: AttachmentHosts, filename: str) -> str:
+    if not hosts.listed:
+        return f"Attachment '{filename}': sasUrl host must be within Azure Blob Storage (*.blob.core.windows.net)."
+    # The operator added hosts: the message names them, or a caller reading it would think only Azure will do.
+    return (
+        f"Attachment '{filename}': sasUrl host must be within Azure Blob Storage (*.blob.core.windows.net) "
+        f"or one of the allowed hosts ({', '.join(hosts.listed)})."
+    )
 
 
 class ComposedValidator(ChainValidator):
@@ -306,7 +275,7 @@ class ComposedValidator(ChainValidator):
         except ValueError:
             host = ""
         if not host or not self._hosts.allows(host):
-            errors[key].append(self._hosts.refusal(name))
+            errors[key].append(host_refusal(self._hosts, name))
             return None, None
         if not self._hosts.is_azure_blob(host):
             return url, None  # an operator's store: its own signatures, nothing to read here (see the module's doc)
