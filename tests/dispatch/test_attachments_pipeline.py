@@ -4,6 +4,7 @@ store's refusals end it as Failed_InvalidSasUrl or Failed_PayloadTooLarge, its p
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email
 import email.policy
@@ -33,7 +34,7 @@ from varsel.dispatch.attachments import AttachmentFetcher
 from varsel.orders.drafts import AttachmentSpec, ChainDraft, EmailTemplateSpec, OrderDraft, RecipientSpec
 from varsel.orders.vocabulary import EmailContentType, IdempotencyFamily, NotificationChannel, OrderType
 from varsel.providers.acs import AcsEmailProvider, AcsSettings
-from varsel.providers.base import EmailProvider
+from varsel.providers.base import Accepted, EmailProvider
 from varsel.providers.smtp import SmtpEmailProvider, SmtpSettings
 from varsel.settings import Settings
 
@@ -289,3 +290,67 @@ async def test_a_redirect_to_a_private_address_is_refused(make: Make, store: Htt
     assert row.status == "Failed_InvalidSasUrl"
     assert resolver.asked == ["files.store.example"]
     assert [path for path, _ in store.requests] == [f"/redirect?to={target}"]
+
+
+class CountingProvider:
+    """An email provider that takes its time and notes how many emails with attachments it held at once."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.holding = 0
+        self.most = 0
+        self.plain_at_once = 0
+        self._plain = 0
+
+    async def send(self, message: Any) -> Any:
+        with_attachments = bool(message.attachments)
+        if with_attachments:
+            self.holding += 1
+            self.most = max(self.most, self.holding)
+        else:
+            self._plain += 1
+            self.plain_at_once = max(self.plain_at_once, self._plain)
+        try:
+            await asyncio.sleep(0.05)
+        finally:
+            if with_attachments:
+                self.holding -= 1
+            else:
+                self._plain -= 1
+        return Accepted(reference=str(message.notification_id))
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_only_so_many_emails_hold_their_attachments_at_once(
+    settings: Settings, database: Database, clock: FrozenClock, tls: TlsFiles, store: HttpsStore
+) -> None:
+    """A sender's concurrency (50) times 10 MiB of attachments each would be half a gigabyte held: emails with
+    attachments take turns by settings.attachments.max_concurrent_emails; plain ones do not wait for them."""
+    limited = settings.model_copy(
+        update={"attachments": settings.attachments.model_copy(update={"max_concurrent_emails": 2})}
+    )
+    provider = CountingProvider()
+    fetcher = AttachmentFetcher(limited.attachments, verify=tls.client_context())
+    varsel = build(limited, clock=clock, database=database, email_provider=provider, attachments=fetcher)
+    try:
+        for _ in range(6):
+            await order(varsel, *both(store))
+        for _ in range(6):
+            await order(varsel)
+        await varsel.workers.drain()
+        assert provider.most == 2
+        assert provider.plain_at_once > 2
+        async with varsel.database.read() as conn:
+            statuses = (await conn.execute(select(email_notifications.c.status))).scalars().all()
+        assert sorted(set(statuses)) == ["Succeeded"]
+    finally:
+        await varsel.http.aclose()
+
+
+def test_an_attachment_fetch_must_end_within_the_senders_lease(tmp_path: Path) -> None:
+    # A fetch outlasting the lease would let another worker take the email over and send it a second time.
+    with pytest.raises(ValueError, match=r"must be shorter than dispatch\.lease_seconds"):
+        Settings(data_dir=tmp_path, attachments={"timeout_seconds": 120}, dispatch={"lease_seconds": 120})

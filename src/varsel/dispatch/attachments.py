@@ -86,11 +86,17 @@ class AttachmentFetcher:
         verify: ssl.SSLContext | str | bool = True,
     ) -> None:
         self._hosts = AttachmentHosts(settings.allowed_hosts)
+        self._room = asyncio.Semaphore(settings.max_concurrent_emails)
         self._guard = OutboundGuard(self._hosts.exact, resolver, schemes=("https",))
         self._limit = settings.max_bytes_per_email
         self._timeout = settings.timeout_seconds
         self._verify = verify
         self._tls: ssl.SSLContext | bool | None = None
+
+    def room(self) -> asyncio.Semaphore:
+        """Held by a sender from fetching an email's attachments until the provider has the email: bounds how many
+        emails' attachments a process holds in memory at once (settings.attachments.max_concurrent_emails)."""
+        return self._room
 
     def _tls_context(self) -> ssl.SSLContext | bool:
         # Built once, on first use (loading the trust store costs milliseconds); each email's fetch gets a client of

@@ -31,6 +31,7 @@ from varsel.observability import Telemetry
 from varsel.orders.vocabulary import EmailContentType
 from varsel.providers.base import (
     Accepted,
+    Attachment,
     EmailMessage,
     PermanentEmailError,
     PermanentSmsError,
@@ -479,19 +480,26 @@ def email_sender(
 ) -> Sender:
     fetcher = attachments or AttachmentFetcher(AttachmentSettings())
 
-    async def send(row: Any, template: Any, now: datetime) -> Accepted:
-        message = EmailMessage(
+    def message(row: Any, template: Any, attachments: tuple[Attachment, ...] = ()) -> EmailMessage:
+        return EmailMessage(
             notification_id=row.id,
             from_address=template.email_from_address,
             to_address=row.email_address,
             subject=row.subject if row.subject is not None else template.email_subject,
             body=row.body if row.body is not None else template.email_body,
             content_type=EmailContentType(template.email_content_type),
-            # A composed email's attachments, fetched now, outside any transaction and before the provider's guard:
-            # a store's failure is raised as the email's own (varsel.dispatch.attachments), never the provider's.
-            attachments=await fetcher.fetch(template.attachments),
+            attachments=attachments,
         )
-        return await provider.send(message)
+
+    async def send(row: Any, template: Any, now: datetime) -> Accepted:
+        if not template.attachments:
+            return await provider.send(message(row, template))
+        # Held in memory from the fetch until the provider has it: only so many such emails at once (the fetcher's
+        # room), whatever the sender's concurrency.
+        async with fetcher.room():
+            # Fetched now, outside any transaction and before the provider's guard: a store's failure is raised as
+            # the email's own (varsel.dispatch.attachments), never the provider's.
+            return await provider.send(message(row, template, await fetcher.fetch(template.attachments)))
 
     return Sender(database, clock, email_notifications, send, provider, settings, worker, telemetry)
 
