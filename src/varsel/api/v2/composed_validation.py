@@ -42,8 +42,8 @@ SAS_MARGIN = timedelta(minutes=15)
 # varsel's own limit (the reference has none): what file systems and mail readers take as a file name.
 MAX_FILENAME_CHARS = 255
 
-# The MIME types Azure Communication Services accepts as attachments (reference 3.2: exact, 61 entries), each found by
-# its lower case and stored as written here.
+# The MIME types Azure Communication Services accepts as attachments (reference 3.2, which counts 61 entries and lists
+# these 60 distinct types: ACS's table has a row per extension), each found by its lower case and stored as written.
 MIME_TYPES: tuple[str, ...] = (
     "video/3gpp", "video/3gpp2", "application/x-7z-compressed", "audio/aac", "video/x-msvideo", "image/bmp",
     "text/csv", "application/msword", "application/vnd.ms-word.document.macroEnabled.12",
