@@ -133,6 +133,7 @@ class InstantValidator:
             else:
                 sender = normalized
         subject, body = settings.subject or "", settings.body or ""
+        # The reference's rule-layer words for an empty subject and body; framework_errors refuses both first.
         if _blank(subject):
             errors[f"{key}.Subject"].append("The email subject cannot be empty.")
         self._max_length(errors, f"{key}.Subject", subject, self._limits.max_subject_chars)
