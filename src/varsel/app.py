@@ -178,7 +178,7 @@ def build(
     )
     conditions = ConditionChecker(http, dispatch.condition_timeout_seconds, allowed_hosts)
     # A composed email's attachments are fetched as it is sent (a test gives a fetcher trusting its loopback store).
-    fetcher = attachments or AttachmentFetcher(settings.attachments)
+    fetcher = attachments or AttachmentFetcher(settings.attachments, lease_seconds=dispatch.lease_seconds)
     listener = PostgresListener(database.url, wakeups) if database.dialect == "postgresql" else None
     workers = Workers(
         OrderProcessor(database, clock, lookup, conditions, dispatch, worker, wakeups, telemetry),

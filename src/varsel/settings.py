@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from varsel.dispatch.window import DaytimeWindow
@@ -84,7 +84,8 @@ class AttachmentSettings(BaseModel):
     allowed_hosts: list[str] = Field(default_factory=list)
     # What one email's attachments may weigh together; reading stops as soon as it is passed. 10 MB is what ACS takes.
     max_bytes_per_email: int = Field(default=10 * 1024 * 1024, ge=1)
-    # How long fetching one email's attachments may take in all.
+    # How long fetching one email's attachments may take in all; at most half the senders' lease
+    # (dispatch.lease_seconds), so that no other worker takes the email over while it is fetched.
     timeout_seconds: float = Field(default=60.0, gt=0)
     # How many emails with attachments one process holds at once (fetched, encoded, being handed over): each may
     # weigh max_bytes_per_email, and more in a provider's encoding (base64 in ACS's JSON), so a sender's full
@@ -230,17 +231,6 @@ class Settings(BaseSettings):
                     f"trusted_hosts: {entry!r} is not a host name, '*.domain' or '*' (no scheme, port or path)"
                 )
         return value
-
-    @model_validator(mode="after")
-    def _attachments_fetched_within_the_lease(self) -> Settings:
-        # A sender holds an email for its lease; a fetch that may outlast it lets another worker take the email over
-        # and send it too.
-        if self.attachments.timeout_seconds >= self.dispatch.lease_seconds:
-            raise ValueError(
-                f"attachments.timeout_seconds ({self.attachments.timeout_seconds:g}) must be shorter than "
-                f"dispatch.lease_seconds ({self.dispatch.lease_seconds})"
-            )
-        return self
 
     def answered_hosts(self) -> list[str]:
         """The Host names the API answers to: trusted_hosts when set; otherwise any host once a public URL is set

@@ -63,7 +63,9 @@ class VarselProcess:
         return self.process.pid
 
     def output(self, tail: int = 4000) -> str:
-        self._file.flush()
+        # Closed once the process ended (stop); a process that died at start is read from its log all the same.
+        if not self._file.closed:
+            self._file.flush()
         return self.log.read_text(errors="replace")[-tail:]
 
     def wait_ready(self, url: str, timeout: float = 30) -> None:

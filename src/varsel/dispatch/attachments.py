@@ -84,14 +84,22 @@ class AttachmentFetcher:
         *,
         resolver: Resolver | None = None,
         verify: ssl.SSLContext | str | bool = True,
+        lease_seconds: float | None = None,
     ) -> None:
         self._hosts = AttachmentHosts(settings.allowed_hosts)
         self._room = asyncio.Semaphore(settings.max_concurrent_emails)
         self._guard = OutboundGuard(self._hosts.exact, resolver, schemes=("https",))
         self._limit = settings.max_bytes_per_email
-        self._timeout = settings.timeout_seconds
+        # A sender holds the email for its lease: a fetch outlasting it would let another worker take the email over
+        # and send it a second time.
+        self._timeout = min(settings.timeout_seconds, lease_seconds / 2) if lease_seconds else settings.timeout_seconds
         self._verify = verify
         self._tls: ssl.SSLContext | bool | None = None
+
+    @property
+    def timeout(self) -> float:
+        """How long one email's attachments may take to fetch, in all."""
+        return self._timeout
 
     def room(self) -> asyncio.Semaphore:
         """Held by a sender from fetching an email's attachments until the provider has the email: bounds how many
