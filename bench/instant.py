@@ -11,6 +11,7 @@ For each peer latency, in one run with one peer process and one API process, one
   would see;
 * varsel: instant SMS orders at the same rate through the API (each with an idempotencyId of its own), open loop,
   so the latency counts from when a request was due (no coordinated omission);
+* the bare client and varsel again at LOWER_RATES, to show how varsel's latency grows with the rate;
 * varsel's maximum: the same orders in a closed loop (each connection sends its next order when the last is
   answered), with enough connections that the peer's latency does not bound it.
 
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 RATE = 200
 GOAL_MS = 10.0
 PEER_LATENCIES_MS = (0.0, 100.0)
+# Also measured, varsel and the bare client each, to show how the latency grows with the rate.
+LOWER_RATES = (50, 100)
 # The guard's cap on calls under way (and so the adapter's connection pool): far above the ~20 the offered rate
 # keeps under way at 100 ms, and above what the closed loop keeps under way.
 GUARD_CONCURRENCY = 200
@@ -101,112 +104,124 @@ def probe(port: int, bearer: str) -> tuple[int, str]:
 
 
 def bench_instant(ctx: Ctx, db_kind: str, url: str) -> dict[str, Any]:
-    import asyncio
+    from bench.run import sms_client_library
 
-    from bench.common import PYTHON, CpuMeter, free_port, start, wait_http_ok
-    from bench.data import BenchDb
-    from bench.run import (
-        UNIQUE_MARKER,
-        _on_bench_db,
-        _settle,
-        load,
-        profile_during,
-        provider_env,
-        sms_client_library,
-        start_peer,
-        token,
-        varsel_env,
-    )
-
-    sizes = ctx.sizes
-    window = sizes.instant_s
-    results: dict[str, Any] = {"log_level": ctx.log_level, "rate_per_s": RATE, "window_s": window,
-                               "warmup_s": sizes.warmup_s, "guard_max_concurrency": GUARD_CONCURRENCY,
+    results: dict[str, Any] = {"log_level": ctx.log_level, "rate_per_s": RATE, "lower_rates": LOWER_RATES,
+                               "window_s": ctx.sizes.instant_s, "warmup_s": ctx.sizes.warmup_s,
+                               "guard_max_concurrency": GUARD_CONCURRENCY,
                                "connections_fixed_rate": OPEN_CONNECTIONS, "goal_p99_over_bare_ms": GOAL_MS,
                                "sms_client_library": sms_client_library()}  # fmt: skip
+    for latency in PEER_LATENCIES_MS:
+        results[f"peer_{int(latency)}ms"] = _with_peer(ctx, db_kind, url, latency, results["sms_client_library"])
+    return results
+
+
+def _clean(url: str) -> None:
+    """Let the orders in flight finish, then empty the tables for the next run."""
+    import asyncio
+
+    from bench.data import BenchDb
+    from bench.run import _on_bench_db, _settle
+
+    asyncio.run(_settle(url))
+    asyncio.run(_on_bench_db(url, BenchDb.truncate))
+
+
+def _with_peer(ctx: Ctx, db_kind: str, url: str, latency: float, library: str) -> dict[str, Any]:
+    """Every measurement with one peer (holding its answers back by `latency`) and one API process."""
+    from bench.common import PYTHON, CpuMeter, free_port, start, wait_http_ok
+    from bench.run import UNIQUE_MARKER, load, profile_during, provider_env, start_peer, token, varsel_env
+
+    window = ctx.sizes.instant_s
+    run: dict[str, Any] = {"peer_latency_ms": latency}
     bodies = [order_body(UNIQUE_MARKER)]
     peer_body = json.dumps(dict(_peer_json(), refId="00000000-0000-0000-0000-000000000000"))
     peer_headers = {"Content-Type": "application/json", "Authorization": "Basic YmVuY2g6YmVuY2g="}
+    peer = start_peer(ctx, latency, f"{db_kind}-peer-instant-{int(latency)}ms")
+    api = None
+    try:
+        env = varsel_env(ctx, url, **provider_env(peer.http_port, peer.smtp_port),
+                         VARSEL_SMS__GUARD__MAX_CONCURRENCY=str(GUARD_CONCURRENCY))  # fmt: skip
+        bearer = token(ctx, env)
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {bearer}"}
+        port = free_port()
+        api = start(f"{db_kind}-api-instant-{int(latency)}ms",
+                    [PYTHON, "-m", "bench.instant_api", "--port", str(port)], env, ctx.logs)  # fmt: skip
+        wait_http_ok(f"http://127.0.0.1:{port}/health/ready", api.popen)
+        _clean(url)
+        status, answer = probe(port, bearer)
+        at_peer = peer.stats()["sms"]
+        if status != 201 or at_peer != 1:
+            raise RuntimeError(
+                f"the probe order: {status} {answer[:300]!r}, {at_peer} SMS at the peer (want 201 and 1)"
+            )
+        meter = CpuMeter({"server": [api.pid], "peer": [peer.process.pid]}, include_postgres=db_kind == "postgres")
+        varsel = functools.partial(load, ctx, port, PATH, headers, bodies, meter, connections=OPEN_CONNECTIONS,
+                                   duration=window, unique=UNIQUE_MARKER)  # fmt: skip
 
-    def clean() -> None:
-        asyncio.run(_settle(url))
-        asyncio.run(_on_bench_db(url, BenchDb.truncate))
+        ctx.say(f"{db_kind} instant, peer +{latency:g} ms: the peer alone (raw client) at {RATE}/s")
+        raw = load(ctx, peer.http_port, "/sms/send", peer_headers, [peer_body], meter, mode="open", rate=RATE,
+                   connections=OPEN_CONNECTIONS, duration=window)  # fmt: skip
+        raw["cpu"].pop("server", None)
+        run["peer_alone"] = raw
 
-    for latency in PEER_LATENCIES_MS:
-        key = f"peer_{int(latency)}ms"
-        run: dict[str, Any] = {"peer_latency_ms": latency}
-        results[key] = run
-        peer = start_peer(ctx, latency, f"{db_kind}-peer-instant-{int(latency)}ms")
-        api = None
-        try:
-            env = varsel_env(ctx, url, **provider_env(peer.http_port, peer.smtp_port),
-                             VARSEL_SMS__GUARD__MAX_CONCURRENCY=str(GUARD_CONCURRENCY))  # fmt: skip
-            bearer = token(ctx, env)
-            headers = {"Content-Type": "application/json", "Authorization": f"Bearer {bearer}"}
-            port = free_port()
-            api = start(f"{db_kind}-api-instant-{int(latency)}ms",
-                        [PYTHON, "-m", "bench.instant_api", "--port", str(port)], env, ctx.logs)  # fmt: skip
-            wait_http_ok(f"http://127.0.0.1:{port}/health/ready", api.popen)
-            clean()
-            status, answer = probe(port, bearer)
-            at_peer = peer.stats()["sms"]
-            if status != 201 or at_peer != 1:
-                raise RuntimeError(
-                    f"the probe order: {status} {answer[:300]!r}, {at_peer} SMS at the peer (want 201 and 1)"
-                )
-            meter = CpuMeter({"server": [api.pid], "peer": [peer.process.pid]}, include_postgres=db_kind == "postgres")
-
-            ctx.say(f"{db_kind} instant, peer +{latency:g} ms: the peer alone (raw client) at {RATE}/s")
-            raw = load(ctx, peer.http_port, "/sms/send", peer_headers, [peer_body], meter, mode="open", rate=RATE,
-                       connections=OPEN_CONNECTIONS, duration=window)  # fmt: skip
-            raw["cpu"].pop("server", None)
-            run["peer_alone"] = raw
-
-            library = results["sms_client_library"]
-            ctx.say(f"{db_kind} instant, peer +{latency:g} ms: a bare {library} client at {RATE}/s")
-            run["bare_client"] = paced(ctx, {"base_url": f"http://127.0.0.1:{peer.http_port}", "rate": RATE,
-                                             "warmup": sizes.warmup_s, "duration": window,
-                                             "connections": GUARD_CONCURRENCY, "text": SMS_TEXT,
-                                             "validity_ms": TTL_SECONDS * 1000,
-                                             "library": library}, meter)  # fmt: skip
-
-            ctx.say(f"{db_kind} instant, peer +{latency:g} ms: varsel at {RATE} orders/s (open loop)")
-            clean()
+        def at_rate(rate: int) -> tuple[dict[str, Any], dict[str, Any]]:
+            """The bare client, then varsel, at `rate`; with varsel's, what it stored and what reached the peer."""
+            ctx.say(f"{db_kind} instant, peer +{latency:g} ms: a bare {library} client at {rate}/s")
+            bare = paced(ctx, {"base_url": f"http://127.0.0.1:{peer.http_port}", "rate": rate,
+                               "warmup": ctx.sizes.warmup_s, "duration": window, "connections": GUARD_CONCURRENCY,
+                               "text": SMS_TEXT, "validity_ms": TTL_SECONDS * 1000, "library": library},
+                         meter)  # fmt: skip
+            ctx.say(f"{db_kind} instant, peer +{latency:g} ms: varsel at {rate} orders/s (open loop)")
+            _clean(url)
             before = peer.stats()["sms"]
-            fixed = load(ctx, port, PATH, headers, bodies, meter, mode="open", rate=RATE,
-                         connections=OPEN_CONNECTIONS, duration=window, unique=UNIQUE_MARKER)  # fmt: skip
-            asyncio.run(_settle(url))
-            fixed["stored"] = asyncio.run(_on_bench_db(url, BenchDb.stored))
-            fixed["sms_statuses"] = asyncio.run(_on_bench_db(url, lambda b: b.statuses("sms")))
+            fixed = varsel(mode="open", rate=rate)
+            fixed.update(_stored(url))
             arrivals = sorted(t for _, t in peer.dump()["sms"][before:])
             fixed["sms_at_peer"] = len(arrivals)
             # What the generator calls throughput counts the answers to requests due in its window, however late;
             # the rate the provider calls went out at, first to last, says whether varsel kept up.
             if len(arrivals) > 1:
                 fixed["achieved_per_s"] = round((len(arrivals) - 1) / (arrivals[-1] - arrivals[0]), 1)
-            run["varsel"] = fixed
-            run["p99_over_bare_ms"] = _diff(fixed, run["bare_client"])
-            run["p99_over_peer_alone_ms"] = _diff(fixed, raw)
+            return bare, fixed
 
-            connections = CLOSED_CONNECTIONS[latency]
-            ctx.say(f"{db_kind} instant, peer +{latency:g} ms: varsel's maximum (closed loop, {connections} conn.)")
-            clean()
-            closed = load(ctx, port, PATH, headers, bodies, meter, mode="closed", connections=connections,
-                          duration=window, unique=UNIQUE_MARKER)  # fmt: skip
-            run["varsel_max"] = closed
-            if ctx.profile:
-                clean()
-                ctx.say(f"{db_kind} instant, peer +{latency:g} ms: profiling the API at {RATE}/s with py-spy")
-                work = functools.partial(load, ctx, port, PATH, headers, bodies, meter, mode="open", rate=RATE,
-                                         connections=OPEN_CONNECTIONS, duration=window,
-                                         unique=UNIQUE_MARKER)  # fmt: skip
-                run["profile"] = profile_during(ctx, api, f"{db_kind}-instant-{int(latency)}ms", work)
-            clean()
-        finally:
-            if api is not None:
-                api.stop()
-            peer.process.stop()
-    return results
+        run["bare_client"], run["varsel"] = at_rate(RATE)
+        run["p99_over_bare_ms"] = _diff(run["varsel"], run["bare_client"])
+        run["p99_over_peer_alone_ms"] = _diff(run["varsel"], raw)
+        # Below the goal's rate: how the latency grows with the rate (what queueing in the API adds).
+        run["lower_rates"] = {}
+        for rate in LOWER_RATES:
+            bare, fixed = at_rate(rate)
+            run["lower_rates"][str(rate)] = {"bare_client": bare, "varsel": fixed,
+                                             "p99_over_bare_ms": _diff(fixed, bare)}  # fmt: skip
+
+        connections = CLOSED_CONNECTIONS[latency]
+        ctx.say(f"{db_kind} instant, peer +{latency:g} ms: varsel's maximum (closed loop, {connections} conn.)")
+        _clean(url)
+        run["varsel_max"] = varsel(mode="closed", connections=connections)
+        if ctx.profile:
+            _clean(url)
+            ctx.say(f"{db_kind} instant, peer +{latency:g} ms: profiling the API at {RATE}/s with py-spy")
+            work = functools.partial(varsel, mode="open", rate=RATE)
+            run["profile"] = profile_during(ctx, api, f"{db_kind}-instant-{int(latency)}ms", work)
+        _clean(url)
+    finally:
+        if api is not None:
+            api.stop()
+        peer.process.stop()
+    return run
+
+
+def _stored(url: str) -> dict[str, Any]:
+    """What a run stored (chains, orders by type) and the SMS notifications' statuses, once it settled."""
+    import asyncio
+
+    from bench.data import BenchDb
+    from bench.run import _on_bench_db, _settle
+
+    asyncio.run(_settle(url))
+    return {"stored": asyncio.run(_on_bench_db(url, BenchDb.stored)),
+            "sms_statuses": asyncio.run(_on_bench_db(url, lambda b: b.statuses("sms")))}  # fmt: skip
 
 
 def _peer_json() -> dict[str, Any]:
@@ -252,8 +267,7 @@ def instant_rows(db: str, step: dict[str, Any]) -> Iterator[list[str]]:
         varsel, bare, raw = run["varsel"], run.get("bare_client", {}), run.get("peer_alone", {})
         rate = step.get("rate_per_s", RATE)
         done = varsel.get("throughput_per_s")
-        server = (varsel.get("cpu") or {}).get("server")
-        cost = f" ({1000 * server / done:.2f} ms API CPU each)" if server and done else ""
+        cost = _cost(varsel)
         cap = step.get("guard_max_concurrency")
         achieved = varsel.get("achieved_per_s")
         kept = f"{achieved:,.0f}/s at the peer" if achieved else f"{done:,.0f}/s done"
@@ -263,13 +277,32 @@ def instant_rows(db: str, step: dict[str, Any]) -> Iterator[list[str]]:
                f"p99 {_signed(run.get('p99_over_bare_ms'))} ms vs bare",
                f"p99 <= bare p99 + {step.get('goal_p99_over_bare_ms', GOAL_MS):g} ms",
                _cpu(varsel.get("cpu"))]  # fmt: skip
+        for lower, pair in (run.get("lower_rates") or {}).items():
+            low, low_bare = pair["varsel"], pair["bare_client"]
+            achieved = low.get("achieved_per_s")
+            yield [db, f"instant SMS, peer +{latency:g} ms, {lower}/s offered",
+                   f"{_lat(low)}, max {low['latency'].get('max_ms')} ms"
+                   + (f" ({achieved:,.0f}/s at the peer)" if achieved else "") + _cost(low) + _bad(low),
+                   f"bare {low_bare.get('library', '')} client {_lat(low_bare)}{_bad(low_bare)}",
+                   f"p99 {_signed(pair.get('p99_over_bare_ms'))} ms vs bare", "", _cpu(low.get("cpu"))]  # fmt: skip
         top = run.get("varsel_max")
         if isinstance(top, dict):
-            server = (top.get("cpu") or {}).get("server")
             done = top.get("throughput_per_s")
-            cost = f" ({1000 * server / done:.2f} ms API CPU each)" if server and done else ""
+            cost = _cost(top)
             yield [db, f"instant SMS, peer +{latency:g} ms, maximum (closed loop, {top['connections']} conn.)",
                    f"{done:,.0f} orders/s{cost}, {_lat(top)}{_bad(top)}", "", "", "", _cpu(top.get("cpu"))]  # fmt: skip
+
+
+def _cost(run: dict[str, Any]) -> str:
+    """The API's CPU per order over the measured window. At a fixed rate the generator's throughput counts every
+    answer to a request due in the window, however late; when varsel fell behind, the orders it got through in the
+    window are fewer, so the rate the provider calls went out at is used when it is lower."""
+    server = (run.get("cpu") or {}).get("server")
+    done = run.get("throughput_per_s")
+    achieved = run.get("achieved_per_s")
+    if achieved and done:
+        done = min(done, achieved)
+    return f" ({1000 * server / done:.2f} ms API CPU each)" if server and done else ""
 
 
 def _signed(value: float | None) -> str:
