@@ -40,6 +40,8 @@ V1 = "/notifications/api/v1"
 CREATE_SCOPE = "altinn:serviceowner/notifications.create"
 PREVIEW_SCOPE = "varsel:notifications.preview"
 REGISTRY_SCOPE = "varsel:registry.write"
+COMPOSED_SCOPE = "altinn:serviceowner/notifications.composedemail.create"
+ALL_SCOPES = [CREATE_SCOPE, PREVIEW_SCOPE, REGISTRY_SCOPE, COMPOSED_SCOPE]
 
 # Operations a platform access token cannot do everything on: the preview needs a scope platform tokens do not
 # carry, and registry pushes take bearer tokens only. They always get the bearer token alone.
@@ -155,7 +157,7 @@ def credentials(token: Callable[..., str]) -> Callable[[str], dict[str, str]]:
     """credentials(operation label): the headers for the next request, alternating a bearer token alone with a
     bearer token plus a platform access token (which wins for order endpoints), so both ways in are exercised.
     Both name the same org: an order created with one is found with the other, as workflows expect."""
-    bearer = {"Authorization": f"Bearer {token('ttd', scopes=[CREATE_SCOPE, PREVIEW_SCOPE, REGISTRY_SCOPE])}"}
+    bearer = {"Authorization": f"Bearer {token('ttd', scopes=ALL_SCOPES)}"}
     with_platform = {**bearer, "PlatformAccessToken": token("ttd", platform=True)}
     turns = itertools.cycle([bearer, with_platform])
 
@@ -220,7 +222,7 @@ async def test_each_operation_takes_exactly_the_tokens_its_schema_names(
     (The registry push declared the app-wide "bearer or PlatformAccessToken" while it takes bearer tokens only.)"""
     offered = {name for requirement in operation.get("security", SPEC["security"]) for name in requirement}
     credentials = {
-        "bearer": {"Authorization": f"Bearer {token('ttd', scopes=[CREATE_SCOPE, PREVIEW_SCOPE, REGISTRY_SCOPE])}"},
+        "bearer": {"Authorization": f"Bearer {token('ttd', scopes=ALL_SCOPES)}"},
         "platformAccessToken": {"PlatformAccessToken": token("ttd", platform=True)},
     }
     assert offered <= set(credentials)

@@ -14,7 +14,12 @@ from fastapi import Header, Query
 from varsel.app import Varsel, create_app
 
 ONE_DATABASE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-SCOPES = ["altinn:serviceowner/notifications.create", "varsel:notifications.preview", "varsel:registry.write"]
+SCOPES = [
+    "altinn:serviceowner/notifications.create",
+    "varsel:notifications.preview",
+    "varsel:registry.write",
+    "altinn:serviceowner/notifications.composedemail.create",
+]
 PROBLEM_JSON = "application/problem+json"
 VALIDATION_PROBLEM = {"$ref": "#/components/schemas/ValidationProblemDetails"}
 
