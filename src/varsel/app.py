@@ -34,6 +34,11 @@ from varsel.api.v2 import endpoints as v2_endpoints
 from varsel.api.v2 import instant as instant_endpoints
 from varsel.api.v2 import shipments as shipment_endpoints
 from varsel.api.v2.composed_models import ComposedEmailRequestExt
+from varsel.api.v2.instant_models import (
+    InstantEmailNotificationOrderRequestExt,
+    InstantNotificationOrderRequestExt,
+    InstantSmsNotificationOrderRequestExt,
+)
 from varsel.api.v2.models import (
     AltinnProblemDetails,
     NotificationOrderChainRequestExt,
@@ -244,6 +249,9 @@ _DOCUMENTED_MODELS: list[type[BaseModel]] = [
     NotificationOrderChainRequestExt,
     NotificationOrderChainResponseExt,
     ComposedEmailRequestExt,
+    InstantSmsNotificationOrderRequestExt,
+    InstantEmailNotificationOrderRequestExt,
+    InstantNotificationOrderRequestExt,
     AltinnProblemDetails,
     RegistryRecords,
     ProblemDetails,

@@ -29,7 +29,7 @@ from varsel.api.v2.instant_validation import BODY_PARAMETER, InstantValidator, f
 from varsel.api.v2.models import AltinnProblemDetails, NotificationOrderChainShipmentExt
 from varsel.api.v2.validation import Errors, conversion_errors
 from varsel.auth.tokens import Caller
-from varsel.http import json_body, problem_responses
+from varsel.http import json_body, json_request_body, problem_responses
 from varsel.orders.drafts import InstantDraft
 from varsel.orders.instant import InstantAnswer, InstantResult, InstantService
 from varsel.problems import PROBLEM_MEDIA_TYPE, ValidationProblem
@@ -96,26 +96,6 @@ def _receipt(result: InstantResult) -> InstantNotificationOrderResponseExt:
 
 
 # ---------------------------------------------------------------- OpenAPI
-
-
-def _inline(schema: Any, definitions: dict[str, Any]) -> Any:
-    """The schema with each reference to one of its definitions replaced by the definition (none is recursive)."""
-    if isinstance(schema, dict):
-        reference = schema.get("$ref")
-        if isinstance(reference, str) and reference.startswith("#/$defs/"):
-            return _inline(definitions[reference.removeprefix("#/$defs/")], definitions)
-        return {key: _inline(value, definitions) for key, value in schema.items() if key != "$defs"}
-    if isinstance(schema, list):
-        return [_inline(item, definitions) for item in schema]
-    return schema
-
-
-def _request_body(model: type[InstantRequest], example: dict[str, Any]) -> dict[str, Any]:
-    """OpenAPI for a body read by json_body (FastAPI cannot see it), the schema written out in full, and an example
-    request that is accepted."""
-    schema = model.model_json_schema(by_alias=True, mode="validation")
-    inlined = _inline(schema, schema.get("$defs", {}))
-    return {"requestBody": {"required": True, "content": {_JSON: {"schema": inlined, "example": example}}}}
 
 
 _SMS_EXAMPLE: dict[str, Any] = {
@@ -207,7 +187,7 @@ _GUARANTEES = (
         "message. timeToLiveInSeconds (60 to 172800) is how long the gateway may keep trying to deliver it.\n\n"
         + _GUARANTEES
     ),
-    openapi_extra=_request_body(InstantSmsNotificationOrderRequestExt, _SMS_EXAMPLE),
+    openapi_extra=json_request_body(InstantSmsNotificationOrderRequestExt, _SMS_EXAMPLE),
     responses=_RESPONSES,
 )
 async def instant_sms(request: Request) -> Response:
@@ -223,7 +203,7 @@ async def instant_sms(request: Request) -> Response:
     response_model_exclude_none=True,
     summary="Send one email now (an instant order)",
     description="Sends one email to one address while the caller waits.\n\n" + _GUARANTEES,
-    openapi_extra=_request_body(InstantEmailNotificationOrderRequestExt, _EMAIL_EXAMPLE),
+    openapi_extra=json_request_body(InstantEmailNotificationOrderRequestExt, _EMAIL_EXAMPLE),
     responses=_RESPONSES,
 )
 async def instant_email(request: Request) -> Response:
@@ -243,7 +223,7 @@ async def instant_email(request: Request) -> Response:
         "The first shape of instant SMS, kept for the clients that use it: the same as /future/orders/instant/sms "
         "with the SMS details one level deeper (recipient.recipientSms).\n\n" + _GUARANTEES
     ),
-    openapi_extra=_request_body(InstantNotificationOrderRequestExt, _DEPRECATED_EXAMPLE),
+    openapi_extra=json_request_body(InstantNotificationOrderRequestExt, _DEPRECATED_EXAMPLE),
     responses=_RESPONSES,
 )
 async def instant_deprecated(request: Request) -> Response:
