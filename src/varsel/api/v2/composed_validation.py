@@ -151,18 +151,7 @@ class ComposedValidator(ChainValidator):
         composed_framework_errors)."""
         now = self._clock.now()
         errors: Errors = defaultdict(list)
-        send_time = self._send_time(
-            errors,
-            "RequestedSendTime",
-            request.requested_send_time,
-            now,
-            "The requested send time value must have specified a time zone.",
-            "RequestedSendTime must be greater than or equal to now.",
-        )
-        condition = self._condition(errors, "ConditionEndpoint", request.condition_endpoint)
-        self._max_length(
-            errors, "SendersReference", request.senders_reference, self._limits.max_senders_reference_chars
-        )
+        send_time, condition = self.order_head(errors, request, now)
         recipient = request.recipient
         address = template = None
         attachments: list[AttachmentSpec] = []

@@ -15,7 +15,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel
@@ -197,6 +197,17 @@ class _Shipment:
     use_stale_contact_information: bool = False
 
 
+class OrderHead(Protocol):
+    """The top level of a v2 order request (a chain's, a composed email's)."""
+
+    @property
+    def requested_send_time(self) -> datetime | None: ...
+    @property
+    def condition_endpoint(self) -> str | None: ...
+    @property
+    def senders_reference(self) -> str | None: ...
+
+
 class ChainValidator:
     def __init__(
         self, clock: Clock, limits: Limits, defaults: OrderDefaults, condition_allowed_hosts: frozenset[str]
@@ -206,10 +217,9 @@ class ChainValidator:
         self._defaults = defaults
         self._allowed_hosts = condition_allowed_hosts
 
-    def chain(self, request: NotificationOrderChainRequestExt) -> ChainDraft | Errors:
-        """The chain to store, or every rule it breaks (a request that passed framework_errors)."""
-        now = self._clock.now()
-        errors: Errors = defaultdict(list)
+    def order_head(self, errors: Errors, request: OrderHead, now: datetime) -> tuple[datetime | None, str | None]:
+        """The rules of a v2 order's top level that chains and composed emails share: the send time (None when
+        refused) and the condition endpoint; the sender's reference is bounded."""
         send_time = self._send_time(
             errors,
             "RequestedSendTime",
@@ -222,6 +232,13 @@ class ChainValidator:
         self._max_length(
             errors, "SendersReference", request.senders_reference, self._limits.max_senders_reference_chars
         )
+        return send_time, condition
+
+    def chain(self, request: NotificationOrderChainRequestExt) -> ChainDraft | Errors:
+        """The chain to store, or every rule it breaks (a request that passed framework_errors)."""
+        now = self._clock.now()
+        errors: Errors = defaultdict(list)
+        send_time, condition = self.order_head(errors, request, now)
         main = self._recipient(errors, "Recipient", request.recipient)
         main_time = send_time or now
         reminders: list[tuple[_Shipment | None, datetime | None, str | None, str | None]] = []
