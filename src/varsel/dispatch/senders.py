@@ -233,20 +233,7 @@ class Sender:
         if attempt is None:
             # Refused by the guard, the provider never saw it; the caller was answered 503 for it, so it is
             # written down all the same.
-            now = self._clock.now()
-            attempt = {
-                "id": new_id(),
-                "channel": self._channel,
-                "notification_id": row.id,
-                "attempt": row.attempts,
-                "started": now,
-                "finished": now,
-                "provider": self._provider_name,
-                "outcome": "refused",
-                "status": NEW,
-                "provider_reference": None,
-                "detail": str(detail)[:2000],
-            }
+            attempt = self._attempt(row, self._clock.now(), "refused", NEW, None, str(detail)[:2000])
         return replace(outcome, values=values, attempt=attempt)
 
     async def recover(self) -> None:
@@ -315,20 +302,28 @@ class Sender:
         self._telemetry.provider_seconds.labels(self._channel, self._provider_name, kind).observe(
             time.perf_counter() - began
         )
-        attempt = {
+        attempt = self._attempt(
+            row, now, kind, status, outcome.values.get("provider_reference"), outcome.values.get("status_detail")
+        )
+        return replace(outcome, attempt=attempt)
+
+    def _attempt(
+        self, row: Any, started: datetime, outcome: str, status: str, reference: str | None, detail: str | None
+    ) -> dict[str, Any]:
+        """The notification_attempts row of one try: what the history (`varsel notifications history`) shows."""
+        return {
             "id": new_id(),
             "channel": self._channel,
             "notification_id": row.id,
             "attempt": row.attempts,
-            "started": now,
+            "started": started,
             "finished": self._clock.now(),
             "provider": self._provider_name,
-            "outcome": kind,
+            "outcome": outcome,
             "status": status,
-            "provider_reference": outcome.values.get("provider_reference"),
-            "detail": outcome.values.get("status_detail"),
+            "provider_reference": reference,
+            "detail": detail,
         }
-        return replace(outcome, attempt=attempt)
 
     async def _call(self, row: Any, template: Any, now: datetime) -> _Outcome:
         try:

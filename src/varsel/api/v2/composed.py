@@ -22,9 +22,8 @@ from varsel.api.v2.composed_validation import (
     ComposedValidator,
     composed_framework_errors,
 )
-from varsel.api.v2.endpoints import chain_url, receipt_answer
+from varsel.api.v2.endpoints import chain_url, parse_body, receipt_answer
 from varsel.api.v2.models import NotificationOrderChainResponseExt
-from varsel.api.v2.validation import conversion_errors
 from varsel.auth.tokens import Caller
 from varsel.hostnames import dns_name
 from varsel.http import json_body, json_request_body, problem_responses
@@ -63,15 +62,7 @@ def _validator(request: Request) -> ComposedValidator:
 
 
 async def _parse(request: Request) -> ComposedEmailRequestExt:
-    try:
-        body = await _BODY(request)
-    except ValidationProblem as problem:
-        errors = {key: list(messages) for key, messages in problem.errors.items()}
-        raise ValidationProblem(conversion_errors(errors, BODY_PARAMETER)) from None
-    errors = composed_framework_errors(body)
-    if errors:
-        raise ValidationProblem(errors)
-    return body
+    return await parse_body(request, _BODY, composed_framework_errors, BODY_PARAMETER)
 
 
 def _answer(receipt: ChainReceipt, status: int, headers: dict[str, str] | None = None) -> Response:

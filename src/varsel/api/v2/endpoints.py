@@ -11,8 +11,9 @@ unique index and the request answers the chain that holds it. So a first request
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from fastapi import APIRouter, Request, Response
@@ -29,7 +30,13 @@ from varsel.api.v2.models import (
     OrderChainShipmentExt,
 )
 from varsel.api.v2.shipments import manifest_answer
-from varsel.api.v2.validation import ChainValidator, conversion_errors, framework_errors
+from varsel.api.v2.validation import (
+    BODY_PARAMETER,
+    ChainValidator,
+    Errors,
+    conversion_errors,
+    framework_errors,
+)
 from varsel.auth.tokens import Caller
 from varsel.http import base_url, json_body, json_request_body, problem_responses
 from varsel.orders.chain_repository import ChainReceipt, Shipment
@@ -93,15 +100,30 @@ def altinn_problem(request: Request, status: int, code: str, title: str) -> Resp
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE)
 
 
-async def _parse(request: Request) -> NotificationOrderChainRequestExt:
+B = TypeVar("B")
+
+
+async def parse_body(
+    request: Request,
+    read: Callable[[Request], Awaitable[B]],
+    framework: Callable[[B], Errors],
+    parameter: str = BODY_PARAMETER,
+) -> B:
+    """A v2 order body through ASP.NET's layer as the reference answers it: conversion failures keyed by JSON path
+    (with `The <parameter> field is required.`), then `framework`'s required-member checks; 400 for either."""
     try:
-        body = await _ORDER_BODY(request)
+        body = await read(request)
     except ValidationProblem as problem:
-        raise ValidationProblem(conversion_errors({k: list(v) for k, v in problem.errors.items()})) from None
-    errors = framework_errors(body)
+        errors = {key: list(messages) for key, messages in problem.errors.items()}
+        raise ValidationProblem(conversion_errors(errors, parameter)) from None
+    errors = framework(body)
     if errors:
         raise ValidationProblem(errors)
     return body
+
+
+async def _parse(request: Request) -> NotificationOrderChainRequestExt:
+    return await parse_body(request, _ORDER_BODY, framework_errors)
 
 
 _MISSING_CONTACT = "Missing contact information for recipient(s)"

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
 
-from varsel.api.v2.endpoints import altinn_problem, chain_url
+from varsel.api.v2.endpoints import altinn_problem, chain_url, parse_body
 from varsel.api.v2.instant_models import (
     InstantEmailNotificationOrderRequestExt,
     InstantNotificationOrderRequestExt,
@@ -27,7 +27,7 @@ from varsel.api.v2.instant_models import (
 )
 from varsel.api.v2.instant_validation import BODY_PARAMETER, InstantValidator, framework_errors
 from varsel.api.v2.models import AltinnProblemDetails, NotificationOrderChainShipmentExt
-from varsel.api.v2.validation import Errors, conversion_errors
+from varsel.api.v2.validation import Errors
 from varsel.auth.tokens import Caller
 from varsel.http import json_body, json_request_body, problem_responses
 from varsel.orders.drafts import InstantDraft
@@ -60,15 +60,7 @@ _DEPRECATED_BODY = json_body(InstantNotificationOrderRequestExt)
 
 
 async def _parse(request: Request, read: Callable[[Request], Awaitable[R]]) -> R:
-    try:
-        body = await read(request)
-    except ValidationProblem as problem:
-        errors = {key: list(messages) for key, messages in problem.errors.items()}
-        raise ValidationProblem(conversion_errors(errors, BODY_PARAMETER)) from None
-    errors = framework_errors(body)
-    if errors:
-        raise ValidationProblem(errors)
-    return body
+    return await parse_body(request, read, framework_errors, BODY_PARAMETER)
 
 
 async def _order(request: Request, caller: Caller, draft: InstantDraft | Errors) -> Response:
