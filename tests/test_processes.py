@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.providers.linkmobility_peer import LinkMobilityPeer
 from tests.test_serve import VARSEL, _free_port
 
 
@@ -88,3 +89,46 @@ def test_api_and_worker_processes_share_the_work(environment: dict[str, str]) ->
     finally:
         codes = [_stop(api)] + ([_stop(worker)] if worker else [])
     assert codes == [0, 0]
+
+
+def test_the_api_process_sends_instant_orders_through_the_configured_provider(environment: dict[str, str]) -> None:
+    """`varsel api` runs no workers but sends instant orders itself: through the provider the settings name (here
+    LINK Mobility's loopback gateway), not a development outbox."""
+    with LinkMobilityPeer() as gateway:
+        link = gateway.settings()
+        env = {
+            **environment,
+            "VARSEL_SMS__PROVIDER": "linkmobility",
+            "VARSEL_SMS__LINKMOBILITY__BASE_URL": link.base_url,
+            "VARSEL_SMS__LINKMOBILITY__USERNAME": link.username,
+            "VARSEL_SMS__LINKMOBILITY__PASSWORD": link.password.get_secret_value(),
+            "VARSEL_SMS__LINKMOBILITY__PLATFORM_ID": link.platform_id,
+            "VARSEL_SMS__LINKMOBILITY__PLATFORM_PARTNER_ID": link.platform_partner_id,
+            "VARSEL_SMS__LINKMOBILITY__DELIVERY_REPORT_GATE": link.delivery_report_gate or "",
+        }
+        port = _free_port()
+        api = _start(["api", "--port", str(port)], env)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            _wait_until_up(f"{base}/health/ready", api)
+            token = subprocess.run(
+                [VARSEL, "token", "--org", "ttd"], env=env, capture_output=True, text=True, check=True
+            ).stdout.splitlines()[-1]
+            body = {
+                "idempotencyId": "process-1",
+                "recipientSms": {
+                    "phoneNumber": "+4799999999",
+                    "timeToLiveInSeconds": 300,
+                    "smsSettings": {"body": "Your code is 123456"},
+                },
+            }
+            created = httpx.post(
+                f"{base}/notifications/api/v1/future/orders/instant/sms",
+                json=body,
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert created.status_code == 201, created.text
+            assert len(gateway.messages) == 1
+            assert not (Path(env["VARSEL_DATA_DIR"]) / "outbox" / "sms.jsonl").exists()
+        finally:
+            assert _stop(api) == 0

@@ -119,7 +119,8 @@ def api(
 
     settings = Settings()
     configure_logging(settings.log_level)
-    services = _build_or_exit(settings, providers=False)
+    # The API sends instant orders itself (varsel.orders.instant): it needs the configured providers, as workers do.
+    services = _build_or_exit(settings)
     asyncio.run(_migrate(settings))
     app = create_app(services, run_workers=False)
     _settle_memory()
