@@ -44,12 +44,53 @@ def authority(host: str, port: int | None) -> str:
     return f"{literal}:{port}" if port else literal
 
 
-def is_public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+# IPv6 ranges that carry an IPv4 address in their low 32 bits, and reach it when requested: NAT64's well-known prefix
+# (RFC 6052: the gateway translates to that IPv4 address, 64:ff9b::7f00:1 to its own loopback), the deprecated
+# IPv4-compatible addresses (RFC 4291) and SIIT's IPv4-translated ones (RFC 2765). Python's is_global judges the
+# IPv6 range only, and calls all of them global whatever they carry.
+_CARRIES_IPV4 = (
+    ipaddress.IPv6Network("64:ff9b::/96"),
+    ipaddress.IPv6Network("::/96"),
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),
+)
+# NAT64 for local use (RFC 8215): the operator's own translator, with the IPv4 address wherever the operator put it.
+# No address in it is judged public.
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
+    """The IPv4 addresses a request to `address` reaches through a translator or tunnel: IPv4-mapped, NAT64's
+    well-known prefix, IPv4-compatible and -translated (the low 32 bits), 6to4 (2002::/16) and Teredo (2001::/32:
+    its server and its client, the client as un-obfuscated)."""
+    if address.ipv4_mapped is not None:
+        return (address.ipv4_mapped,)
+    if any(address in network for network in _CARRIES_IPV4):
+        return (ipaddress.IPv4Address(int(address) & 0xFFFFFFFF),)
+    if address.sixtofour is not None:
+        return (address.sixtofour,)
+    if address.teredo is not None:
+        return address.teredo
+    return ()
+
+
+def _is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     # is_global excludes loopback, private, link-local (169.254.0.0/16: the cloud metadata service), shared,
     # reserved and documentation ranges.
     return address.is_global and not address.is_multicast
+
+
+def is_public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            # ::ffff:a.b.c.d is the IPv4 address itself to the socket: judged as that alone.
+            return _is_public(address.ipv4_mapped)
+        if address in _LOCAL_NAT64:
+            return False
+        # Both must be public: what a translator or tunnel delivers the request to, and the IPv6 range itself
+        # (Python's table has Teredo's 2001::/32 as not global whatever it carries; :: and ::1 sit in ::/96).
+        if not all(_is_public(carried) for carried in embedded_ipv4(address)):
+            return False
+    return _is_public(address)
 
 
 @dataclass(frozen=True)
