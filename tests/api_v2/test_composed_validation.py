@@ -300,3 +300,50 @@ def test_the_rules_behind_the_framework_layer(body: dict[str, Any], key: str, me
     errors = _validator().composed(ComposedEmailRequestExt.model_validate(body))
     assert isinstance(errors, dict)
     assert errors == {key: messages}
+
+
+# ---------------------------------------------------------------- times at the ends of the calendar
+
+LAST = "9999-12-31T23:59:59.999999Z"
+TOO_SHORT = {A0: [f"{F}: sasUrl must be valid for at least 15 minutes after requestedSendTime."]}
+INVALID_SE = {f"{A0}.SasUrl": [f"{F}: sasUrl has an invalid 'se' (signed expiry) value."]}
+
+
+@pytest.mark.parametrize(
+    ("send_time", "se", "expected"),
+    [
+        # A send time in the last 15 minutes of year 9999: the margin added to it is past datetime.max.
+        ("9999-12-31T23:55:00Z", "2026-03-03T10:00:00Z", TOO_SHORT),
+        ("9999-12-31T23:55:00Z", LAST, TOO_SHORT),
+        ("9999-12-31T23:59:59.999999Z", LAST, TOO_SHORT),
+        ("9999-12-31T23:50:00Z", "9999-12-31T23:59:00Z", TOO_SHORT),
+        ("9999-12-31T23:55:00+00:00", quote("9999-12-31T23:59:00+00:00"), TOO_SHORT),
+        ("9999-12-31T23:40:00Z", LAST, None),
+        ("9999-12-31T23:44:59.999999Z", LAST, None),  # exactly 15 minutes
+        (OMIT, LAST, None),
+        (OMIT, "9999-12-31", None),
+        # An expiry at the start of year 1: 15 minutes before it is before datetime.min.
+        (OMIT, "0001-01-01T00:00:00Z", TOO_SHORT),
+        (OMIT, "0001-01-01T00:05:00Z", TOO_SHORT),
+        ("9999-12-31T23:55:00Z", "0001-01-01T00:14:59Z", TOO_SHORT),
+        (OMIT, "0001-01-01", TOO_SHORT),
+        # Written with an offset that takes it out of the calendar in UTC: no time at all.
+        (OMIT, quote("9999-12-31T23:59:59-01:00"), INVALID_SE),
+        (OMIT, quote("0001-01-01T00:00:00+01:00"), INVALID_SE),
+    ],
+    ids=["send time 23:55 of 9999", "both at the end", "both at the last microsecond", "se 9 minutes after",
+         "with offsets", "se 20 minutes after", "se exactly 15 minutes after", "se at the end", "se the last day",
+         "se at the start", "se 5 minutes in", "send time at the end, se at the start", "se the first day",
+         "se past the end in UTC", "se before the start in UTC"],
+)  # fmt: skip
+async def test_the_15_minute_rule_at_the_ends_of_the_calendar(
+    client: httpx.AsyncClient, auth: Auth, send_time: Any, se: str, expected: dict[str, list[str]] | None
+) -> None:
+    head = {} if send_time is OMIT else {"requestedSendTime": send_time}
+    body = composed(**head, attachments=[attachment(sasUrl=sas_url(se=se))])
+    response = await post_composed(client, auth, body)
+    if expected is None:
+        assert response.status_code == 201, response.text
+    else:
+        assert response.status_code == 400, response.text
+        assert response.json()["errors"] == expected

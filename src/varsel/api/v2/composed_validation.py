@@ -113,6 +113,16 @@ def _parse_expiry(value: str) -> datetime | None:
         return None
 
 
+def _expires_too_soon(expiry: datetime, measured_from: datetime) -> bool:
+    """Whether the SAS expires less than SAS_MARGIN after `measured_from`. Subtracted from the expiry, not added to the
+    send time: a send time in the last 15 minutes of year 9999 plus the margin is past datetime.max."""
+    try:
+        return expiry - SAS_MARGIN < measured_from
+    except OverflowError:
+        # An expiry in the first 15 minutes of year 1: less than 15 minutes after any time there is.
+        return True
+
+
 def _query(parts: SplitResult) -> dict[str, str]:
     """The URL's query, decoded, by lower-case name; a name given twice has its values joined by commas (as .NET's
     query parser reads it, so `se=a&se=b` is no date)."""
@@ -210,7 +220,7 @@ class ComposedValidator(ChainValidator):
         filename = self._filename(errors, f"{key}.Filename", item.filename)
         url, expiry = self._url(errors, f"{key}.SasUrl", name, item.sas_url)
         mime_type = self._mime_type(errors, f"{key}.MimeType", name, item.mime_type)
-        if expiry is not None and measured_from is not None and expiry < measured_from + SAS_MARGIN:
+        if expiry is not None and measured_from is not None and _expires_too_soon(expiry, measured_from):
             errors[key].append(
                 f"Attachment '{name}': sasUrl must be valid for at least 15 minutes after requestedSendTime."
             )
