@@ -122,7 +122,10 @@ CASES: list[tuple[str, Any, dict[str, list[str]]]] = [
         (f"host {host}", _one(sasUrl=sas_url(host=host)),
          {f"{A0}.SasUrl": [f"{F}: sasUrl host must be within Azure Blob Storage (*.blob.core.windows.net)."]})
         for host in ["example.com", "blob.core.windows.net", "acct.blob.core.windows.net.evil.example", "127.0.0.1",
-                     "acct.file.core.windows.net"]
+                     "acct.file.core.windows.net",
+                     # Under Azure's suffix, but no name the sender would fetch from (varsel's rule: it refuses them).
+                     "a..blob.core.windows.net", "xn--.blob.core.windows.net", "-acct.blob.core.windows.net",
+                     "a%20b.blob.core.windows.net", "acct-.blob.core.windows.net"]
     ],
     *[
         (f"SAS {name}", _url(**params),
@@ -347,3 +350,37 @@ async def test_the_15_minute_rule_at_the_ends_of_the_calendar(
     else:
         assert response.status_code == 400, response.text
         assert response.json()["errors"] == expected
+
+
+# ---------------------------------------------------------------- hosts a suffix admits are public names
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("intranet", True),  # exact entries are the operator's word, public name or not
+        ("files.internal", True),
+        ("bucket.s3.example.com", True),
+        ("b_1.s3.example.com", True),
+        ("a..s3.example.com", False),
+        ("xn--.s3.example.com", False),
+        ("-b.s3.example.com", False),
+        ("files.corp.internal", False),  # *.corp.internal admits no name the sender would call
+        ("a..blob.core.windows.net", False),
+        ("xn--.blob.core.windows.net", False),
+        ("caseletters.blob.core.windows.net", True),
+    ],
+)
+def test_a_host_admitted_by_a_suffix_must_be_a_public_name(host: str, allowed: bool) -> None:
+    hosts = ["intranet", "files.internal", "*.s3.example.com", "*.corp.internal"]
+    request = ComposedEmailRequestExt.model_validate(_one(sasUrl=sas_url(host=host)))
+    answer = _validator(hosts).composed(request)
+    if allowed:
+        assert not isinstance(answer, dict), answer
+    else:
+        assert answer == {
+            f"{A0}.SasUrl": [
+                f"{F}: sasUrl host must be within Azure Blob Storage (*.blob.core.windows.net) or one of the allowed "
+                "hosts (intranet, files.internal, *.s3.example.com, *.corp.internal)."
+            ]
+        }

@@ -11,7 +11,8 @@ operator allows (settings.attachments.allowed_hosts: exact names or `*.` suffixe
 read permission, 15 minutes past the send time) apply to Azure Blob URLs only: an operator's S3 or internal store
 signs its URLs its own way (X-Amz-Signature, or none at all on an internal name), so those parameters mean nothing
 there. Nothing is fetched or resolved here: the sender fetches each attachment when the email goes out, and judges
-the addresses a host resolves to then (a `*.` suffix admits public addresses only).
+the addresses a host resolves to then (a `*.` suffix admits public addresses only). Whether a host a suffix admits is
+a public DNS name at all is judged here as the sender will, so an order it would always refuse is refused at intake.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from varsel.api.v2.validation import (
     required_text,
 )
 from varsel.clock import Clock
-from varsel.hostnames import dns_name
+from varsel.hostnames import dns_name, is_public_name
 from varsel.orders.attachments import AttachmentHosts
 from varsel.orders.drafts import AttachmentSpec, ChainDraft, OrderDraft, RecipientSpec
 from varsel.orders.vocabulary import NotificationChannel, OrderType, SendingTimePolicy
@@ -273,7 +274,10 @@ class ComposedValidator(ChainValidator):
             host = dns_name(parts.hostname)
         except ValueError:
             host = ""
-        if not host or not self._hosts.allows(host):
+        # A host admitted by a suffix (Azure's, an operator's `*.`) is fetched only at a public address of a public
+        # name (varsel.outbound): one that is no such name (a..blob.core.windows.net, xn--.blob.core.windows.net)
+        # would be accepted here and then always fail at send time. An exact entry is the operator's word as it is.
+        if not host or not self._hosts.allows(host) or (host not in self._hosts.exact and not is_public_name(host)):
             errors[key].append(host_refusal(self._hosts, name))
             return None, None
         if not self._hosts.is_azure_blob(host):
