@@ -59,9 +59,11 @@ def configure_logging(level_name: str, stream: TextIO | None = None) -> None:
         # must not hide their lines: the root's level decides.
         uvicorn_logger.setLevel(logging.NOTSET)
         uvicorn_logger.disabled = False
-    # httpx logs every request at INFO ("HTTP Request: POST …"): one line per provider call and condition check
-    # would drown the transition log. Shown at DEBUG, where everything is.
-    logging.getLogger("httpx").setLevel(logging.WARNING if level > logging.DEBUG else logging.NOTSET)
+    # httpx logs every request's full URL (at INFO "HTTP Request: GET …", at DEBUG more), query and all: an
+    # attachment's SAS URL carries its signature (sig=) there, a credential that must not reach a log at any level.
+    # httpcore's trace lines are no use without them. Both stay at WARNING whatever VARSEL_LOG_LEVEL says.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 async def _migrate(settings: Settings) -> None:
