@@ -359,3 +359,97 @@ async def test_the_background_senders_recovery_leaves_an_instant_send_alone(
         async with database.read() as conn:
             [row] = (await conn.execute(select(sms_notifications))).all()
         assert row.status == "Accepted"
+
+
+async def _stored(database: Database) -> None:
+    """Until the first instant order's notification is stored (its provider call is then under way)."""
+    while True:
+        async with database.read() as conn:
+            if (await conn.execute(select(sms_notifications.c.id))).first() is not None:
+                return
+
+
+async def test_a_retry_while_the_first_try_is_under_way_is_answered_as_that_try_ends(
+    settings: Settings, database: Database, clock: FrozenClock
+) -> None:
+    """A client that gave up waiting and retried must not hear 200 for a message that then fails for now: it hears
+    what the first try came to, and its next retry sends."""
+    async with instant_pipeline(settings, database, clock) as (varsel, peer):
+        peer.delay = 0.5
+        peer.fail_next(1, status=503)
+        first = asyncio.ensure_future(varsel.instant.order("ttd", sms("slow")))
+        await _stored(database)
+        retry = await varsel.instant.order("ttd", sms("slow"))
+        assert retry.answer is InstantAnswer.UNAVAILABLE
+        assert (await first).answer is InstantAnswer.UNAVAILABLE
+        assert peer.messages == []
+        peer.delay = 0
+        assert (await varsel.instant.order("ttd", sms("slow"))).answer is InstantAnswer.CREATED
+        assert len(peer.messages) == 1
+
+        peer.delay = 0.5
+        second = asyncio.ensure_future(varsel.instant.order("ttd", sms("slow-but-fine")))
+        await asyncio.sleep(0.1)  # stored by now or soon: the retry below finds it either way
+        again = await varsel.instant.order("ttd", sms("slow-but-fine"))
+        assert (await second).answer is InstantAnswer.CREATED
+        assert again.answer is InstantAnswer.REPLAYED
+        assert len(peer.messages) == 2
+
+
+async def test_a_retry_at_another_process_while_the_first_try_is_under_way_is_told_to_come_back(
+    settings: Settings, database: Database, clock: FrozenClock
+) -> None:
+    async with instant_pipeline(settings, database, clock) as (varsel, peer):
+        other = build(settings, clock=clock, database=database)  # another API process on the same database
+        try:
+            peer.delay = 0.5
+            first = asyncio.ensure_future(varsel.instant.order("ttd", sms("two-places")))
+            await _stored(database)
+            retry = await other.instant.order("ttd", sms("two-places"))
+            assert (retry.answer, retry.retry_after) == (InstantAnswer.UNAVAILABLE, 1.0)
+            assert (await first).answer is InstantAnswer.CREATED
+            assert (await other.instant.order("ttd", sms("two-places"))).answer is InstantAnswer.REPLAYED
+            assert len(peer.messages) == 1
+        finally:
+            await other.http.aclose()
+
+
+async def test_an_instant_send_never_queues_at_the_guard_past_a_quarter_of_its_lease(
+    settings: Settings, database: Database, clock: FrozenClock
+) -> None:
+    """Queued behind the provider's concurrency cap longer than its lease, an instant message would be taken over
+    by a worker and sent twice: it is given back (503, parked for the caller) after a quarter of the lease."""
+    short = settings.model_copy(update={"dispatch": settings.dispatch.model_copy(update={"lease_seconds": 2})})
+    async with instant_pipeline(short, database, clock, max_concurrency=1) as (varsel, peer):
+        peer.delay = 1.5
+        first = asyncio.ensure_future(varsel.instant.order("ttd", sms("holds-the-slot")))
+        await _stored(database)
+        queued = await varsel.instant.order("ttd", sms("queued"))
+        assert queued.answer is InstantAnswer.UNAVAILABLE
+        assert (await first).answer is InstantAnswer.CREATED
+        assert len(peer.requests) == 1  # the queued one never reached the gateway
+        peer.delay = 0
+        assert (await varsel.instant.order("ttd", sms("queued"))).answer is InstantAnswer.CREATED
+        assert len(peer.messages) == 2
+
+
+async def test_a_slow_outcome_write_does_not_hold_the_answer_and_still_ends_written(
+    settings: Settings, database: Database, clock: FrozenClock
+) -> None:
+    """The database slow or away when the outcome is written: the caller hears the provider's verdict after a
+    bounded wait, and the write goes on until it lands."""
+    async with instant_pipeline(settings, database, clock) as (varsel, peer):
+        varsel.instant._write_wait = 0.2
+        peer.delay = 0.3
+        task = asyncio.ensure_future(varsel.instant.order("ttd", sms("db-slow")))
+        await _stored(database)
+        async with database.transaction() as conn:
+            # Holds the notification's row (PostgreSQL) or the database's write lock (SQLite) past the answer.
+            [row] = (await conn.execute(select(sms_notifications).with_for_update())).all()
+            # Waited for without cancelling it (the send is shielded from cancellation and would wait for this lock).
+            done, _ = await asyncio.wait({task}, timeout=10)
+        assert task in done, "the answer waited for the outcome's write"
+        assert (await task).answer is InstantAnswer.CREATED
+        await asyncio.gather(*list(varsel.instant._writes))
+        assert len(peer.messages) == 1
+        assert (await notification_of(database, row.order_id)).status == "Accepted"

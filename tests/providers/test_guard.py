@@ -21,6 +21,7 @@ from varsel.providers.base import (
     EmailRefused,
     PermanentEmailError,
     PermanentSmsError,
+    ProviderUnavailable,
     SmsMessage,
     SmsProvider,
     TransientProviderError,
@@ -219,6 +220,36 @@ async def test_a_full_bucket_lets_a_burst_through_then_refills(
     assert len(sleep.requested) == 1
     await g.send(email())
     assert len(sleep.requested) == 2
+
+
+async def test_a_call_that_would_wait_past_its_limit_for_a_token_is_refused_at_once(
+    clock: FrozenClock, inner: FakeProvider, sleep: FakeSleep
+) -> None:
+    g = guard(inner, clock, sleep, rate_per_second=1, burst=1)
+    await g.send(email())
+    with pytest.raises(ProviderUnavailable) as refused:
+        await g.send(email(), wait_limit=0.5)
+    assert refused.value.retry_after == pytest.approx(1.0)
+    assert sleep.requested == []  # refused, not waited out
+    # Its token was given back: a caller that may wait gets the next one after one second, not two.
+    await g.send(email())
+    assert sleep.requested == [pytest.approx(1.0)]
+    assert len(inner.calls) == 2
+
+
+async def test_a_call_that_waits_past_its_limit_for_a_free_slot_is_refused(
+    clock: FrozenClock, inner: FakeProvider, sleep: FakeSleep
+) -> None:
+    g = guard(inner, clock, sleep, max_concurrency=1)
+    inner.hold = asyncio.Event()
+    holding = asyncio.ensure_future(g.send(email()))
+    await settle()
+    with pytest.raises(ProviderUnavailable):
+        await g.send(email(), wait_limit=0.05)
+    inner.hold.set()
+    await holding
+    await g.send(email(), wait_limit=0.05)  # the slot is free again, and was not kept by the refused call
+    assert len(inner.calls) == 2
 
 
 async def test_without_a_rate_nothing_waits(clock: FrozenClock, inner: FakeProvider, sleep: FakeSleep) -> None:

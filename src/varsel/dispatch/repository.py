@@ -625,6 +625,20 @@ async def claim_parked_notification(
     return None
 
 
+async def being_sent(conn: AsyncConnection, order_id: UUID, now: datetime) -> bool:
+    """Whether the order's notification is Sending under a claim that has not run out (its provider call may be
+    under way)."""
+    for table in (email_notifications, sms_notifications):
+        found = await conn.execute(
+            select(table.c.id).where(
+                and_(table.c.order_id == order_id, table.c.status == SENDING, table.c.claimed_until >= now)
+            )
+        )
+        if found.first() is not None:
+            return True
+    return False
+
+
 async def apply_delivery_report(
     conn: AsyncConnection,
     table: Table,

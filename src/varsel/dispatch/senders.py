@@ -90,12 +90,16 @@ class Sender:
         database: Database,
         clock: Clock,
         table: Table,
-        send: Callable[[Any, Any, datetime], Any],
+        send: Callable[[Any, Any, datetime, float], Any],
         provider: ProviderGuard[Any],
         settings: DispatchSettings,
         worker: str,
         telemetry: Telemetry,
+        wait_limit: float | None = None,
     ) -> None:
+        """`wait_limit`: how long a send may wait for the provider's guard (its concurrency cap, its rate limit) or
+        for room for attachments before the message is given back unsent; by default a quarter of the lease, so that
+        waiting never outlasts the claim and lets another worker take the message over."""
         self._db = database
         self._clock = clock
         self._table = table
@@ -109,6 +113,7 @@ class Sender:
         self._telemetry = telemetry
         self._blocked_for = provider.blocked_for
         self._retry = RetryPolicy(settings.retry_first_seconds, settings.retry_max_seconds)
+        self._wait_limit = wait_limit if wait_limit is not None else settings.lease_seconds / 4
         # Notifications of failed rounds that the provider may have taken, with when (monotonic) their lease ends:
         # `recover` leaves them to their lease, so that they are not sent twice.
         self._uncertain: dict[UUID, float] = {}
@@ -204,9 +209,10 @@ class Sender:
         """Seconds until the provider's guard lets calls through again (paused or breaker open); 0 when it does."""
         return self._blocked_for()
 
-    async def send_held(self, row: Any, template: Any) -> str:
+    async def send_held(self, row: Any, template: Any) -> tuple[str, asyncio.Future[None]]:
         """Send one notification this sender already holds (an instant order's, claimed when it was stored), and
-        write its outcome as `run_once` writes a batch's; answers the status written.
+        write its outcome as `run_once` writes a batch's. Answers the status the outcome sets and the write, under
+        way: its caller may answer before the write ends, when the database is slow to take it.
 
         A transient failure, or the guard refusing the call, parks the notification for its caller instead of
         queueing a retry (see varsel.orders.instant): New, but due only after its expiry, so no background sender
@@ -215,9 +221,9 @@ class Sender:
         outcome = await self._one(row, template, set())
         if outcome.values["status"] == NEW:
             outcome = self._parked(row, outcome)
-        await self._record_until_written([outcome], give_up_at)
+        write = asyncio.ensure_future(self._record_until_written([outcome], give_up_at))
         status: str = outcome.values["status"]
-        return status
+        return status, write
 
     def _parked(self, row: Any, outcome: _Outcome) -> _Outcome:
         detail = outcome.values.get("status_detail") or "the provider did not take the message"
@@ -234,6 +240,8 @@ class Sender:
             # Refused by the guard, the provider never saw it; the caller was answered 503 for it, so it is
             # written down all the same.
             attempt = self._attempt(row, self._clock.now(), "refused", NEW, None, str(detail)[:2000])
+            # Counted as the try it is in the history: the caller's retry is the next one.
+            values["attempts"] = row.attempts
         return replace(outcome, values=values, attempt=attempt)
 
     async def recover(self) -> None:
@@ -327,7 +335,7 @@ class Sender:
 
     async def _call(self, row: Any, template: Any, now: datetime) -> _Outcome:
         try:
-            result = await self._send(row, template, now)
+            result = await self._send(row, template, now, self._wait_limit)
         except _Defer as defer:
             return _Outcome(
                 row.id,
@@ -486,15 +494,24 @@ def email_sender(
             attachments=attachments,
         )
 
-    async def send(row: Any, template: Any, now: datetime) -> Accepted:
+    async def send(row: Any, template: Any, now: datetime, wait_limit: float) -> Accepted:
         if not template.attachments:
-            return await provider.send(message(row, template))
+            return await provider.send(message(row, template), wait_limit)
         # Held in memory from the fetch until the provider has it: only so many such emails at once (the fetcher's
-        # room), whatever the sender's concurrency.
-        async with fetcher.room():
+        # room), whatever the sender's concurrency. One that finds no room within its wait is given back unsent.
+        room = fetcher.room()
+        try:
+            async with asyncio.timeout(wait_limit):
+                await room.acquire()
+        except TimeoutError:
+            raise _Defer(now) from None
+        try:
             # Fetched now, outside any transaction and before the provider's guard: a store's failure is raised as
             # the email's own (varsel.dispatch.attachments), never the provider's.
-            return await provider.send(message(row, template, await fetcher.fetch(template.attachments)))
+            attachments = await fetcher.fetch(template.attachments)
+            return await provider.send(message(row, template, attachments), wait_limit)
+        finally:
+            room.release()
 
     return Sender(database, clock, email_notifications, send, provider, settings, worker, telemetry)
 
@@ -507,7 +524,7 @@ def sms_sender(
     worker: str,
     telemetry: Telemetry,
 ) -> Sender:
-    async def send(row: Any, template: Any, now: datetime) -> Accepted:
+    async def send(row: Any, template: Any, now: datetime, wait_limit: float) -> Accepted:
         if template.sms_sending_time_policy == "Daytime":
             opening = settings.sms_daytime.next_send(now)
             if opening > now:
@@ -520,7 +537,7 @@ def sms_sender(
             body=row.body if row.body is not None else template.sms_body,
             expiry=row.expiry,
         )
-        return await provider.send(message)
+        return await provider.send(message, wait_limit)
 
     return Sender(database, clock, sms_notifications, send, provider, settings, worker, telemetry)
 

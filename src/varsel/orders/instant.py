@@ -28,6 +28,7 @@ the notification's lease runs out and a background sender takes it over like any
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -55,6 +56,11 @@ from varsel.orders.drafts import (
     RecipientSpec,
 )
 from varsel.orders.vocabulary import IdempotencyFamily, NotificationChannel, OrderType, SendingTimePolicy
+
+log = logging.getLogger(__name__)
+
+# A retry that finds its key's message being sent by another process is told to come back after this long (seconds).
+IN_FLIGHT_RETRY_AFTER = 1.0
 
 
 class InstantAnswer(StrEnum):
@@ -84,6 +90,7 @@ class InstantService:
         holder: str,
         lease_seconds: float,
         email_expiry: timedelta,
+        write_wait_seconds: float = 5.0,
     ) -> None:
         """`email` and `sms` are senders of this process's own, holding claims as `holder` (never the claimer name
         of this process's background senders, whose recovery would give an instant notification back to the queue
@@ -95,6 +102,11 @@ class InstantService:
         self._holder = holder
         self._lease = timedelta(seconds=lease_seconds)
         self._email_expiry = email_expiry
+        self._write_wait = write_wait_seconds
+        # The sends under way in this process, by order: a retry of the same key waits for the answer here.
+        self._in_flight: dict[UUID, asyncio.Future[tuple[InstantAnswer, float | None]]] = {}
+        # Outcome writes still going on after their caller was answered (kept referenced until they end).
+        self._writes: set[asyncio.Future[None]] = set()
 
     async def order(self, creator: str, draft: InstantDraft) -> InstantResult:
         now = self._clock.now()
@@ -156,32 +168,74 @@ class InstantService:
         return row
 
     async def _replay(self, creator: str, idempotency_id: str) -> InstantResult:
-        """The key is taken: answer its order's receipt, or, when its notification is parked after a transient
-        failure, claim it and try again (at most one retry at a time gets the claim; the others answer 200)."""
+        """The key is taken. Its notification parked after a transient failure: claim it and try again (one retry at
+        a time gets the claim). Being sent by an earlier request: answer as that request will, 200 once the provider
+        has it (a retry from a client that gave up waiting must not hear 200 and then see the send fail), 503 when
+        it fails for now; in another process, 503 with a second's Retry-After. Otherwise the stored receipt: 200."""
         now = self._clock.now()
         async with self._db.transaction() as conn:
             receipt = await chain_repository.find_chain(conn, creator, IdempotencyFamily.INSTANT, idempotency_id)
             if receipt is None:  # the winner's chain is gone again (purged): not expected within one request
                 raise RuntimeError("the idempotency key is taken by an instant order that cannot be read")
+            order_id = receipt.main.order_id
             claimed = await dispatch_repository.claim_parked_notification(
-                conn, receipt.main.order_id, self._holder, now, now + self._lease
+                conn, order_id, self._holder, now, now + self._lease
             )
-        if claimed is None:
-            return InstantResult(InstantAnswer.REPLAYED, receipt.chain_id, receipt.main)
-        channel, row, template = claimed
-        self._telemetry.transition(channel, row.id, NEW, SENDING, order=row.order_id, attempt=row.attempts)
-        answer, retry_after = await self._send(channel, row, template)
-        return InstantResult(answer, receipt.chain_id, receipt.main, retry_after)
+            elsewhere = claimed is None and await dispatch_repository.being_sent(conn, order_id, now)
+        if claimed is not None:
+            channel, row, template = claimed
+            self._telemetry.transition(channel, row.id, NEW, SENDING, order=row.order_id, attempt=row.attempts)
+            answer, retry_after = await self._send(channel, row, template)
+            return InstantResult(answer, receipt.chain_id, receipt.main, retry_after)
+        in_flight = self._in_flight.get(order_id)
+        if in_flight is not None:
+            answer, retry_after = await asyncio.shield(in_flight)
+            if answer is InstantAnswer.CREATED:
+                return InstantResult(InstantAnswer.REPLAYED, receipt.chain_id, receipt.main)
+            return InstantResult(answer, receipt.chain_id, receipt.main, retry_after)
+        if elsewhere:
+            return InstantResult(InstantAnswer.UNAVAILABLE, receipt.chain_id, receipt.main, IN_FLIGHT_RETRY_AFTER)
+        return InstantResult(InstantAnswer.REPLAYED, receipt.chain_id, receipt.main)
 
     async def _send(self, channel: str, row: Any, template: Any) -> tuple[InstantAnswer, float | None]:
+        """Hand the held notification to the provider and answer by the outcome, which is written meanwhile; the
+        answer is also what concurrent retries of the same key in this process wait for."""
+        outcome: asyncio.Future[tuple[InstantAnswer, float | None]] = asyncio.get_running_loop().create_future()
+        self._in_flight[row.order_id] = outcome
+        sending = asyncio.ensure_future(self._send_and_write(channel, row, template))
+        try:
+            return await finish_despite_cancellation(sending)
+        finally:
+            # Also when this request was cancelled meanwhile (the send ran to its end all the same), or failed: a
+            # retry waiting here is told what came of it, or to try again, and never left waiting.
+            if sending.done() and not sending.cancelled() and sending.exception() is None:
+                outcome.set_result(sending.result())
+            else:
+                outcome.set_result((InstantAnswer.UNAVAILABLE, IN_FLIGHT_RETRY_AFTER))
+            del self._in_flight[row.order_id]
+
+    async def _send_and_write(self, channel: str, row: Any, template: Any) -> tuple[InstantAnswer, float | None]:
         sender = self._senders[channel]
-        # Shielded from the caller: once stored, the send and its outcome's write finish even if the request is
-        # cancelled (a client that went away), so the notification is never left Sending for its lease.
-        status = await finish_despite_cancellation(asyncio.ensure_future(sender.send_held(row, template)))
+        # Shielded from the caller (see _send): once stored, the send and its outcome's write finish even if the
+        # request is cancelled (a client that went away), so the notification is never left Sending for its lease.
+        status, write = await sender.send_held(row, template)
+        # The answer waits for the outcome's write, but only so long: with the database slow or away, the provider's
+        # verdict is known and is the answer; the write goes on (until the lease runs out) after it.
+        done, _ = await asyncio.wait({write}, timeout=self._write_wait)
+        if write in done:
+            write.result()  # a write that failed for good (past the lease) is the request's failure
+        else:
+            self._writes.add(write)
+            write.add_done_callback(self._written)
         if status == NEW:
             blocked = sender.blocked_for()
             return InstantAnswer.UNAVAILABLE, blocked if blocked > 0 else None
         return InstantAnswer.CREATED, None
+
+    def _written(self, write: asyncio.Future[None]) -> None:
+        self._writes.discard(write)
+        if not write.cancelled() and write.exception() is not None:
+            log.error("instant order: an outcome answered to its caller could not be written: %s", write.exception())
 
 
 def _order_draft(draft: InstantDraft, now: Any) -> OrderDraft:

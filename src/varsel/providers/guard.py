@@ -108,10 +108,15 @@ class ProviderGuard(Generic[M]):
     def max_concurrency(self) -> int:
         return self._settings.max_concurrency
 
-    async def send(self, message: M) -> Accepted:
+    async def send(self, message: M, wait_limit: float | None = None) -> Accepted:
+        """Call the provider once the concurrency cap and the rate limit let this call through. With `wait_limit`,
+        a call that would wait longer than that (seconds) for either is refused (ProviderUnavailable) instead: a
+        caller holding its message under a lease must not still be queueing here when the lease runs out and
+        another worker takes the message over."""
         self._refuse_if_blocked(self._clock.now())
-        async with self._slots:
-            await self._take_token()
+        await self._take_slot(wait_limit)
+        try:
+            await self._take_token(wait_limit)
             try:
                 trial = self._admit(self._clock.now())
             except ProviderUnavailable:
@@ -153,6 +158,8 @@ class ProviderGuard(Generic[M]):
                 raise
             self._on_success(trial)
             return result
+        finally:
+            self._slots.release()
 
     async def close(self) -> None:
         await self._provider.close()
@@ -246,13 +253,30 @@ class ProviderGuard(Generic[M]):
             log.warning("%s: provider asked us to wait, paused for %.1f s", self.name, retry_after)
         self._paused_until = until
 
-    async def _take_token(self) -> None:
+    async def _take_slot(self, wait_limit: float | None) -> None:
+        if wait_limit is None:
+            await self._slots.acquire()
+            return
+        try:
+            async with asyncio.timeout(wait_limit):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise ProviderUnavailable(
+                f"{self.name}: all {self.max_concurrency} calls under way for {wait_limit:g} s", retry_after=1.0
+            ) from None
+
+    async def _take_token(self, wait_limit: float | None = None) -> None:
         if self._rate is None:
             return
         self._refill()
         self._tokens -= 1
         if self._tokens >= 0:
             return
+        wait = -self._tokens / self._rate
+        if wait_limit is not None and wait > wait_limit:
+            # Known now, not waited out: the rate limit would hold this call longer than its caller may wait.
+            self._return_token()
+            raise ProviderUnavailable(f"{self.name}: rate limit reached for {wait:.1f} s", retry_after=wait)
         try:
             await self._sleep(-self._tokens / self._rate)
         except asyncio.CancelledError:
