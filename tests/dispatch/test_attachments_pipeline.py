@@ -297,7 +297,8 @@ class CountingProvider:
 
     name = "counting"
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.05) -> None:
+        self.delay = delay
         self.holding = 0
         self.most = 0
         self.plain_at_once = 0
@@ -312,7 +313,7 @@ class CountingProvider:
             self._plain += 1
             self.plain_at_once = max(self.plain_at_once, self._plain)
         try:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(self.delay)
         finally:
             if with_attachments:
                 self.holding -= 1
@@ -354,3 +355,34 @@ def test_an_attachment_fetch_ends_within_half_the_senders_lease() -> None:
     # A fetch outlasting the lease would let another worker take the email over and send it a second time.
     assert AttachmentFetcher(AttachmentSettings(timeout_seconds=60), lease_seconds=10).timeout == 5
     assert AttachmentFetcher(AttachmentSettings(timeout_seconds=30), lease_seconds=120).timeout == 30
+
+
+async def test_an_email_that_finds_no_room_within_a_quarter_of_its_lease_is_given_back_unsent(
+    settings: Settings, database: Database, clock: FrozenClock, tls: TlsFiles, store: HttpsStore
+) -> None:
+    """Waiting for room longer than its lease would let another worker take the email over and send it twice: it
+    goes back to New, unsent and uncounted, and the next round sends it."""
+    limited = settings.model_copy(
+        update={
+            "attachments": settings.attachments.model_copy(update={"max_concurrent_emails": 1}),
+            "dispatch": settings.dispatch.model_copy(update={"lease_seconds": 2}),
+        }
+    )
+    provider = CountingProvider(delay=1.0)
+    fetcher = AttachmentFetcher(limited.attachments, verify=tls.client_context())
+    varsel = build(limited, clock=clock, database=database, email_provider=provider, attachments=fetcher)
+    try:
+        for _ in range(2):
+            await order(varsel, *both(store))
+        assert await varsel.workers.processor.run_once() == 2
+        assert await varsel.workers.email.run_once() == 2
+        async with varsel.database.read() as conn:
+            rows = (await conn.execute(select(email_notifications))).all()
+        assert sorted((row.status, row.attempts) for row in rows) == [("New", 0), ("Succeeded", 1)]
+        assert await varsel.workers.email.run_once() == 1
+        async with varsel.database.read() as conn:
+            statuses = (await conn.execute(select(email_notifications.c.status))).scalars().all()
+        assert statuses == ["Succeeded", "Succeeded"]
+        assert provider.most == 1
+    finally:
+        await varsel.http.aclose()
