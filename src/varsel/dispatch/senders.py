@@ -20,6 +20,7 @@ from sqlalchemy import Table
 
 from varsel.clock import Clock
 from varsel.db.engine import Database
+from varsel.db.group_commit import GroupCommit
 from varsel.db.tables import email_notifications, sms_notifications
 from varsel.dispatch import repository
 from varsel.dispatch.attachments import AttachmentFetcher
@@ -44,6 +45,9 @@ from varsel.reports import repository as report_repository
 from varsel.settings import AttachmentSettings, DispatchSettings
 
 log = logging.getLogger("varsel.dispatch")
+
+# The outcomes of held sends (instant orders) written in one transaction: at most this many.
+MAX_HELD_GROUP = 256
 
 # How far past its expiry an instant notification parked for its caller's retry is due: never, for a sender, since
 # a claim needs expiry >= now; the expiry sweeper ends it.
@@ -114,6 +118,10 @@ class Sender:
         self._blocked_for = provider.blocked_for
         self._retry = RetryPolicy(settings.retry_first_seconds, settings.retry_max_seconds)
         self._wait_limit = wait_limit if wait_limit is not None else settings.lease_seconds / 4
+        # The outcomes of held sends (instant orders) that end together are written together (group commit).
+        self._held_writes: GroupCommit[tuple[_Outcome, float], None] = GroupCommit(
+            self._record_held, max_items=MAX_HELD_GROUP
+        )
         # Notifications of failed rounds that the provider may have taken, with when (monotonic) their lease ends:
         # `recover` leaves them to their lease, so that they are not sent twice.
         self._uncertain: dict[UUID, float] = {}
@@ -221,9 +229,13 @@ class Sender:
         outcome = await self._one(row, template, set())
         if outcome.values["status"] == NEW:
             outcome = self._parked(row, outcome)
-        write = asyncio.ensure_future(self._record_until_written([outcome], give_up_at))
+        write = asyncio.ensure_future(self._held_writes.write((outcome, give_up_at)))
         status: str = outcome.values["status"]
         return status, write
+
+    async def _record_held(self, group: list[tuple[_Outcome, float]]) -> list[None]:
+        await self._record_until_written([outcome for outcome, _ in group], min(until for _, until in group))
+        return [None] * len(group)
 
     def _parked(self, row: Any, outcome: _Outcome) -> _Outcome:
         detail = outcome.values.get("status_detail") or "the provider did not take the message"

@@ -38,6 +38,7 @@ from uuid import UUID
 
 from varsel.clock import Clock
 from varsel.db.engine import Database
+from varsel.db.group_commit import GroupCommit
 from varsel.db.tables import email_notifications, sms_notifications
 from varsel.dispatch import repository as dispatch_repository
 from varsel.dispatch.repository import NEW, SENDING
@@ -78,6 +79,19 @@ class InstantResult:
     retry_after: float | None = None
 
 
+# A batch of instant orders stored in one transaction holds at most this many.
+MAX_BATCH_INSTANT = 128
+
+
+@dataclass(frozen=True)
+class _NewInstant:
+    chain: dict[str, Any]
+    order: dict[str, Any]
+    recipients: list[dict[str, Any]]
+    channel: str
+    notification: dict[str, Any]
+
+
 class InstantService:
     def __init__(
         self,
@@ -107,6 +121,24 @@ class InstantService:
         self._in_flight: dict[UUID, asyncio.Future[tuple[InstantAnswer, float | None]]] = {}
         # Outcome writes still going on after their caller was answered (kept referenced until they end).
         self._writes: set[asyncio.Future[None]] = set()
+        # Instant orders arriving together are stored together (group commit, as v1 and chain intake are).
+        self._writer: GroupCommit[_NewInstant, bool] = GroupCommit(self._insert, max_items=MAX_BATCH_INSTANT)
+
+    async def _insert(self, batch: list[_NewInstant]) -> list[bool]:
+        """One transaction for the batch: the instant orders whose keys are free, their orders and notifications
+        (held by this process); answers which were stored. A key another holds (or an earlier one in the batch)
+        stores nothing."""
+        async with self._db.transaction() as conn:
+            inserted = await chain_repository.insert_chains(conn, [new.chain for new in batch])
+            stored = [new for new in batch if new.chain["id"] in inserted]
+            if stored:
+                await chain_repository.insert_chain_orders(
+                    conn, [new.order for new in stored], [row for new in stored for row in new.recipients]
+                )
+                for channel, table in (("email", email_notifications), ("sms", sms_notifications)):
+                    rows = [new.notification for new in stored if new.channel == channel]
+                    await dispatch_repository.insert_notifications(conn, table, rows)
+        return [new.chain["id"] in inserted for new in batch]
 
     async def order(self, creator: str, draft: InstantDraft) -> InstantResult:
         now = self._clock.now()
@@ -117,18 +149,16 @@ class InstantService:
         # Nothing to process: the order is Processed from the start, and never due for the order workers.
         order_row.update(status=OrderStatus.PROCESSED.value)
         notification = self._notification_row(draft, order_id, notification_id, creator, now)
-        table = email_notifications if channel == "email" else sms_notifications
-        async with self._db.transaction() as conn:
-            stored = await chain_repository.insert_chains(
-                conn,
-                [chain_repository.chain_row(chain_id, creator, IdempotencyFamily.INSTANT,
-                                            ChainDraft(draft.idempotency_id, order_draft), now)],
-            )  # fmt: skip
-            if stored:
-                await chain_repository.insert_chain_orders(
-                    conn, [order_row], chain_repository.chain_recipient_rows(order_id, order_draft)
-                )
-                await dispatch_repository.insert_notifications(conn, table, [notification])
+        new = _NewInstant(
+            chain_repository.chain_row(
+                chain_id, creator, IdempotencyFamily.INSTANT, ChainDraft(draft.idempotency_id, order_draft), now
+            ),
+            order_row,
+            chain_repository.chain_recipient_rows(order_id, order_draft),
+            channel,
+            notification,
+        )
+        stored = await self._writer.write(new)
         if not stored:
             return await self._replay(creator, draft.idempotency_id)
         self._telemetry.orders_accepted.labels(order_draft.channel.value).inc()
