@@ -361,11 +361,11 @@ async def test_the_background_senders_recovery_leaves_an_instant_send_alone(
         assert row.status == "Accepted"
 
 
-async def _stored(database: Database) -> None:
-    """Until the first instant order's notification is stored (its provider call is then under way)."""
+async def _stored(database: Database, count: int = 1) -> None:
+    """Until `count` instant notifications are stored (the last one's provider call is then under way)."""
     while True:
         async with database.read() as conn:
-            if (await conn.execute(select(sms_notifications.c.id))).first() is not None:
+            if len((await conn.execute(select(sms_notifications.c.id))).all()) >= count:
                 return
 
 
@@ -389,7 +389,7 @@ async def test_a_retry_while_the_first_try_is_under_way_is_answered_as_that_try_
 
         peer.delay = 0.5
         second = asyncio.ensure_future(varsel.instant.order("ttd", sms("slow-but-fine")))
-        await asyncio.sleep(0.1)  # stored by now or soon: the retry below finds it either way
+        await _stored(database, count=2)  # so that the retry below is the one that finds it under way
         again = await varsel.instant.order("ttd", sms("slow-but-fine"))
         assert (await second).answer is InstantAnswer.CREATED
         assert again.answer is InstantAnswer.REPLAYED

@@ -177,7 +177,10 @@ sms_notifications = Table(
     Column("segments", Integer),
 )
 
-for _table in (email_notifications, sms_notifications):
+# Each channel's notification table, by the channel's name as the pipeline, metrics and reports write it.
+NOTIFICATION_TABLES: dict[str, Table] = {"email": email_notifications, "sms": sms_notifications}
+
+for _table in NOTIFICATION_TABLES.values():
     Index(f"ix_{_table.name}_order_id", _table.c.order_id)
     Index(
         f"ix_{_table.name}_sendable",

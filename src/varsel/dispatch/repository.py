@@ -42,7 +42,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from varsel.db.tables import email_notifications, notification_attempts, orders, sms_notifications
+from varsel.db.tables import NOTIFICATION_TABLES, email_notifications, notification_attempts, orders, sms_notifications
 from varsel.notifications.statuses import EMAIL_PENDING, SMS_PENDING, EmailStatus, OrderStatus, SmsStatus
 from varsel.shipments.repository import ENDED_ORDER_COLUMNS, write_feed_entries_of
 
@@ -598,7 +598,7 @@ async def claim_parked_notification(
     """Claim an instant order's notification parked after a transient failure (New, due only after its expiry:
     see varsel.orders.instant) for `holder`, if it is still parked and not expired. Answers (channel, notification
     row, its order's template), or None: sent, failed, expired, or being sent by a concurrent retry."""
-    for channel, table in (("email", email_notifications), ("sms", sms_notifications)):
+    for channel, table in NOTIFICATION_TABLES.items():
         result = await conn.execute(
             update(table)
             .where(
@@ -628,7 +628,7 @@ async def claim_parked_notification(
 async def being_sent(conn: AsyncConnection, order_id: UUID, now: datetime) -> bool:
     """Whether the order's notification is Sending under a claim that has not run out (its provider call may be
     under way)."""
-    for table in (email_notifications, sms_notifications):
+    for table in NOTIFICATION_TABLES.values():
         found = await conn.execute(
             select(table.c.id).where(
                 and_(table.c.order_id == order_id, table.c.status == SENDING, table.c.claimed_until >= now)
@@ -739,7 +739,7 @@ async def queue_snapshot(conn: AsyncConnection, now: datetime) -> dict[str, tupl
     )
     count, oldest = due_orders.one()
     snapshot["orders"] = (int(count), oldest)
-    for work, table in (("email", email_notifications), ("sms", sms_notifications)):
+    for work, table in NOTIFICATION_TABLES.items():
         due = await conn.execute(
             select(func.count(), func.min(table.c.send_after)).where(
                 and_(table.c.status.in_([NEW, SENDING]), table.c.send_after <= now)
@@ -752,7 +752,7 @@ async def queue_snapshot(conn: AsyncConnection, now: datetime) -> dict[str, tupl
 
 async def awaiting_report_counts(conn: AsyncConnection) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for channel, table in (("email", email_notifications), ("sms", sms_notifications)):
+    for channel, table in NOTIFICATION_TABLES.items():
         result = await conn.execute(
             select(func.count())
             .select_from(table)

@@ -21,7 +21,7 @@ from sqlalchemy import Table
 from varsel.clock import Clock
 from varsel.db.engine import Database
 from varsel.db.group_commit import GroupCommit
-from varsel.db.tables import email_notifications, sms_notifications
+from varsel.db.tables import NOTIFICATION_TABLES, email_notifications, sms_notifications
 from varsel.dispatch import repository
 from varsel.dispatch.attachments import AttachmentFetcher
 from varsel.dispatch.repository import NEW, SENDING
@@ -99,11 +99,7 @@ class Sender:
         settings: DispatchSettings,
         worker: str,
         telemetry: Telemetry,
-        wait_limit: float | None = None,
     ) -> None:
-        """`wait_limit`: how long a send may wait for the provider's guard (its concurrency cap, its rate limit) or
-        for room for attachments before the message is given back unsent; by default a quarter of the lease, so that
-        waiting never outlasts the claim and lets another worker take the message over."""
         self._db = database
         self._clock = clock
         self._table = table
@@ -117,7 +113,10 @@ class Sender:
         self._telemetry = telemetry
         self._blocked_for = provider.blocked_for
         self._retry = RetryPolicy(settings.retry_first_seconds, settings.retry_max_seconds)
-        self._wait_limit = wait_limit if wait_limit is not None else settings.lease_seconds / 4
+        # How long a send may wait for the provider's guard (its concurrency cap, its rate limit) or for room for
+        # attachments before the message is given back unsent: waiting must never outlast the claim, or another
+        # worker takes the message over and sends it too.
+        self._wait_limit = settings.lease_seconds / 4
         # The outcomes of held sends (instant orders) that end together are written together (group commit).
         self._held_writes: GroupCommit[tuple[_Outcome, float], None] = GroupCommit(
             self._record_held, max_items=MAX_HELD_GROUP
@@ -568,7 +567,7 @@ class ExpirySweeper:
         now = self._clock.now()
         expired: dict[str, list[tuple[str, Any]]] = {}
         async with self._db.transaction() as conn:
-            for channel, table in (("email", email_notifications), ("sms", sms_notifications)):
+            for channel, table in NOTIFICATION_TABLES.items():
                 expired[channel] = await repository.expire_notifications(conn, table, now, self.REPORT_GRACE)
             orders = sorted({row.order_id for rows in expired.values() for _, row in rows})
             completed = await repository.complete_orders(conn, orders, now)

@@ -39,7 +39,7 @@ from uuid import UUID
 from varsel.clock import Clock
 from varsel.db.engine import Database
 from varsel.db.group_commit import GroupCommit
-from varsel.db.tables import email_notifications, sms_notifications
+from varsel.db.tables import NOTIFICATION_TABLES
 from varsel.dispatch import repository as dispatch_repository
 from varsel.dispatch.repository import NEW, SENDING
 from varsel.dispatch.segments import sms_segments
@@ -135,7 +135,7 @@ class InstantService:
                 await chain_repository.insert_chain_orders(
                     conn, [new.order for new in stored], [row for new in stored for row in new.recipients]
                 )
-                for channel, table in (("email", email_notifications), ("sms", sms_notifications)):
+                for channel, table in NOTIFICATION_TABLES.items():
                     rows = [new.notification for new in stored if new.channel == channel]
                     await dispatch_repository.insert_notifications(conn, table, rows)
         return [new.chain["id"] in inserted for new in batch]
@@ -158,14 +158,22 @@ class InstantService:
             channel,
             notification,
         )
-        stored = await self._writer.write(new)
+        # Registered before the order can be seen: a retry of the key in this process then always finds the send
+        # it must wait for, never a notification Sending without one (which it would take for another process's).
+        outcome = self._look_after(order_id)
+        try:
+            stored = await self._writer.write(new)
+        except BaseException:
+            self._done(order_id, outcome, (InstantAnswer.UNAVAILABLE, IN_FLIGHT_RETRY_AFTER))
+            raise
         if not stored:
+            self._done(order_id, outcome, (InstantAnswer.UNAVAILABLE, IN_FLIGHT_RETRY_AFTER))  # nobody knew its id
             return await self._replay(creator, draft.idempotency_id)
         self._telemetry.orders_accepted.labels(order_draft.channel.value).inc()
         self._telemetry.transition("order", order_id, None, OrderStatus.PROCESSED.value, creator=creator)
         self._telemetry.transition(channel, notification_id, None, SENDING, order=order_id, attempt=1)
         template = SimpleNamespace(**order_row)
-        answer, retry_after = await self._send(channel, SimpleNamespace(**notification), template)
+        answer, retry_after = await self._send(outcome, channel, SimpleNamespace(**notification), template)
         return InstantResult(answer, chain_id, Shipment(order_id, draft.senders_reference), retry_after)
 
     def _notification_row(
@@ -198,40 +206,68 @@ class InstantService:
         return row
 
     async def _replay(self, creator: str, idempotency_id: str) -> InstantResult:
-        """The key is taken. Its notification parked after a transient failure: claim it and try again (one retry at
-        a time gets the claim). Being sent by an earlier request: answer as that request will, 200 once the provider
-        has it (a retry from a client that gave up waiting must not hear 200 and then see the send fail), 503 when
-        it fails for now; in another process, 503 with a second's Retry-After. Otherwise the stored receipt: 200."""
-        now = self._clock.now()
-        async with self._db.transaction() as conn:
+        """The key is taken. Being sent by an earlier request of this process: answer as that request will, 200 once
+        the provider has it (a retry from a client that gave up waiting must not hear 200 and then see the send
+        fail), 503 when it fails for now. Parked after a transient failure: claim it and try again (one retry at a
+        time gets the claim). Being sent by another process: 503 with a second's Retry-After. Otherwise the stored
+        receipt: 200."""
+        async with self._db.read() as conn:
             receipt = await chain_repository.find_chain(conn, creator, IdempotencyFamily.INSTANT, idempotency_id)
-            if receipt is None:  # the winner's chain is gone again (purged): not expected within one request
-                raise RuntimeError("the idempotency key is taken by an instant order that cannot be read")
-            order_id = receipt.main.order_id
-            claimed = await dispatch_repository.claim_parked_notification(
-                conn, order_id, self._holder, now, now + self._lease
-            )
-            elsewhere = claimed is None and await dispatch_repository.being_sent(conn, order_id, now)
-        if claimed is not None:
-            channel, row, template = claimed
-            self._telemetry.transition(channel, row.id, NEW, SENDING, order=row.order_id, attempt=row.attempts)
-            answer, retry_after = await self._send(channel, row, template)
-            return InstantResult(answer, receipt.chain_id, receipt.main, retry_after)
-        in_flight = self._in_flight.get(order_id)
-        if in_flight is not None:
-            answer, retry_after = await asyncio.shield(in_flight)
+        if receipt is None:  # the winner's chain is gone again (purged): not expected within one request
+            raise RuntimeError("the idempotency key is taken by an instant order that cannot be read")
+        order_id = receipt.main.order_id
+        under_way = self._in_flight.get(order_id)
+        if under_way is not None:
+            answer, retry_after = await asyncio.shield(under_way)
             if answer is InstantAnswer.CREATED:
                 return InstantResult(InstantAnswer.REPLAYED, receipt.chain_id, receipt.main)
             return InstantResult(answer, receipt.chain_id, receipt.main, retry_after)
-        if elsewhere:
-            return InstantResult(InstantAnswer.UNAVAILABLE, receipt.chain_id, receipt.main, IN_FLIGHT_RETRY_AFTER)
-        return InstantResult(InstantAnswer.REPLAYED, receipt.chain_id, receipt.main)
+        outcome = self._look_after(order_id)
+        try:
+            now = self._clock.now()
+            async with self._db.transaction() as conn:
+                claimed = await dispatch_repository.claim_parked_notification(
+                    conn, order_id, self._holder, now, now + self._lease
+                )
+                elsewhere = claimed is None and await dispatch_repository.being_sent(conn, order_id, now)
+        except BaseException:
+            self._done(order_id, outcome, (InstantAnswer.UNAVAILABLE, IN_FLIGHT_RETRY_AFTER))
+            raise
+        if claimed is None:
+            if elsewhere:
+                self._done(order_id, outcome, (InstantAnswer.UNAVAILABLE, IN_FLIGHT_RETRY_AFTER))
+                return InstantResult(InstantAnswer.UNAVAILABLE, receipt.chain_id, receipt.main, IN_FLIGHT_RETRY_AFTER)
+            self._done(order_id, outcome, (InstantAnswer.CREATED, None))  # sent or ended: waiters answer 200 too
+            return InstantResult(InstantAnswer.REPLAYED, receipt.chain_id, receipt.main)
+        channel, row, template = claimed
+        self._telemetry.transition(channel, row.id, NEW, SENDING, order=row.order_id, attempt=row.attempts)
+        answer, retry_after = await self._send(outcome, channel, row, template)
+        return InstantResult(answer, receipt.chain_id, receipt.main, retry_after)
 
-    async def _send(self, channel: str, row: Any, template: Any) -> tuple[InstantAnswer, float | None]:
-        """Hand the held notification to the provider and answer by the outcome, which is written meanwhile; the
-        answer is also what concurrent retries of the same key in this process wait for."""
+    def _look_after(self, order_id: UUID) -> asyncio.Future[tuple[InstantAnswer, float | None]]:
+        """This request sends the order's notification, in this process: retries of its key here wait for this."""
         outcome: asyncio.Future[tuple[InstantAnswer, float | None]] = asyncio.get_running_loop().create_future()
-        self._in_flight[row.order_id] = outcome
+        self._in_flight[order_id] = outcome
+        return outcome
+
+    def _done(
+        self,
+        order_id: UUID,
+        outcome: asyncio.Future[tuple[InstantAnswer, float | None]],
+        answer: tuple[InstantAnswer, float | None],
+    ) -> None:
+        outcome.set_result(answer)
+        del self._in_flight[order_id]
+
+    async def _send(
+        self,
+        outcome: asyncio.Future[tuple[InstantAnswer, float | None]],
+        channel: str,
+        row: Any,
+        template: Any,
+    ) -> tuple[InstantAnswer, float | None]:
+        """Hand the held notification to the provider and answer by the outcome, which is written meanwhile; the
+        answer is also what retries of the same key in this process wait for (`outcome`)."""
         sending = asyncio.ensure_future(self._send_and_write(channel, row, template))
         try:
             return await finish_despite_cancellation(sending)
@@ -239,10 +275,9 @@ class InstantService:
             # Also when this request was cancelled meanwhile (the send ran to its end all the same), or failed: a
             # retry waiting here is told what came of it, or to try again, and never left waiting.
             if sending.done() and not sending.cancelled() and sending.exception() is None:
-                outcome.set_result(sending.result())
+                self._done(row.order_id, outcome, sending.result())
             else:
-                outcome.set_result((InstantAnswer.UNAVAILABLE, IN_FLIGHT_RETRY_AFTER))
-            del self._in_flight[row.order_id]
+                self._done(row.order_id, outcome, (InstantAnswer.UNAVAILABLE, IN_FLIGHT_RETRY_AFTER))
 
     async def _send_and_write(self, channel: str, row: Any, template: Any) -> tuple[InstantAnswer, float | None]:
         sender = self._senders[channel]

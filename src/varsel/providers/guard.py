@@ -278,7 +278,7 @@ class ProviderGuard(Generic[M]):
             self._return_token()
             raise ProviderUnavailable(f"{self.name}: rate limit reached for {wait:.1f} s", retry_after=wait)
         try:
-            await self._sleep(-self._tokens / self._rate)
+            await self._sleep(wait)
         except asyncio.CancelledError:
             self._return_token()
             raise

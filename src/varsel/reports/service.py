@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from varsel.clock import Clock
 from varsel.db.engine import Database
-from varsel.db.tables import email_notifications, sms_notifications
+from varsel.db.tables import NOTIFICATION_TABLES
 from varsel.dispatch import repository as dispatch_repository
 from varsel.ids import new_id
 from varsel.notifications.statuses import EmailStatus, OrderStatus, SmsStatus
@@ -39,7 +39,6 @@ from varsel.reports import repository
 log = logging.getLogger("varsel.reports")
 
 _AWAITING = {"email": EmailStatus.SUCCEEDED.value, "sms": SmsStatus.ACCEPTED.value}
-_TABLES = {"email": email_notifications, "sms": sms_notifications}
 _NOT_YET_SENT = {dispatch_repository.NEW, dispatch_repository.SENDING}
 # Reports stored, or retried, in one transaction: a few milliseconds of the write lock.
 BATCH = 100
@@ -74,7 +73,7 @@ async def _naming_nothing(conn: AsyncConnection, channel: str, named: Sequence[t
     it up: such reports are pending without a query each."""
     ids = {uuid for reference, _ in named if (uuid := _as_uuid(reference)) is not None}
     references = {provider_reference for _, provider_reference in named if provider_reference}
-    known_ids, known_references = await repository.known_references(conn, _TABLES[channel], ids, references)
+    known_ids, known_references = await repository.known_references(conn, NOTIFICATION_TABLES[channel], ids, references)
     return [
         _as_uuid(reference) not in known_ids and not (provider_reference and provider_reference in known_references)
         for reference, provider_reference in named
@@ -257,7 +256,7 @@ class DeliveryReports:
         arrived: datetime | None = None,
     ) -> _Match:
         arrived = arrived or now
-        table: Table = _TABLES[channel]
+        table: Table = NOTIFICATION_TABLES[channel]
         found = await repository.find_notification(conn, table, _as_uuid(reference), provider_reference)
         if found is None:
             return _Match(ReportState.PENDING)

@@ -26,7 +26,14 @@ from varsel.api.v2.instant_models import (
     InstantSmsNotificationOrderRequestExt,
     ShortMessageDeliveryDetailsExt,
 )
-from varsel.api.v2.validation import Errors, missing_member_errors, required_object, required_text
+from varsel.api.v2.validation import (
+    Errors,
+    blank,
+    max_length,
+    missing_member_errors,
+    required_object,
+    required_text,
+)
 from varsel.orders.addresses import normalize_email_address, normalize_mobile_number
 from varsel.orders.drafts import EmailTemplateSpec, InstantDraft, InstantEmail, InstantSms, SmsTemplateSpec
 from varsel.orders.text import has_control_in_body, has_control_in_subject, is_sms_sender, stored_subject
@@ -41,10 +48,6 @@ MAX_TTL_SECONDS = 172_800
 SMS_KEY = "RecipientSms"
 DEPRECATED_KEY = "InstantNotificationRecipient.ShortMessageDeliveryDetails"
 EMAIL_KEY = "InstantEmailDetails"
-
-
-def _blank(value: str | None) -> bool:
-    return value is None or not value.strip()
 
 
 # ---------------------------------------------------------------- layer 1: the framework
@@ -134,15 +137,15 @@ class InstantValidator:
                 sender = normalized
         subject, body = settings.subject or "", settings.body or ""
         # The reference's rule-layer words for an empty subject and body; framework_errors refuses both first.
-        if _blank(subject):
+        if blank(subject):
             errors[f"{key}.Subject"].append("The email subject cannot be empty.")
-        self._max_length(errors, f"{key}.Subject", subject, self._limits.max_subject_chars)
+        max_length(errors, f"{key}.Subject", subject, self._limits.max_subject_chars)
         # Line breaks are let through (see the module's docstring); any other control character is a mistake.
         if has_control_in_subject(stored_subject(subject)):
             errors[f"{key}.Subject"].append("The email subject must not contain control characters.")
-        if _blank(body):
+        if blank(body):
             errors[f"{key}.Body"].append("The email body cannot be empty.")
-        self._max_length(errors, f"{key}.Body", body, self._limits.max_email_body_chars)
+        max_length(errors, f"{key}.Body", body, self._limits.max_email_body_chars)
         if has_control_in_body(body):
             errors[f"{key}.Body"].append(
                 "The email body must not contain control characters other than tabs and line breaks."
@@ -183,7 +186,7 @@ class InstantValidator:
         sender, body = self._defaults.sms_sender, ""
         if settings is not None:
             body = settings.body or ""
-            if not _blank(settings.sender):
+            if not blank(settings.sender):
                 # Trimmed, as a chain's sender is (the reference keeps an instant sender as given); then varsel's
                 # rule, which the reference does not have: what an SMS gateway can show as the sender.
                 sender = (settings.sender or "").strip()
@@ -192,12 +195,12 @@ class InstantValidator:
                         "The sender must be a number of at most 15 digits or a name of at most 11 letters, digits, "
                         "spaces, dots or hyphens."
                     )
-            self._max_length(errors, f"{key}.ShortMessageContent.Body", body, self._limits.max_sms_body_chars)
+            max_length(errors, f"{key}.ShortMessageContent.Body", body, self._limits.max_sms_body_chars)
             if has_control_in_body(body):
                 errors[f"{key}.ShortMessageContent.Body"].append(
                     "The SMS body must not contain control characters other than tabs and line breaks."
                 )
-        if errors or mobile is None or settings is None or _blank(body):
+        if errors or mobile is None or settings is None or blank(body):
             return dict(errors)
         return InstantDraft(
             idempotency_id=idempotency_id or "",
@@ -206,9 +209,4 @@ class InstantValidator:
         )
 
     def _senders_reference(self, errors: Errors, value: str | None) -> None:
-        self._max_length(errors, "SendersReference", value, self._limits.max_senders_reference_chars)
-
-    @staticmethod
-    def _max_length(errors: Errors, key: str, value: str | None, limit: int) -> None:
-        if value is not None and len(value) > limit:
-            errors[key].append(f"Must be at most {limit} characters long; it is {len(value)}.")
+        max_length(errors, "SendersReference", value, self._limits.max_senders_reference_chars)

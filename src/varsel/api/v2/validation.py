@@ -62,8 +62,14 @@ _KINDS = (
 )
 
 
-def _blank(value: str | None) -> bool:
+def blank(value: str | None) -> bool:
     return value is None or not value.strip()
+
+
+def max_length(errors: Errors, key: str, value: str | None, limit: int) -> None:
+    """varsel's own length rule (the reference has none): what the database's columns and the providers take."""
+    if value is not None and len(value) > limit:
+        errors[key].append(f"Must be at most {limit} characters long; it is {len(value)}.")
 
 
 def _member(enum_value: Any, numbers: dict[int, Any]) -> Any:
@@ -96,7 +102,7 @@ def _missing_members(model: BaseModel) -> tuple[str, list[str]] | None:
 
 
 def required_text(errors: Errors, key: str, value: str | None, name: str) -> None:
-    if _blank(value):
+    if blank(value):
         errors[key].append(f"The {name} field is required.")
 
 
@@ -379,7 +385,7 @@ class ChainValidator:
     @staticmethod
     def _email_address(errors: Errors, key: str, address: str | None) -> str | None:
         """A recipient's address as stored, or None with the rule it breaks."""
-        if _blank(address):
+        if blank(address):
             errors[key].append("'Email Address' must not be empty.")
             errors[key].append("Invalid email address format.")
             return None
@@ -426,9 +432,9 @@ class ChainValidator:
             errors[f"{key}.ResourceId"].append("ResourceId must have a valid syntax.")
         self._max_length(errors, f"{key}.ResourceId", resource_id, self._limits.max_resource_id_chars)
         if resource_action:
-            if _blank(resource_id):
+            if blank(resource_id):
                 errors[f"{key}.ResourceAction"].append("ResourceAction cannot be specified without a ResourceId.")
-            elif _blank(resource_action):
+            elif blank(resource_action):
                 errors[f"{key}.ResourceAction"].append("ResourceAction cannot be blank or whitespace.")
         self._max_length(errors, f"{key}.ResourceAction", resource_action, MAX_RESOURCE_ACTION_CHARS)
         spec, ignore_reservation, use_stale = self._identity(errors, key, kind)
@@ -441,8 +447,8 @@ class ChainValidator:
             sms[0] if sms else None,
             sms[1] if sms else SendingTimePolicy.DAYTIME,
             ignore_reservation,
-            None if _blank(resource_id) else resource_id,
-            None if _blank(resource_action) else (resource_action or "").strip(),
+            None if blank(resource_id) else resource_id,
+            None if blank(resource_action) else (resource_action or "").strip(),
             use_stale,
         )
 
@@ -517,7 +523,7 @@ class ChainValidator:
             return None  # refused by framework_errors where it must be given
         before = sum(len(v) for v in errors.values())
         sender = self._defaults.sms_sender
-        if not _blank(settings.sender):
+        if not blank(settings.sender):
             candidate = (settings.sender or "").strip()
             # varsel's rule (the reference has none): what an SMS gateway can show as the sender.
             if is_sms_sender(candidate):
@@ -540,10 +546,7 @@ class ChainValidator:
             return None
         return SmsTemplateSpec(sender, body), policy
 
-    @staticmethod
-    def _max_length(errors: Errors, key: str, value: str | None, limit: int) -> None:
-        if value is not None and len(value) > limit:
-            errors[key].append(f"Must be at most {limit} characters long; it is {len(value)}.")
+    _max_length = staticmethod(max_length)
 
 
 def _draft(
