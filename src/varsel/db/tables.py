@@ -96,6 +96,8 @@ orders = Table(
     Column("attachments", JSON),
 )
 Index("ix_orders_chain_id", orders.c.chain_id)
+# Monthly usage and the support look-up's time range (migration 0007).
+Index("ix_orders_requested_send_time", orders.c.requested_send_time)
 Index("ix_orders_creator_senders_reference", orders.c.creator, orders.c.senders_reference)
 # The claim query's index: only orders that still need work are in it, so it stays small however many are done.
 Index(
@@ -197,6 +199,18 @@ for _table in NOTIFICATION_TABLES.values():
     )
     Index(f"ix_{_table.name}_provider_reference", _table.c.provider_reference)
     Index(f"ix_{_table.name}_status_expiry", _table.c.status, _table.c.expiry)
+    # Support look-ups (migration 0007): a person's or organisation's notifications with their orders, from the index
+    # alone; direct email/SMS recipients carry no identifier and are left out.
+    for _identifier in ("national_identity_number", "organization_number"):
+        Index(
+            f"ix_{_table.name}_{_identifier}_order_id",
+            _table.c[_identifier],
+            _table.c.order_id,
+            sqlite_where=text(f"{_identifier} IS NOT NULL"),
+            postgresql_where=text(f"{_identifier} IS NOT NULL"),
+        )
+    # The daily usage export: the notifications whose result was recorded on one day (migration 0007).
+    Index(f"ix_{_table.name}_status_changed", _table.c.status_changed)
 
 # The v2 status feed: one entry per order when it reaches a final state (Completed, SendConditionNotMet, and, unlike
 # the reference, Cancelled), with a snapshot of its notifications then. `seq` is the feed's order; entries are
