@@ -48,6 +48,8 @@ class AuthSettings(BaseModel):
     # Composed email (attachments fetched from the caller's storage) has a scope of its own, as in the reference; the
     # create scope does not grant it, and a platform access token is no alternative.
     composed_email_scope: str = "altinn:serviceowner/notifications.composedemail.create"
+    # The support dashboard (reference 6) reads every service owner's notifications to a person: a scope of its own.
+    support_scope: str = "altinn:notifications.support.admin"
     org_claim: str = "urn:altinn:org"
 
 
@@ -162,6 +164,14 @@ class ReportSettings(BaseModel):
     max_reports_per_request: int = Field(default=1_000, ge=1)
 
 
+class MetricsSettings(BaseModel):
+    """Usage metrics (reference 7): the daily Parquet exports need this key in X-API-Key; unset, they answer 401."""
+
+    api_key: SecretStr | None = None
+    # Named in the export's file name and X-Environment header, as Altinn's hosting environment (ASP.NET's default).
+    environment: str = Field(default="Production", pattern=r"^[A-Za-z0-9_-]{1,40}$")
+
+
 _HOST_ENTRY = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?")
 
 
@@ -208,6 +218,7 @@ class Settings(BaseSettings):
     email: EmailSettings = Field(default_factory=EmailSettings)
     sms: SmsSettings = Field(default_factory=SmsSettings)
     reports: ReportSettings = Field(default_factory=ReportSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @field_validator("trusted_hosts", mode="before")
     @classmethod
