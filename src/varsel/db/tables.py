@@ -115,6 +115,22 @@ Index(
     sqlite_where=text("status IN ('Registered', 'Processing')"),
     postgresql_where=text("status IN ('Registered', 'Processing')"),
 )
+# The console's order search, newest first and keyset-paged by (time, id), by creation or requested send time, for
+# one service owner or (admin) for all (an admin's by send time uses ix_orders_requested_send_time, of 0007, where
+# the planner sorts only the ties of one instant by id). The admin index by creation also carries what the overview counts (owner,
+# channel, status), so that counting a period's orders reads the index alone.
+Index(
+    "ix_orders_created",
+    orders.c.created,
+    orders.c.id,
+    orders.c.creator,
+    orders.c.notification_channel,
+    orders.c.status,
+)
+Index("ix_orders_creator_created", orders.c.creator, orders.c.created, orders.c.id)
+Index("ix_orders_creator_requested_send_time", orders.c.creator, orders.c.requested_send_time, orders.c.id)
+# An admin's search by sender's reference across service owners (an owner's uses ix_orders_creator_senders_reference).
+Index("ix_orders_senders_reference", orders.c.senders_reference)
 
 order_recipients = Table(
     "order_recipients",
@@ -199,6 +215,8 @@ for _table in NOTIFICATION_TABLES.values():
     )
     Index(f"ix_{_table.name}_provider_reference", _table.c.provider_reference)
     Index(f"ix_{_table.name}_status_expiry", _table.c.status, _table.c.expiry)
+    # The console's overview: a period's notifications by owner and status, counted from the index alone.
+    Index(f"ix_{_table.name}_created", _table.c.created, _table.c.creator, _table.c.status)
     # Support look-ups (migration 0007): a person's or organisation's notifications with their orders, from the index
     # alone; direct email/SMS recipients carry no identifier and are left out.
     for _identifier in ("national_identity_number", "organization_number"):
@@ -248,6 +266,13 @@ notification_attempts = Table(
     Column("detail", Text),
 )
 Index("ix_notification_attempts_notification_id", notification_attempts.c.notification_id)
+# The console's provider health: recent provider calls by provider and outcome, from the index alone.
+Index(
+    "ix_notification_attempts_started",
+    notification_attempts.c.started,
+    notification_attempts.c.provider,
+    notification_attempts.c.outcome,
+)
 
 # Delivery reports as they arrived, and what became of each: applied, duplicate, late (after expiry, kept without
 # changing the status), superseded (the notification was final already), pending (no notification to apply it to
