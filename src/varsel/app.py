@@ -22,6 +22,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from sqlalchemy.exc import DBAPIError
 
 from varsel import __version__, operations
+from varsel.api import metrics as metrics_endpoints
 from varsel.api.v1 import endpoints as endpoints_v1
 from varsel.api.v1.models import (
     EmailNotificationOrderRequest,
@@ -30,6 +31,7 @@ from varsel.api.v1.models import (
 )
 from varsel.api.v1.validation import OrderValidator
 from varsel.api.v2 import composed as composed_endpoints
+from varsel.api.v2 import dashboard as dashboard_endpoints
 from varsel.api.v2 import endpoints as v2_endpoints
 from varsel.api.v2 import instant as instant_endpoints
 from varsel.api.v2 import shipments as shipment_endpoints
@@ -369,6 +371,8 @@ def create_app(varsel: Varsel, *, run_workers: bool = False) -> FastAPI:
     app.include_router(v2_endpoints.router)
     app.include_router(instant_endpoints.router)
     app.include_router(composed_endpoints.router)
+    app.include_router(dashboard_endpoints.router)
+    app.include_router(metrics_endpoints.router)
     app.include_router(registry_endpoints.router)
     app.include_router(operations.router)
     app.include_router(report_endpoints.router)

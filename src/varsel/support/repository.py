@@ -1,0 +1,266 @@
+"""SQL of support and usage: a recipient's shipments, monthly usage per service owner, a day's final notifications.
+
+Every statement is bounded by an index of migration 0007: the recipient's identifier (partial indexes on
+national_identity_number / organization_number with order_id), orders.requested_send_time, and each notification
+table's status_changed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Table, case, func, literal, select, union, union_all
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from varsel.db.tables import email_notifications, orders, sms_notifications
+from varsel.notifications.statuses import EmailStatus, SmsStatus
+
+EMAIL = "email"
+SMS = "sms"
+
+# Successes as the reference's usage counts them (section 7): accepted by the provider or delivered.
+EMAIL_SUCCESS_STATUSES = (EmailStatus.SUCCEEDED.value, EmailStatus.DELIVERED.value)
+SMS_SUCCESS_STATUSES = (SmsStatus.ACCEPTED.value, SmsStatus.DELIVERED.value)
+# Not final yet: left out of the daily export (the reference: e-mail without New/Sending/Succeeded, SMS without
+# New/Sending/Accepted), because a later delivery report may still change them.
+EMAIL_NOT_FINAL = (EmailStatus.NEW.value, EmailStatus.SENDING.value, EmailStatus.SUCCEEDED.value)
+SMS_NOT_FINAL = (SmsStatus.NEW.value, SmsStatus.SENDING.value, SmsStatus.ACCEPTED.value)
+
+
+@dataclass(frozen=True)
+class ShipmentRow:
+    id: UUID
+    creator: str
+    resource_id: str | None
+    senders_reference: str | None
+    requested_send_time: datetime
+    notification_channel: str
+    order_type: str
+
+
+@dataclass(frozen=True)
+class NotificationRow:
+    """One of the recipient's notifications: its channel (email, sms), address, stored status and when it was set."""
+
+    order_id: UUID
+    channel: str
+    national_identity_number: str | None
+    organization_number: str | None
+    address: str | None
+    status: str
+    status_changed: datetime
+
+
+def _identifier_column(table: Table, identifier: str) -> Any:
+    # Only these two columns: the name comes from the service's own enum, never from a request.
+    if identifier not in ("national_identity_number", "organization_number"):
+        raise ValueError(f"not a recipient identifier column: {identifier!r}")
+    return table.c[identifier]
+
+
+async def recipient_shipments(
+    conn: AsyncConnection, identifier: str, value: str, start: datetime, end: datetime, limit: int
+) -> list[ShipmentRow]:
+    """The orders with a notification whose `identifier` column equals `value`, requested in [start, end), newest
+    first, at most `limit`. The orders' ids come from the identifier's index alone (distinct), and each is then
+    read by its primary key: the time range is checked on those orders, not on a scan of all orders in the range."""
+    ids = union(
+        *(
+            select(table.c.order_id.label("order_id")).where(_identifier_column(table, identifier) == value)
+            for table in (email_notifications, sms_notifications)
+        )
+    ).subquery("recipient_orders")
+    statement = (
+        select(
+            orders.c.id,
+            orders.c.creator,
+            orders.c.resource_id,
+            orders.c.senders_reference,
+            orders.c.requested_send_time,
+            orders.c.notification_channel,
+            orders.c.order_type,
+        )
+        .select_from(ids.join(orders, orders.c.id == ids.c.order_id))
+        .where(orders.c.requested_send_time >= start, orders.c.requested_send_time < end)
+        .order_by(orders.c.requested_send_time.desc(), orders.c.id.desc())
+        .limit(limit)
+    )
+    return [ShipmentRow(**row._mapping) for row in await conn.execute(statement)]
+
+
+async def recipient_notifications(
+    conn: AsyncConnection, identifier: str, value: str, order_ids: Sequence[UUID]
+) -> list[NotificationRow]:
+    """The notifications to `value` in these orders (email first, each channel in the order they were made): seeks
+    on the (identifier, order_id) index, one per order."""
+    if not order_ids:
+        return []
+    both = union_all(
+        *(
+            select(
+                table.c.order_id,
+                literal(channel).label("channel"),
+                table.c.national_identity_number,
+                table.c.organization_number,
+                address.label("address"),
+                table.c.status,
+                table.c.status_changed,
+                literal(rank).label("rank"),
+                table.c.created,
+                table.c.id,
+            ).where(_identifier_column(table, identifier) == value, table.c.order_id.in_(list(order_ids)))
+            for rank, (channel, table, address) in enumerate(
+                (
+                    (EMAIL, email_notifications, email_notifications.c.email_address),
+                    (SMS, sms_notifications, sms_notifications.c.mobile_number),
+                )
+            )
+        )
+    ).subquery()
+    result = await conn.execute(
+        select(
+            both.c.order_id,
+            both.c.channel,
+            both.c.national_identity_number,
+            both.c.organization_number,
+            both.c.address,
+            both.c.status,
+            both.c.status_changed,
+        ).order_by(both.c.order_id, both.c.rank, both.c.created, both.c.id)
+    )
+    return [NotificationRow(**row._mapping) for row in result]
+
+
+# ---------------------------------------------------------------- usage
+
+
+@dataclass(frozen=True)
+class OrgUsageRow:
+    creator: str
+    orders: int
+    emails: int
+    successful_emails: int
+    sms_segments: int
+    successful_sms: int
+
+
+async def monthly_usage(conn: AsyncConnection, start: datetime, end: datetime) -> list[OrgUsageRow]:
+    """Per service owner, for the orders requested in [start, end): orders, email notifications and the successful
+    ones, SMS segments (summed) and successful SMS notifications; by owner name. Three grouped statements, each
+    walking the orders of the range by ix_orders_requested_send_time and their notifications by order_id."""
+    in_range = (orders.c.requested_send_time >= start) & (orders.c.requested_send_time < end)
+    found: dict[str, dict[str, int]] = {}
+
+    def row_of(creator: str) -> dict[str, int]:
+        return found.setdefault(
+            creator, {"orders": 0, "emails": 0, "successful_emails": 0, "sms_segments": 0, "successful_sms": 0}
+        )
+
+    counted = await conn.execute(select(orders.c.creator, func.count()).where(in_range).group_by(orders.c.creator))
+    for creator, count in counted:
+        row_of(creator)["orders"] = int(count)
+
+    email = email_notifications
+    emails = await conn.execute(
+        select(
+            orders.c.creator,
+            func.count(email.c.id),
+            func.sum(case((email.c.status.in_(EMAIL_SUCCESS_STATUSES), 1), else_=0)),
+        )
+        .select_from(orders.join(email, email.c.order_id == orders.c.id))
+        .where(in_range)
+        .group_by(orders.c.creator)
+    )
+    for creator, total, successful in emails:
+        usage = row_of(creator)
+        usage["emails"], usage["successful_emails"] = int(total), int(successful or 0)
+
+    sms = sms_notifications
+    texts = await conn.execute(
+        select(
+            orders.c.creator,
+            # A notification whose segments were never counted (none are: generation counts them) is one message.
+            func.sum(func.coalesce(sms.c.segments, 1)),
+            func.sum(case((sms.c.status.in_(SMS_SUCCESS_STATUSES), 1), else_=0)),
+        )
+        .select_from(orders.join(sms, sms.c.order_id == orders.c.id))
+        .where(in_range)
+        .group_by(orders.c.creator)
+    )
+    for creator, segments, successful in texts:
+        usage = row_of(creator)
+        usage["sms_segments"], usage["successful_sms"] = int(segments or 0), int(successful or 0)
+
+    return [OrgUsageRow(creator=creator, **found[creator]) for creator in sorted(found)]
+
+
+# ---------------------------------------------------------------- a day's final notifications (the Parquet export)
+
+
+@dataclass(frozen=True)
+class FinalSmsRow:
+    id: UUID
+    order_id: UUID
+    senders_reference: str | None
+    requested_send_time: datetime
+    creator: str
+    resource_id: str | None
+    status: str
+    provider_reference: str | None
+    mobile_number: str | None
+    segments: int | None
+    template_body: str | None
+    custom_body: str | None
+
+
+@dataclass(frozen=True)
+class FinalEmailRow:
+    id: UUID
+    order_id: UUID
+    senders_reference: str | None
+    requested_send_time: datetime
+    creator: str
+    resource_id: str | None
+    status: str
+    provider_reference: str | None
+
+
+_ORDER_FIELDS = (orders.c.senders_reference, orders.c.requested_send_time, orders.c.creator, orders.c.resource_id)
+
+
+async def final_sms_between(conn: AsyncConnection, start: datetime, end: datetime) -> list[FinalSmsRow]:
+    """SMS notifications whose final status was set in [start, end) (ix_sms_notifications_status_changed), oldest
+    result first."""
+    sms = sms_notifications
+    statement = (
+        select(
+            sms.c.id,
+            sms.c.order_id,
+            *_ORDER_FIELDS,
+            sms.c.status,
+            sms.c.provider_reference,
+            sms.c.mobile_number,
+            sms.c.segments,
+            orders.c.sms_body.label("template_body"),
+            sms.c.body.label("custom_body"),
+        )
+        .select_from(sms.join(orders, orders.c.id == sms.c.order_id))
+        .where(sms.c.status_changed >= start, sms.c.status_changed < end, sms.c.status.not_in(SMS_NOT_FINAL))
+        .order_by(sms.c.status_changed, sms.c.id)
+    )
+    return [FinalSmsRow(**row._mapping) for row in await conn.execute(statement)]
+
+
+async def final_emails_between(conn: AsyncConnection, start: datetime, end: datetime) -> list[FinalEmailRow]:
+    """Email notifications whose final status was set in [start, end), oldest result first."""
+    email = email_notifications
+    statement = (
+        select(email.c.id, email.c.order_id, *_ORDER_FIELDS, email.c.status, email.c.provider_reference)
+        .select_from(email.join(orders, orders.c.id == email.c.order_id))
+        .where(email.c.status_changed >= start, email.c.status_changed < end, email.c.status.not_in(EMAIL_NOT_FINAL))
+        .order_by(email.c.status_changed, email.c.id)
+    )
+    return [FinalEmailRow(**row._mapping) for row in await conn.execute(statement)]
