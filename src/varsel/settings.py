@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from varsel.console.config import ConsoleSettings
 from varsel.dispatch.window import DaytimeWindow
 from varsel.providers.acs import AcsSettings
 from varsel.providers.guard import GuardSettings
@@ -218,6 +219,8 @@ class Settings(BaseSettings):
     email: EmailSettings = Field(default_factory=EmailSettings)
     sms: SmsSettings = Field(default_factory=SmsSettings)
     reports: ReportSettings = Field(default_factory=ReportSettings)
+    # The web console: session key and lifetime, sign-in links, OpenID Connect (VARSEL_CONSOLE__OIDC__ISSUER …).
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @field_validator("trusted_hosts", mode="before")
