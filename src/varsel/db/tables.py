@@ -376,3 +376,19 @@ Index(
     registry_authorizations.c.organization_number,
     registry_authorizations.c.resource_id,
 )
+
+# ---------------------------------------------------------------- console sign-in
+# One-time sign-in links printed by `varsel console login`, kept by their SHA-256 (the link itself is never stored):
+# a link signs in once (used is set by the statement that accepts it) and only until it expires.
+console_sign_in_links = Table(
+    "console_sign_in_links",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    # The service owner the session will act for; none for an admin's link.
+    Column("org", String(100)),
+    Column("admin", Boolean, nullable=False),
+    Column("created", UtcDateTime, nullable=False),
+    Column("expires", UtcDateTime, nullable=False),
+    Column("used", UtcDateTime),
+)
+Index("ix_console_sign_in_links_expires", console_sign_in_links.c.expires)

@@ -97,6 +97,30 @@ async def reports_in_state(conn: AsyncConnection, state: str, limit: int) -> lis
     return list(result)
 
 
+async def reports_page(
+    conn: AsyncConnection, state: str, before: tuple[datetime, UUID] | None, limit: int
+) -> list[Row[Any]]:
+    """Reports in a state, newest first, after a keyset cursor (the last row's received and id) when given: a page
+    reads `limit` rows by the (state, received) index however many there are."""
+    condition: Any = delivery_reports.c.state == state
+    if before is not None:
+        received, report_id = before
+        condition = and_(
+            condition,
+            or_(
+                delivery_reports.c.received < received,
+                and_(delivery_reports.c.received == received, delivery_reports.c.id < report_id),
+            ),
+        )
+    result = await conn.execute(
+        select(delivery_reports)
+        .where(condition)
+        .order_by(delivery_reports.c.received.desc(), delivery_reports.c.id.desc())
+        .limit(limit)
+    )
+    return list(result)
+
+
 async def revive_dead(conn: AsyncConnection, ids: Sequence[UUID] | None, now: datetime, retry_until: datetime) -> int:
     """Dead reports (all, or these) become pending again, due now."""
     condition: Any = delivery_reports.c.state == DEAD

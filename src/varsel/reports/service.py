@@ -239,6 +239,11 @@ class DeliveryReports:
         async with self._db.read() as conn:
             return await repository.reports_in_state(conn, ReportState.DEAD.value, limit)
 
+    async def page(self, state: ReportState, before: tuple[datetime, UUID] | None = None, limit: int = 50) -> list[Any]:
+        """Dead or pending reports, newest first, a page at a time (keyset: pass the last row's received and id)."""
+        async with self._db.read() as conn:
+            return await repository.reports_page(conn, state.value, before, limit)
+
     async def retry(self, ids: Sequence[UUID] | None) -> int:
         """Dead reports (all, or these) are tried again now, and for another retry window."""
         now = self._clock.now()
