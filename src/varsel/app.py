@@ -51,6 +51,7 @@ from varsel.auth.dependencies import Authenticator
 from varsel.auth.keys import DEV_ISSUER, JwksKeys, KeySource, StaticKeys, ensure_dev_key
 from varsel.auth.tokens import TokenVerifier, TrustedIssuerKeys
 from varsel.clock import Clock, SystemClock
+from varsel.console.mount import mount_console
 from varsel.db.engine import Database, database_unavailable
 from varsel.dispatch.attachments import AttachmentFetcher
 from varsel.dispatch.conditions import ConditionChecker
@@ -376,6 +377,8 @@ def create_app(varsel: Varsel, *, run_workers: bool = False) -> FastAPI:
     app.include_router(registry_endpoints.router)
     app.include_router(operations.router)
     app.include_router(report_endpoints.router)
+    # The web console (/console): HTML pages, kept out of the OpenAPI document.
+    mount_console(app, varsel)
     app.add_middleware(BodyLimitMiddleware, max_bytes=varsel.settings.limits.max_body_bytes)
     app.add_middleware(RouteSpellingMiddleware)
     # Added last, so it runs first: a request for another host is answered before anything else reads it.
