@@ -446,5 +446,42 @@ def notification_history(notification_id: Annotated[str, typer.Argument(help="Th
         raise typer.Exit(1)
 
 
+console_cli = typer.Typer(help="The web console at /console.")
+cli.add_typer(console_cli, name="console")
+
+
+@console_cli.command("login")
+def console_login(
+    org: Annotated[str | None, typer.Option("--org", help="Sign in as this service owner (org).")] = None,
+    admin: Annotated[bool, typer.Option("--admin", help="Sign in as an administrator (every org's).")] = False,
+) -> None:
+    """Print a one-time sign-in link for the console (valid console.link_minutes, usable once)."""
+    from datetime import timedelta
+
+    from varsel.auth.tokens import ORG_PATTERN
+    from varsel.console.principal import Principal
+    from varsel.console.sign_in import SignInLinks
+
+    if admin == bool(org):
+        console.print("give --org ORG or --admin (one of the two)")
+        raise typer.Exit(2)
+    if org is not None and not ORG_PATTERN.match(org):
+        console.print(f"not an org name: {org!r}")
+        raise typer.Exit(2)
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+    async def work(services: Any) -> str:
+        links = SignInLinks(services.database, services.clock, timedelta(minutes=settings.console.link_minutes))
+        return await links.create(Principal(org=org, admin=admin))
+
+    token = asyncio.run(_with_services(settings, work))
+    # The address the API listens on, unless a public URL says where browsers reach it.
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    base = (settings.public_url or f"http://{host}:{settings.port}").rstrip("/")
+    console.print(f"Sign in within {settings.console.link_minutes} minutes (the link works once):", highlight=False)
+    print(f"{base}/console/sign-in/link/{token}")
+
+
 def main() -> None:
     cli()
