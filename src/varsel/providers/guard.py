@@ -15,6 +15,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Generic, Protocol, TypeVar
 
@@ -61,6 +62,18 @@ class GuardSettings(BaseModel):
         if self.rate_per_second is None:
             return 1
         return max(1, math.ceil(self.rate_per_second))
+
+
+@dataclass(frozen=True)
+class GuardHealth:
+    """What a guard knows of its provider now: the breaker ("closed", "open", or "half-open": a trial call may go
+    through), until when it is open, until when the provider asked to be left alone (429), and how many calls in a
+    row failed. Kept in the memory of the process whose guard it is: each process has its own."""
+
+    breaker: str
+    open_until: datetime | None
+    paused_until: datetime | None
+    consecutive_failures: int
 
 
 class GuardedProvider(Protocol[M_contra]):
@@ -163,6 +176,18 @@ class ProviderGuard(Generic[M]):
 
     async def close(self) -> None:
         await self._provider.close()
+
+    def health(self) -> GuardHealth:
+        """The breaker's state and any pause, for the console's overview."""
+        now = self._clock.now()
+        if self._open_until is None:
+            breaker, open_until = "closed", None
+        elif now < self._open_until:
+            breaker, open_until = "open", self._open_until
+        else:
+            breaker, open_until = "half-open", None
+        paused = self._paused_until if self._pause_remaining(now) > 0 else None
+        return GuardHealth(breaker, open_until, paused, self._failures)
 
     def blocked_for(self) -> float:
         now = self._clock.now()
