@@ -270,6 +270,7 @@ Index("ix_notification_attempts_notification_id", notification_attempts.c.notifi
 Index(
     "ix_notification_attempts_started",
     notification_attempts.c.started,
+    notification_attempts.c.channel,
     notification_attempts.c.provider,
     notification_attempts.c.outcome,
 )

@@ -23,7 +23,7 @@ INDEXES: tuple[tuple[str, str, list[str]], ...] = (
     ("ix_orders_senders_reference", "orders", ["senders_reference"]),
     ("ix_email_notifications_created", "email_notifications", ["created", "creator", "status"]),
     ("ix_sms_notifications_created", "sms_notifications", ["created", "creator", "status"]),
-    ("ix_notification_attempts_started", "notification_attempts", ["started", "provider", "outcome"]),
+    ("ix_notification_attempts_started", "notification_attempts", ["started", "channel", "provider", "outcome"]),
 )
 
 
