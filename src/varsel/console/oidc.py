@@ -39,6 +39,7 @@ FLOW_SECONDS = 600
 _ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 # Discovery and keys are read again after this long (keys at once when a token names a key id we do not have).
 _CACHE_SECONDS = 3600.0
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 class OidcRefused(Exception):
@@ -70,7 +71,16 @@ class OidcSignIn:
     def configured(
         cls, settings: OidcSettings, http: httpx.AsyncClient, clock: Clock, secret_key: str
     ) -> OidcSignIn | None:
-        return cls(settings, http, clock, secret_key) if settings.issuer else None
+        if not settings.issuer:
+            return None
+        # Discovery and keys fetched over plain HTTP could be swapped on the way, and every sign-in forged with them.
+        # Loopback is allowed: nothing crosses a network there (tests serve their provider on it).
+        parts = urlsplit(settings.issuer)
+        if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in _LOOPBACK):
+            raise ValueError(f"console.oidc.issuer must be an https URL, not {settings.issuer!r}")
+        if not settings.client_id:
+            raise ValueError("console.oidc.client_id must be set when console.oidc.issuer is")
+        return cls(settings, http, clock, secret_key)
 
     @property
     def display_name(self) -> str:

@@ -1,0 +1,120 @@
+"""Sign-in with OpenID Connect against a loopback provider the test serves: as an org and as an admin in the
+browser; and refused for a wrong audience, a bad signature, a wrong nonce or state, and a person with no claims."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Page
+from pydantic import SecretStr
+
+from tests.console.conftest import ConsoleServer
+from tests.console.oidc_provider import CLIENT_ID, CLIENT_SECRET, OidcProvider
+from varsel.clock import FrozenClock
+from varsel.console.config import ConsoleSettings, OidcSettings
+from varsel.console.sessions import SESSION_COOKIE
+from varsel.settings import Settings
+
+
+@pytest.fixture
+async def provider(clock: FrozenClock) -> AsyncIterator[OidcProvider]:
+    oidc = OidcProvider(clock)
+    async with oidc.server:
+        yield oidc
+
+
+@pytest.fixture
+async def oidc_console(
+    settings: Settings, clock: FrozenClock, provider: OidcProvider, sqlite_url: str
+) -> AsyncIterator[ConsoleServer]:
+    oidc = OidcSettings(
+        issuer=provider.issuer,
+        client_id=CLIENT_ID,
+        client_secret=SecretStr(CLIENT_SECRET),
+        org_claim="org",
+        admin_claim="roles",
+        admin_value="varsel-admin",
+    )
+    server = ConsoleServer(settings.model_copy(update={"console": ConsoleSettings(oidc=oidc)}), clock, sqlite_url)
+    await asyncio.to_thread(server.start)
+    yield server
+    await asyncio.to_thread(server.stop)
+
+
+async def _sign_in_in_browser(page: Page, console: ConsoleServer) -> None:
+    await page.goto(f"{console.url}/console/sign-in")
+    await page.click("#oidc-sign-in")
+    await page.wait_for_url(f"{console.url}/console")
+
+
+async def test_sign_in_as_an_org(oidc_console: ConsoleServer, provider: OidcProvider, page: Page) -> None:
+    await _sign_in_in_browser(page, oidc_console)
+    assert (await page.text_content(".principal")) == "ttd"
+    assert await page.locator("header nav a").all_text_contents() == ["Overview", "Orders"]
+    (session,) = [c for c in await page.context.cookies() if c["name"] == SESSION_COOKIE]
+    assert session["sameSite"] == "Strict"
+    assert session["httpOnly"] is True
+    # The flow's cookie is gone once it has served.
+    assert [c["name"] for c in await page.context.cookies()] == [SESSION_COOKIE]
+    assert provider.token_errors == []
+
+
+async def test_sign_in_as_an_admin(oidc_console: ConsoleServer, provider: OidcProvider, page: Page) -> None:
+    provider.claims = {"sub": "person-2", "email": "ops@varsel.example", "roles": ["reader", "varsel-admin"]}
+    await _sign_in_in_browser(page, oidc_console)
+    assert (await page.text_content(".principal")) == "admin"
+    await page.click("text=Delivery reports")
+    await page.wait_for_url(f"{oidc_console.url}/console/reports")
+
+
+async def _sign_in_over_http(console: ConsoleServer) -> httpx.Response:
+    """Follows the flow as a browser would, and answers the console's answer at the callback."""
+    async with httpx.AsyncClient(follow_redirects=False, timeout=20) as http:
+        start = await http.get(f"{console.url}/console/sign-in/oidc")
+        assert start.status_code == 303
+        authorize = await http.get(start.headers["location"])
+        assert authorize.status_code == 302, authorize.text
+        return await http.get(authorize.headers["location"])
+
+
+async def test_the_flow_over_http_signs_in(oidc_console: ConsoleServer) -> None:
+    # The baseline of the refusals below: the same flow, unaltered, signs in.
+    answer = await _sign_in_over_http(oidc_console)
+    assert answer.status_code == 200
+    assert SESSION_COOKIE in answer.cookies
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"audience": "another-client"}, "issued for another application"),
+        ({"forge_signature": True}, "could not be verified"),
+        ({"nonce": "a-nonce-of-another-sign-in"}, "nonce"),
+        ({"state": "a-state-of-another-sign-in"}, "state does not match"),
+        ({"claims": {"sub": "person-3", "email": "nobody@example.org"}}, "names no service owner"),
+        ({"claims": {"sub": "person-4", "roles": ["reader"], "org": ""}}, "names no service owner"),
+    ],
+)
+async def test_a_sign_in_that_does_not_verify_is_refused(
+    oidc_console: ConsoleServer, provider: OidcProvider, change: dict[str, Any], message: str
+) -> None:
+    for name, value in change.items():
+        setattr(provider, name, value)
+    answer = await _sign_in_over_http(oidc_console)
+    assert answer.status_code == 403
+    assert message in answer.text
+    assert SESSION_COOKIE not in answer.cookies
+
+
+async def test_a_callback_without_the_flow_cookie_is_refused(oidc_console: ConsoleServer) -> None:
+    async with httpx.AsyncClient(follow_redirects=False, timeout=20) as http:
+        start = await http.get(f"{oidc_console.url}/console/sign-in/oidc")
+        authorize = await http.get(start.headers["location"])
+        http.cookies.clear()  # another browser: it did not start this sign-in
+        answer = await http.get(authorize.headers["location"])
+    assert answer.status_code == 403
+    assert SESSION_COOKIE not in answer.cookies
