@@ -9,7 +9,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from varsel.console import pages, reports_pages, support_pages
+from varsel.console import pages, pages_orders, pages_overview, reports_pages, support_pages
 from varsel.console.oidc import OidcSignIn
 from varsel.console.sessions import SessionCodec, ensure_secret_key, secret_key_file
 from varsel.console.sign_in import SignInLinks
@@ -28,7 +28,13 @@ if TYPE_CHECKING:
     from varsel.app import Varsel
 
 # The console's pages. A new page's router goes here (see the package's docstring).
-ROUTERS: list[APIRouter] = [pages.router, reports_pages.router, support_pages.router]
+ROUTERS: list[APIRouter] = [
+    pages.router,
+    reports_pages.router,
+    support_pages.router,
+    pages_orders.router,
+    pages_overview.router,
+]
 
 _not_found = APIRouter(include_in_schema=False)
 
