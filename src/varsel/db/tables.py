@@ -117,8 +117,8 @@ Index(
 )
 # The console's order search, newest first and keyset-paged by (time, id), by creation or requested send time, for
 # one service owner or (admin) for all (an admin's by send time uses ix_orders_requested_send_time, of 0007, where
-# the planner sorts only the ties of one instant by id). The admin index by creation also carries what the overview counts (owner,
-# channel, status), so that counting a period's orders reads the index alone.
+# the planner sorts only the ties of one instant by id). The admin index by creation also carries what the overview
+# counts (owner, channel, status), so that counting a period's orders reads the index alone.
 Index(
     "ix_orders_created",
     orders.c.created,
