@@ -62,7 +62,7 @@ from bench.data import BenchDb
 T = TypeVar("T")
 
 API = "/notifications/api/v1"
-BENCHMARKS = ("intake", "chain", "feed", "instant", "dispatch", "lag", "scaling")
+BENCHMARKS = ("intake", "chain", "feed", "instant", "dispatch", "lag", "scaling", "console")
 # Where each chain request's own idempotencyId goes (the load generator writes a value as long as this there).
 UNIQUE_MARKER = "@@@@@@@@@@@@@@@@@@@@@@@@"
 # Orders a chain stores: the main notification and two reminders.
@@ -1021,6 +1021,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.console import bench_console
     from bench.instant import bench_instant  # it imports this module's helpers
 
     args = parse_args(argv)
@@ -1072,6 +1073,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("instant", functools.partial(bench_instant, ctx, db_kind, url)),
                 ("dispatch", functools.partial(bench_dispatch, ctx, url, db_kind)),
                 ("lag", functools.partial(bench_lag, ctx, url, db_kind)),
+                ("console", functools.partial(bench_console, ctx, db_kind, url)),
             ]
             if db_kind == "postgres":
                 steps.append(("scaling", functools.partial(bench_scaling, ctx, url)))
