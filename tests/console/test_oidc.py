@@ -91,12 +91,14 @@ async def test_the_flow_over_http_signs_in(oidc_console: ConsoleServer) -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"audience": "another-client"}, "issued for another application"),
-        ({"forge_signature": True}, "could not be verified"),
-        ({"nonce": "a-nonce-of-another-sign-in"}, "nonce"),
-        ({"state": "a-state-of-another-sign-in"}, "state does not match"),
-        ({"claims": {"sub": "person-3", "email": "nobody@example.org"}}, "names no service owner"),
-        ({"claims": {"sub": "person-4", "roles": ["reader"], "org": ""}}, "names no service owner"),
+        pytest.param({"audience": "another-client"}, "issued for another application", id="wrong-audience"),
+        pytest.param({"forge_signature": True}, "could not be verified", id="bad-signature"),
+        pytest.param({"nonce": "a-nonce-of-another-sign-in"}, "nonce", id="wrong-nonce"),
+        pytest.param({"state": "a-state-of-another-sign-in"}, "state does not match", id="wrong-state"),
+        pytest.param(
+            {"claims": {"sub": "p3", "email": "nobody@example.org"}}, "names no service owner", id="no-claims"
+        ),
+        pytest.param({"claims": {"sub": "p4", "roles": ["reader"], "org": ""}}, "names no service owner", id="no-org"),
     ],
 )
 async def test_a_sign_in_that_does_not_verify_is_refused(
