@@ -4,7 +4,8 @@ credentials, the code, the redirect URI and the PKCE verifier, and signs ID toke
 
 Switches, set between tests: ``claims`` (the person's claims besides iss/sub/aud/iat/exp/nonce), ``audience``
 (another aud), ``forge_signature`` (sign with another key under the same key id), ``nonce`` (another nonce) and
-``state`` (send the browser back with another state).
+``state`` (send the browser back with another state), ``discovery_issuer`` (a discovery document naming another
+issuer).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class OidcProvider:
         self.forge_signature = False
         self.nonce: str | None = None
         self.state: str | None = None
+        self.discovery_issuer: str | None = None
         self.grants: dict[str, _Grant] = {}
         self.token_errors: list[str] = []
         self.server = LoopbackServer(
@@ -68,7 +70,7 @@ class OidcProvider:
     async def _discovery(self, request: Request) -> Response:
         return JSONResponse(
             {
-                "issuer": self.issuer,
+                "issuer": self.discovery_issuer or self.issuer,
                 "authorization_endpoint": f"{self.issuer}/authorize",
                 "token_endpoint": f"{self.issuer}/token",
                 "jwks_uri": f"{self.issuer}/jwks",

@@ -120,3 +120,23 @@ async def test_a_callback_without_the_flow_cookie_is_refused(oidc_console: Conso
         answer = await http.get(authorize.headers["location"])
     assert answer.status_code == 403
     assert SESSION_COOKIE not in answer.cookies
+
+
+async def test_a_provider_naming_another_issuer_is_not_trusted(
+    oidc_console: ConsoleServer, provider: OidcProvider
+) -> None:
+    provider.discovery_issuer = "https://issuer.example.org"
+    async with httpx.AsyncClient(follow_redirects=False, timeout=20) as http:
+        start = await http.get(f"{oidc_console.url}/console/sign-in/oidc")
+    assert start.status_code == 500
+    assert start.headers["content-type"].startswith("text/html")
+    assert "names another issuer" in start.text
+    assert "location" not in start.headers
+
+
+async def test_an_unreachable_provider_gets_a_page(oidc_console: ConsoleServer, provider: OidcProvider) -> None:
+    await asyncio.to_thread(provider.server.stop)
+    async with httpx.AsyncClient(follow_redirects=False, timeout=20) as http:
+        start = await http.get(f"{oidc_console.url}/console/sign-in/oidc")
+    assert start.status_code == 500
+    assert "cannot be reached" in start.text

@@ -94,6 +94,12 @@ class OidcSignIn:
             raise OidcRefused(f"The sign-in provider's answer from {url} is not a JSON object.")
         return document
 
+    async def _endpoint(self, name: str) -> str:
+        value = (await self.metadata()).get(name)
+        if not isinstance(value, str) or not value:
+            raise OidcRefused(f"The sign-in provider's discovery document has no {name}.")
+        return value
+
     async def metadata(self) -> dict[str, Any]:
         if self._metadata is None or time.monotonic() - self._metadata_at > _CACHE_SECONDS:
             document = await self._json(self.issuer.rstrip("/") + "/.well-known/openid-configuration")
@@ -105,8 +111,11 @@ class OidcSignIn:
 
     async def _key_set(self, refresh: bool = False) -> KeySet:
         if refresh or self._keys is None or time.monotonic() - self._keys_at > _CACHE_SECONDS:
-            metadata = await self.metadata()
-            self._keys = KeySet.import_key_set(await self._json(str(metadata["jwks_uri"])))  # type: ignore[arg-type]
+            document: Any = await self._json(await self._endpoint("jwks_uri"))
+            try:
+                self._keys = KeySet.import_key_set(document)
+            except (JoseError, ValueError, KeyError, TypeError) as error:
+                raise OidcRefused("The sign-in provider's signing keys cannot be read.") from error
             self._keys_at = time.monotonic()
         return self._keys
 
@@ -115,10 +124,10 @@ class OidcSignIn:
 
     async def start(self, redirect_uri: str) -> tuple[str, str]:
         """Where to send the browser, and the flow cookie's value."""
-        metadata = await self.metadata()
+        authorize = await self._endpoint("authorization_endpoint")
         flow = Flow(generate_token(32), generate_token(32), generate_token(48), self._now() + FLOW_SECONDS)
         url = add_params_to_uri(
-            str(metadata["authorization_endpoint"]),
+            authorize,
             [
                 ("response_type", "code"),
                 ("client_id", self.settings.client_id),
@@ -148,7 +157,7 @@ class OidcSignIn:
         flow = self._flow(cookie)
         if not hmac.compare_digest(state.encode(), flow.state.encode()):
             raise OidcRefused("The sign-in's state does not match the one this browser started: start again.")
-        metadata = await self.metadata()
+        token_endpoint = await self._endpoint("token_endpoint")
         secret = self.settings.client_secret.get_secret_value() if self.settings.client_secret else None
         form = {
             "grant_type": "authorization_code",
@@ -158,13 +167,14 @@ class OidcSignIn:
             "client_id": self.settings.client_id,
         }
         auth = httpx.BasicAuth(self.settings.client_id, secret) if secret else None
-        response = await self._http.post(
-            str(metadata["token_endpoint"]), data=form, auth=auth or httpx.USE_CLIENT_DEFAULT
-        )
+        response = await self._http.post(token_endpoint, data=form, auth=auth or httpx.USE_CLIENT_DEFAULT)
         if response.status_code != 200:
             log.warning("OpenID Connect token endpoint answered %s: %s", response.status_code, response.text[:300])
             raise OidcRefused("The sign-in provider did not accept the sign-in.")
-        id_token = response.json().get("id_token")
+        try:
+            id_token = response.json().get("id_token")
+        except (ValueError, AttributeError) as error:
+            raise OidcRefused("The sign-in provider's token answer is not a JSON object.") from error
         if not isinstance(id_token, str):
             raise OidcRefused("The sign-in provider gave no ID token.")
         return await self.verify(id_token, flow.nonce)

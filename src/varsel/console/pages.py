@@ -91,7 +91,10 @@ async def oidc_start(request: Request) -> Response:
         raise ConsoleNotFound()
     try:
         url, flow = await oidc.start(_redirect_uri(request))
-    except (OidcRefused, httpx.HTTPError) as error:
+    except OidcRefused as error:
+        log.warning("OpenID Connect sign-in could not start: %s", error)
+        raise ConsoleError(str(error)) from error
+    except httpx.HTTPError as error:
         log.warning("OpenID Connect sign-in could not start: %s", error)
         raise ConsoleError("The sign-in provider cannot be reached; try again shortly.") from error
     response = RedirectResponse(url, status_code=303)
