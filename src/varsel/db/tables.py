@@ -117,15 +117,18 @@ Index(
 )
 # The console's order search, newest first and keyset-paged by (time, id), by creation or requested send time, for
 # one service owner or (admin) for all (an admin's by send time uses ix_orders_requested_send_time, of 0007, where
-# the planner sorts only the ties of one instant by id). The admin index by creation also carries what the overview
-# counts (owner, channel, status), so that counting a period's orders reads the index alone.
+# the planner sorts only the ties of one instant by id). The admin index by creation also carries the creator and the
+# requested send time, so that the overview's sample of a period's orders reads the index alone.
+Index("ix_orders_created", orders.c.created, orders.c.id, orders.c.creator, orders.c.requested_send_time)
+# The overview's counts of a period's orders by status and channel: each status is one range of this index, its
+# channels counted as it is read, without sorting or reading a row (a GROUP BY over a time range sorted every order
+# of the period). It also serves a search by status, newest first.
 Index(
-    "ix_orders_created",
-    orders.c.created,
-    orders.c.id,
-    orders.c.creator,
-    orders.c.notification_channel,
+    "ix_orders_status_created",
     orders.c.status,
+    orders.c.created,
+    orders.c.notification_channel,
+    orders.c.creator,
 )
 Index("ix_orders_creator_created", orders.c.creator, orders.c.created, orders.c.id)
 Index("ix_orders_creator_requested_send_time", orders.c.creator, orders.c.requested_send_time, orders.c.id)
@@ -215,8 +218,9 @@ for _table in NOTIFICATION_TABLES.values():
     )
     Index(f"ix_{_table.name}_provider_reference", _table.c.provider_reference)
     Index(f"ix_{_table.name}_status_expiry", _table.c.status, _table.c.expiry)
-    # The console's overview: a period's notifications by owner and status, counted from the index alone.
-    Index(f"ix_{_table.name}_created", _table.c.created, _table.c.creator, _table.c.status)
+    # The console's overview: a period's notifications of each status, one range of this index each, counted from
+    # the index alone.
+    Index(f"ix_{_table.name}_status_created", _table.c.status, _table.c.created, _table.c.creator)
     # Support look-ups (migration 0007): a person's or organisation's notifications with their orders, from the index
     # alone; direct email/SMS recipients carry no identifier and are left out.
     for _identifier in ("national_identity_number", "organization_number"):

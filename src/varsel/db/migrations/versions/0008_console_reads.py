@@ -17,12 +17,13 @@ depends_on: str | Sequence[str] | None = None
 # An admin's search by requested send time uses 0007's ix_orders_requested_send_time.
 # name, table, columns: plain CREATE INDEX on both databases (no batch mode: a SQLite table rebuild would cascade).
 INDEXES: tuple[tuple[str, str, list[str]], ...] = (
-    ("ix_orders_created", "orders", ["created", "id", "creator", "notification_channel", "status"]),
+    ("ix_orders_created", "orders", ["created", "id", "creator", "requested_send_time"]),
+    ("ix_orders_status_created", "orders", ["status", "created", "notification_channel", "creator"]),
     ("ix_orders_creator_created", "orders", ["creator", "created", "id"]),
     ("ix_orders_creator_requested_send_time", "orders", ["creator", "requested_send_time", "id"]),
     ("ix_orders_senders_reference", "orders", ["senders_reference"]),
-    ("ix_email_notifications_created", "email_notifications", ["created", "creator", "status"]),
-    ("ix_sms_notifications_created", "sms_notifications", ["created", "creator", "status"]),
+    ("ix_email_notifications_status_created", "email_notifications", ["status", "created", "creator"]),
+    ("ix_sms_notifications_status_created", "sms_notifications", ["status", "created", "creator"]),
     ("ix_notification_attempts_started", "notification_attempts", ["started", "channel", "provider", "outcome"]),
 )
 
