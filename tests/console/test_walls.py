@@ -171,3 +171,26 @@ async def test_an_org_session_cannot_see_or_retry_delivery_reports(console: Cons
         home = await http.get("/console")
         assert "/console/reports" not in home.text
     assert await state_of(database, dead["id"]) == "dead"
+
+
+async def test_htmx_may_carry_the_token_in_a_header(console: ConsoleServer, database: Database) -> None:
+    # base.html has htmx send the session's token as X-CSRF-Token with each request: an hx-post outside a form.
+    dead, other = report_row("dead"), report_row("dead")
+    await store_reports(database, dead, other)
+    cookie, csrf = console.session(admin=True)
+    async with http_client(console, cookie) as http:
+        home = await http.get("/console")
+        assert f"""<body hx-headers='{{"X-CSRF-Token": "{csrf}"}}'>""" in home.text
+        refused = await http.post(
+            "/console/reports/retry", data={"report": str(other["id"])}, headers={"X-CSRF-Token": "wrong"}
+        )
+        assert refused.status_code == 403
+        done = await http.post(
+            "/console/reports/retry",
+            data={"report": str(dead["id"])},
+            headers={"X-CSRF-Token": csrf, "HX-Request": "true"},
+        )
+        assert done.status_code == 200
+        assert "1 dead report will be tried again now." in done.text
+    assert await state_of(database, dead["id"]) == "pending"
+    assert await state_of(database, other["id"]) == "dead"

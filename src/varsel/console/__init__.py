@@ -21,7 +21,8 @@ How to add a page
 5. State-changing requests are POST forms carrying ``{{ csrf_field() }}``; the route takes
    ``form: FormData = Depends(checked_form)``, which refuses (403 page) a missing or wrong token and a form posted
    from another origin. With htmx: ``<form method="post" action="…" hx-post="…" hx-target="#…">`` (it works
-   without JavaScript too; answer a plain POST with a 303 redirect).
+   without JavaScript too; answer a plain POST with a 303 redirect). htmx also sends the token as X-CSRF-Token
+   with each request (hx-headers on base.html's body), so an ``hx-post`` outside a form passes the check too.
 6. No inline ``<script>``, ``style=""`` or ``on…=`` handlers: the Content-Security-Policy (see web.py) allows
    scripts and styles from /console/static only. Put page code in a static .js file and pass data through
    ``data-`` attributes or a ``<script type="application/json">`` block read by that file. Charts: uPlot

@@ -5,8 +5,9 @@ the public URL is https, holding whom it acts as, its CSRF token and when it end
 signing out deletes the cookie, and a session ends at its expiry (console.session_minutes after sign-in), judged by
 the injected clock, never later, whatever the browser keeps. Changing the secret key ends every session.
 
-Every state-changing form carries the session's CSRF token (``{{ csrf_field() }}`` in a template); ``checked_form``
-reads the form and refuses (403) a POST without it, with another, or from another origin.
+Every state-changing form carries the session's CSRF token (``{{ csrf_field() }}`` in a template; htmx requests also
+carry it in the X-CSRF-Token header, set on the page's body by base.html); ``checked_form`` reads the form and
+refuses (403) a POST without it, with another, or from another origin.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ log = logging.getLogger("varsel.console")
 SESSION_COOKIE = "varsel_console"
 COOKIE_PATH = "/console"
 CSRF_FIELD = "csrf"
+CSRF_HEADER = "x-csrf-token"
 _SALT = "varsel.console.session"
 _KEY_FILE = "console-secret-key"
 
@@ -170,7 +172,8 @@ async def checked_form(request: Request, session: Session = Depends(current_sess
     if not same_origin(request):
         raise ConsoleForbidden("This form came from another site.")
     form = await request.form()
-    given = form.get(CSRF_FIELD)
+    # In the form, or in the header htmx adds to each of its requests (hx-headers on the page's body).
+    given = form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER)
     if not isinstance(given, str) or not hmac.compare_digest(given.encode(), session.csrf.encode()):
         raise ConsoleForbidden("The form's security token is missing or out of date. Reload the page and try again.")
     return form
