@@ -50,6 +50,7 @@ class OidcProvider:
         self.nonce: str | None = None
         self.state: str | None = None
         self.discovery_issuer: str | None = None
+        self.jwks_fetches = 0
         self.grants: dict[str, _Grant] = {}
         self.token_errors: list[str] = []
         self.server = LoopbackServer(
@@ -81,7 +82,12 @@ class OidcProvider:
             }
         )
 
+    def rotate_key(self, kid: str) -> None:
+        """A new signing key under a new key id, as a provider rotating its keys publishes it."""
+        self.key = RSAKey.generate_key(2048, parameters={"kid": kid, "use": "sig", "alg": "RS256"})
+
     async def _jwks(self, request: Request) -> Response:
+        self.jwks_fetches += 1
         return JSONResponse({"keys": [self.key.as_dict(private=False)]})
 
     async def _authorize(self, request: Request) -> Response:
@@ -124,5 +130,5 @@ class OidcProvider:
             **self.claims,
         }
         key = self.forger_key if self.forge_signature else self.key
-        id_token = jwt.encode({"alg": "RS256", "kid": KEY_ID}, claims, key)
+        id_token = jwt.encode({"alg": "RS256", "kid": key.kid or KEY_ID}, claims, key)
         return JSONResponse({"access_token": secrets.token_urlsafe(16), "token_type": "Bearer", "id_token": id_token})

@@ -140,3 +140,21 @@ async def test_an_unreachable_provider_gets_a_page(oidc_console: ConsoleServer, 
         start = await http.get(f"{oidc_console.url}/console/sign-in/oidc")
     assert start.status_code == 500
     assert "cannot be reached" in start.text
+
+
+async def test_keys_are_read_again_when_the_provider_rotates_them(
+    oidc_console: ConsoleServer, provider: OidcProvider
+) -> None:
+    assert (await _sign_in_over_http(oidc_console)).status_code == 200
+    assert (await _sign_in_over_http(oidc_console)).status_code == 200
+    assert provider.jwks_fetches == 1  # cached
+    provider.rotate_key("test-key-2")
+    assert (await _sign_in_over_http(oidc_console)).status_code == 200
+    assert provider.jwks_fetches == 2
+    # A bad signature under a known key id is refused without fetching the keys again for it.
+    provider.forge_signature = True
+    provider.forger_key = provider.forger_key.import_key(
+        provider.forger_key.as_dict(private=True) | {"kid": "test-key-2"}
+    )
+    assert (await _sign_in_over_http(oidc_console)).status_code == 403
+    assert provider.jwks_fetches == 2

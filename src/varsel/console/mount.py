@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,8 @@ from varsel.console.web import (
 
 if TYPE_CHECKING:
     from varsel.app import Varsel
+
+log = logging.getLogger("varsel.console")
 
 # The console's pages. A new page's router goes here (see the package's docstring).
 ROUTERS: list[APIRouter] = [
@@ -63,6 +66,14 @@ def _secret_key(varsel: Varsel) -> str:
     configured = varsel.settings.console.secret_key
     if configured is not None and configured.get_secret_value():
         return configured.get_secret_value()
+    if varsel.database.dialect == "postgresql":
+        # Several API processes share a PostgreSQL database; each would make a key of its own in its own data folder,
+        # and a session signed by one would be refused by the others.
+        log.warning(
+            "VARSEL_CONSOLE__SECRET_KEY is not set: console sessions are signed with a key kept in %s; "
+            "set it (the same in every API process) when running more than one",
+            secret_key_file(varsel.settings.data_dir),
+        )
     return ensure_secret_key(secret_key_file(varsel.settings.data_dir))
 
 
