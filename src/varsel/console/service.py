@@ -60,7 +60,7 @@ QUEUE_COUNT_CAP = 10_000
 # at most SAMPLE_NOTIFICATIONS of their notifications per channel (an order may have ten thousand): bounded, spread
 # over the whole period, four statements whatever its length.
 SAMPLE_SLICES = 20
-SAMPLE_PER_SLICE = 50
+SAMPLE_PER_SLICE = 25
 SAMPLE_NOTIFICATIONS = 5_000
 # Provider calls counted for provider health: the last quarter of an hour, whatever the period (health is now).
 HEALTH_WINDOW = timedelta(minutes=15)
