@@ -13,7 +13,7 @@ import httpx
 from playwright.async_api import Page
 
 from tests.conftest import NOW
-from tests.console.conftest import SCREENSHOTS, ConsoleServer, http_client
+from tests.console.conftest import ConsoleServer, http_client
 from tests.support.helpers import NIN, ORG_NUMBER, email, order, seed, sms
 from varsel.db.engine import Database
 
@@ -163,7 +163,7 @@ async def test_usage_per_owner_for_the_month_with_totals_and_csv(console: Consol
 
 
 async def test_a_support_look_up_and_usage_in_the_browser(
-    sqlite_console: ConsoleServer, sqlite_database: Database, page: Page
+    sqlite_console: ConsoleServer, sqlite_database: Database, page: Page, screenshots: Path
 ) -> None:
     await _people(sqlite_database)
     await page.goto(sqlite_console.link(admin=True))
@@ -184,8 +184,7 @@ async def test_a_support_look_up_and_usage_in_the_browser(
     assert len(rows) == 2
     assert "ttd-ref" in rows[0]
     assert "nav-ref" in rows[1]
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(SCREENSHOTS / "recipient-lookup.png"), full_page=True)
+    await page.screenshot(path=str(screenshots / "recipient-lookup.png"), full_page=True)
 
     await page.click("header nav >> text=Usage")
     await page.fill("#month", "2")
@@ -197,4 +196,4 @@ async def test_a_support_look_up_and_usage_in_the_browser(
         await page.click("#usage-csv")
     saved = Path(await (await download.value).path())
     assert (await asyncio.to_thread(saved.read_text)).splitlines()[0].startswith("Organization,")
-    await page.screenshot(path=str(SCREENSHOTS / "usage.png"), full_page=True)
+    await page.screenshot(path=str(screenshots / "usage.png"), full_page=True)
