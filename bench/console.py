@@ -24,14 +24,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 from sqlalchemy import insert, text
 
 from bench import data
 from bench.common import summarize_ms
-from varsel.app import build
+from varsel.app import build, create_app
+from varsel.auth.keys import ensure_dev_key
+from varsel.auth.tokens import sign_dev_token
 from varsel.clock import FrozenClock
+from varsel.console.principal import Principal
 from varsel.console.repository import Cursor, OrderSearch, TimeField
 from varsel.console.service import ConsoleReads, Period
+from varsel.console.sessions import SESSION_COOKIE
 from varsel.db.engine import Database
 from varsel.db.migrate import migrate
 from varsel.db.tables import (
@@ -56,6 +61,9 @@ NOTIFICATIONS_PER_ORDER = 2.5
 REPETITIONS = 20
 WARMUP = 2
 CHUNK = 20_000
+# Distinct persons the notifications go to (about 200 each at a million notifications).
+PERSONS = 5_000
+METRICS_KEY = "bench-metrics-key"
 # The moment the data set ends: the console's clock stands here, so "the last hour" has data.
 END = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -194,6 +202,8 @@ async def seed(database: Database, notifications: int, seed_value: int = 17) -> 
                     "email_address" if medium == "email" else "mobile_number": data.EMAIL
                     if medium == "email"
                     else data.MOBILE,
+                    # Persons (for the support dashboard's look-up): each gets a notification now and then.
+                    "national_identity_number": f"2{rng.randrange(PERSONS):010d}",
                 }
                 rows[medium].append(row)
                 if status_n in ("New", "Failed_RecipientReserved"):
@@ -278,7 +288,7 @@ async def measure(url: str, notifications: int, folder: Path, say: Callable[[str
     say(f"console: seeding {notifications:,} notifications into {database.dialect}")
     seeded = await seed(database, notifications)
     say(f"console: seeded {seeded['written']}")
-    settings = Settings(data_dir=folder / "var")
+    settings = Settings(data_dir=folder / "var", trusted_hosts=["*"], metrics={"api_key": METRICS_KEY})
     varsel = build(settings, clock=FrozenClock(END), database=database)
     providers: dict[str, Any] = {"email": varsel.workers.email_provider, "sms": varsel.workers.sms_provider}
     reads = ConsoleReads(database, varsel.clock, varsel.orders, providers)
@@ -313,15 +323,83 @@ async def measure(url: str, notifications: int, folder: Path, say: Callable[[str
     )
     calls["orders: by id (owner)"] = lambda: reads.search(Viewer(creator), OrderSearch(order_id=order_id))
     calls["order: chain and timelines (owner)"] = lambda: reads.chain(Viewer(creator), order_id)
-    results: dict[str, Any] = {"seeded": seeded["written"], "calls": {}}
+    results: dict[str, Any] = {"seeded": seeded["written"], "calls": {}, "http": {}}
     for name, call in calls.items():
         summary = await _time(call)
         results["calls"][name] = summary
-        flag = "" if summary["p95_ms"] <= GOAL_MS else "  OVER 300 ms"
-        say(f"{database.dialect:10} {name:58} p50 {summary['p50_ms']:8.1f} ms  p95 {summary['p95_ms']:8.1f} ms{flag}")
+        _report(say, database.dialect, name, summary)
+    # The same through HTTP: the pages as a browser gets them (rendered), and the support dashboard and usage
+    # metrics APIs, in process over ASGI (no network, no server: what the API process itself spends).
+    app = create_app(varsel)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
+        requests = _http_requests(app.state.console.sessions, settings, creator, order_id, reference)
+        for name, request in requests.items():
+            answered: list[int] = []
+
+            async def send(request: dict[str, Any] = request, answered: list[int] = answered) -> None:
+                response = await client.request(**request)
+                answered.append(response.status_code)
+
+            http_summary: dict[str, Any] = {**await _time(send), "statuses": sorted(set(answered))}
+            results["http"][name] = http_summary
+            _report(say, database.dialect, f"HTTP {name}", http_summary)
     await varsel.http.aclose()
     await database.dispose()
     return results
+
+
+def _report(say: Callable[[str], None], dialect: str, name: str, summary: dict[str, Any]) -> None:
+    flag = "" if summary["p95_ms"] <= GOAL_MS else "  OVER 300 ms"
+    statuses = f"  HTTP {summary['statuses']}" if "statuses" in summary else ""
+    say(f"{dialect:10} {name:62} p50 {summary['p50_ms']:8.1f} ms  p95 {summary['p95_ms']:8.1f} ms{flag}{statuses}")
+
+
+def _http_requests(
+    sessions: Any, settings: Settings, creator: str, order_id: uuid.UUID, reference: str
+) -> dict[str, dict[str, Any]]:
+    admin = {SESSION_COOKIE: sessions.dumps(sessions.new(Principal(org=None, admin=True)))}
+    owner = {SESSION_COOKIE: sessions.dumps(sessions.new(Principal(org=creator, admin=False)))}
+    key = ensure_dev_key(settings.dev_key_path)
+    support = {
+        "Authorization": "Bearer "
+        + sign_dev_token(key, org="digdir", scopes=[settings.auth.support_scope], minutes=600, platform=False)
+    }
+    dashboard = "/notifications/api/v1/future/dashboard/recipients/notifications/nin"
+    requests: dict[str, dict[str, Any]] = {}
+    for period in Period:
+        requests[f"/console/overview?period={period.value} (admin)"] = {
+            "method": "GET", "url": f"/console/overview?period={period.value}", "cookies": admin,
+        }  # fmt: skip
+    requests["/console/overview?period=month (owner)"] = {
+        "method": "GET", "url": "/console/overview?period=month", "cookies": owner,
+    }  # fmt: skip
+    requests["/console/orders (admin)"] = {"method": "GET", "url": "/console/orders", "cookies": admin}
+    requests["/console/orders, htmx next page (owner)"] = {
+        "method": "GET",
+        "url": "/console/orders",
+        "params": {"after": f"{(END - timedelta(days=20)).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}~{'0' * 32}"},
+        "cookies": owner,
+        "headers": {"HX-Request": "true"},
+    }
+    requests["/console/orders?reference= (owner)"] = {
+        "method": "GET", "url": "/console/orders", "params": {"reference": reference}, "cookies": owner,
+    }  # fmt: skip
+    requests["/console/orders?status=Cancelled (admin)"] = {
+        "method": "GET", "url": "/console/orders", "params": {"status": "Cancelled"}, "cookies": admin,
+    }  # fmt: skip
+    requests["/console/orders/{id} (owner)"] = {"method": "GET", "url": f"/console/orders/{order_id}", "cookies": owner}
+    requests["dashboard /nin (support scope)"] = {
+        "method": "GET", "url": dashboard, "headers": {**support, "NationalIdentityNumber": f"2{17:010d}"},
+    }  # fmt: skip
+    requests["metrics /usage?format=json"] = {
+        "method": "GET", "url": "/notifications/api/v1/metrics/usage", "params": {"month": "11", "year": "2026",
+                                                                                "format": "json"},
+    }  # fmt: skip
+    for channel in ("sms", "email"):
+        requests[f"metrics POST /{channel} (Parquet, yesterday)"] = {
+            "method": "POST", "url": f"/notifications/api/v1/metrics/{channel}", "headers": {"X-API-Key": METRICS_KEY},
+        }  # fmt: skip
+    return requests
 
 
 def bench_console(ctx: Any, db_kind: str, url: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ whole table. `creator` None means an admin: every service owner's rows; otherwis
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from uuid import UUID
 from sqlalchemy import (
     Column,
     ColumnElement,
+    String,
     Table,
     Uuid,
     and_,
@@ -232,29 +234,61 @@ async def reports_of(conn: AsyncConnection, notification_ids: Sequence[UUID]) ->
 # ---------------------------------------------------------------- the overview
 
 
-def _among(conn: AsyncConnection, column: Any, ids: Sequence[UUID]) -> ColumnElement[bool]:
-    """`column` is one of `ids`, as one bound value whatever their number. On PostgreSQL an array, unnested and
-    joined: given a plain IN of a few thousand values its planner chose to read the whole table and test each row
-    against the list."""
-    if conn.dialect.name != "postgresql":
-        # SQLite: one JSON array of the ids in their stored form (hex), not one bound parameter per id, which cost
-        # more to compile and bind than the look-ups themselves at a thousand ids.
-        return column.in_(  # type: ignore[no-any-return]
-            select(func.json_each(json.dumps([i.hex for i in ids])).table_valued("value").c.value)
+# The overview's statements are built once per shape and then only bound: each names every status (and a slice of
+# the period per sample row), and building that many subqueries again on every view cost more than running them.
+
+
+def _ids(dialect: str) -> Any:
+    """A list of ids as one bound value ("ids"), whatever their number, as a subquery to test a column against. On
+    PostgreSQL an array, unnested and joined: given a plain IN of a few thousand values its planner chose to read
+    the whole table and test each row against the list. On SQLite a JSON array of the ids in their stored form
+    (hex): one bound parameter per id cost more to compile and bind than the look-ups themselves."""
+    if dialect == "postgresql":
+        wanted = (
+            func.unnest(bindparam("ids", type_=ARRAY(Uuid)))
+            .table_valued(Column("id", Uuid))
+            .render_derived(name="wanted")
         )
-    wanted = (
-        func.unnest(bindparam(None, list(ids), type_=ARRAY(Uuid)))
-        .table_valued(Column("id", Uuid))
-        .render_derived(name="wanted")
-    )
-    return column.in_(select(wanted.c.id))  # type: ignore[no-any-return]
+        return select(wanted.c.id)
+    return select(func.json_each(bindparam("ids", type_=String())).table_valued("value").c.value)
 
 
-def _period(table: Table, creator: str | None, since: datetime, until: datetime) -> list[ColumnElement[bool]]:
-    conditions = [table.c.created >= since, table.c.created < until]
-    if creator is not None:
-        conditions.append(table.c.creator == creator)
+def _ids_value(conn: AsyncConnection, ids: Sequence[UUID]) -> Any:
+    return list(ids) if conn.dialect.name == "postgresql" else json.dumps([i.hex for i in ids])
+
+
+def _period(table: Table, scoped: bool) -> list[ColumnElement[bool]]:
+    """[since, until) of the table's creation time, bound as "since" and "until"; scoped: only "creator"'s."""
+    conditions = [table.c.created >= bindparam("since"), table.c.created < bindparam("until")]
+    if scoped:
+        conditions.append(table.c.creator == bindparam("creator"))
     return conditions
+
+
+def _bound(creator: str | None, since: datetime, until: datetime) -> dict[str, Any]:
+    values: dict[str, Any] = {"since": since, "until": until}
+    if creator is not None:
+        values["creator"] = creator
+    return values
+
+
+_ORDER_CHANNELS = [channel.value for channel in NotificationChannel]
+
+
+@functools.cache
+def _order_counts_statement(scoped: bool) -> Any:
+    return union_all(
+        *(
+            select(
+                literal(status.value).label("status"),
+                *(
+                    func.count().filter(orders.c.notification_channel == channel).label(channel)
+                    for channel in _ORDER_CHANNELS
+                ),
+            ).where(and_(orders.c.status == status.value, *_period(orders, scoped)))
+            for status in OrderStatus
+        )
+    )
 
 
 async def order_counts(
@@ -266,21 +300,28 @@ async def order_counts(
     read; all statuses in one statement. A GROUP BY over the period's range of a time index is simpler, but SQLite
     sorts every row of the period for it: at a month of a million notifications that alone took longer than the
     page may."""
-    channels = [channel.value for channel in NotificationChannel]
-    parts = [
-        select(
-            literal(status.value).label("status"),
-            *(func.count().filter(orders.c.notification_channel == channel).label(channel) for channel in channels),
-        ).where(and_(orders.c.status == status.value, *_period(orders, creator, since, until)))
-        for status in OrderStatus
-    ]
-    result = await conn.execute(union_all(*parts))
+    result = await conn.execute(_order_counts_statement(creator is not None), _bound(creator, since, until))
     return [
         (channel, row.status, int(count))
         for row in result
-        for channel, count in zip(channels, row[1:], strict=True)
+        for channel, count in zip(_ORDER_CHANNELS, row[1:], strict=True)
         if count
     ]
+
+
+def _statuses(channel: str) -> list[str]:
+    return [status.value for status in (EmailStatus if channel == "email" else SmsStatus)]
+
+
+@functools.cache
+def _notification_counts_statement(channel: str, scoped: bool) -> Any:
+    table = NOTIFICATION_TABLES[channel]
+    return select(
+        *(
+            select(func.count()).where(and_(table.c.status == status, *_period(table, scoped))).scalar_subquery()
+            for status in _statuses(channel)
+        )
+    )
 
 
 async def notification_counts(
@@ -288,16 +329,26 @@ async def notification_counts(
 ) -> dict[str, int]:
     """Status → count of one channel's notifications created in [since, until), those with none left out: one count
     per status, each a range of ix_<table>_status_created (see order_counts)."""
-    table = NOTIFICATION_TABLES[channel]
-    statuses = [status.value for status in (EmailStatus if channel == "email" else SmsStatus)]
-    counts = [
-        select(func.count())
-        .where(and_(table.c.status == status, *_period(table, creator, since, until)))
-        .scalar_subquery()
-        for status in statuses
-    ]
-    row = (await conn.execute(select(*counts))).one()
-    return {status: int(count) for status, count in zip(statuses, row, strict=True) if count}
+    statement = _notification_counts_statement(channel, creator is not None)
+    row = (await conn.execute(statement, _bound(creator, since, until))).one()
+    return {status: int(count) for status, count in zip(_statuses(channel), row, strict=True) if count}
+
+
+@functools.cache
+def _sample_orders_statement(slices: int, per_slice: int, scoped: bool) -> Any:
+    def part(index: int) -> Any:
+        conditions = [orders.c.created >= bindparam(f"since{index}"), orders.c.created < bindparam(f"until{index}")]
+        if scoped:
+            conditions.append(orders.c.creator == bindparam("creator"))
+        return (
+            select(orders.c.id, orders.c.requested_send_time, orders.c.created)
+            .where(and_(*conditions))
+            .order_by(orders.c.created.desc(), orders.c.id.desc())
+            .limit(per_slice)
+            .subquery()
+        )
+
+    return union_all(*(select(part(index)) for index in range(slices)))
 
 
 async def sample_orders(
@@ -306,18 +357,24 @@ async def sample_orders(
     """The newest `per_slice` orders created in each slice [since, until): (id, requested_send_time, created), from
     ix_orders_created alone, one statement. The overview's latency sample: spread over the whole period instead of
     describing only its last minutes."""
-    parts = [
-        select(orders.c.id, orders.c.requested_send_time, orders.c.created)
-        .where(and_(*_period(orders, creator, since, until)))
-        .order_by(orders.c.created.desc(), orders.c.id.desc())
-        .limit(per_slice)
-        .subquery()
-        for since, until in slices
-    ]
-    if not parts:
+    if not slices:
         return []
-    result = await conn.execute(union_all(*(select(part) for part in parts)))
+    values: dict[str, Any] = {} if creator is None else {"creator": creator}
+    for index, (since, until) in enumerate(slices):
+        values[f"since{index}"] = since
+        values[f"until{index}"] = until
+    result = await conn.execute(_sample_orders_statement(len(slices), per_slice, creator is not None), values)
     return list(result.all())
+
+
+@functools.cache
+def _notifications_of_orders_statement(dialect: str, channel: str) -> Any:
+    table = NOTIFICATION_TABLES[channel]
+    return (
+        select(table.c.id, table.c.order_id, table.c.status, table.c.status_changed)
+        .where(table.c.order_id.in_(_ids(dialect)))
+        .limit(bindparam("limit"))
+    )
 
 
 async def notifications_of_orders(
@@ -326,29 +383,26 @@ async def notifications_of_orders(
     """Up to `limit` of these orders' notifications on one channel: (id, order_id, status, status_changed)."""
     if not order_ids:
         return []
-    table = NOTIFICATION_TABLES[channel]
-    result = await conn.execute(
-        select(table.c.id, table.c.order_id, table.c.status, table.c.status_changed)
-        .where(_among(conn, table.c.order_id, order_ids))
-        .limit(limit)
-    )
+    statement = _notifications_of_orders_statement(conn.dialect.name, channel)
+    result = await conn.execute(statement, {"ids": _ids_value(conn, order_ids), "limit": limit})
     return list(result.all())
+
+
+@functools.cache
+def _handed_off_statement(dialect: str) -> Any:
+    attempts = notification_attempts
+    return (
+        select(attempts.c.notification_id, func.min(attempts.c.finished))
+        .where(and_(attempts.c.notification_id.in_(_ids(dialect)), attempts.c.outcome == "accepted"))
+        .group_by(attempts.c.notification_id)
+    )
 
 
 async def handed_off(conn: AsyncConnection, notification_ids: Sequence[UUID]) -> dict[UUID, datetime]:
     """Notification id → when a provider first accepted it (the end of its first accepted call)."""
     if not notification_ids:
         return {}
-    result = await conn.execute(
-        select(notification_attempts.c.notification_id, func.min(notification_attempts.c.finished))
-        .where(
-            and_(
-                _among(conn, notification_attempts.c.notification_id, notification_ids),
-                notification_attempts.c.outcome == "accepted",
-            )
-        )
-        .group_by(notification_attempts.c.notification_id)
-    )
+    result = await conn.execute(_handed_off_statement(conn.dialect.name), {"ids": _ids_value(conn, notification_ids)})
     return {row[0]: row[1] for row in result}
 
 
