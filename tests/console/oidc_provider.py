@@ -1,5 +1,5 @@
 """A loopback OpenID Connect provider for the console's sign-in tests: discovery, JWKS, an authorization endpoint
-that signs the configured person in at once (no login form), and a token endpoint that checks the client's
+that signs the configured person in on a "Continue" link (no password), and a token endpoint that checks the client's
 credentials, the code, the redirect URI and the PKCE verifier, and signs ID tokens with a test RSA key.
 
 Switches, set between tests: ``claims`` (the person's claims besides iss/sub/aud/iat/exp/nonce), ``audience``
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,7 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from tests.providers.linkmobility_peer import LoopbackServer
@@ -40,7 +41,10 @@ class _Grant:
 
 
 class OidcProvider:
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, host: str = "127.0.0.1") -> None:
+        # "localhost" makes the provider another site than a console on 127.0.0.1, as a real provider is: the
+        # browser then treats the return to the console as a cross-site navigation (SameSite rules apply).
+        self.host = host
         self.clock = clock
         self.key = RSAKey.generate_key(2048, parameters={"kid": KEY_ID, "use": "sig", "alg": "RS256"})
         self.forger_key = RSAKey.generate_key(2048, parameters={"kid": KEY_ID, "use": "sig", "alg": "RS256"})
@@ -66,7 +70,7 @@ class OidcProvider:
 
     @property
     def issuer(self) -> str:
-        return self.server.url
+        return f"http://{self.host}:{self.server.port}"
 
     async def _discovery(self, request: Request) -> Response:
         return JSONResponse(
@@ -100,7 +104,12 @@ class OidcProvider:
         code = secrets.token_urlsafe(16)
         self.grants[code] = _Grant(params["redirect_uri"], params["code_challenge"], params["nonce"])
         state = self.state if self.state is not None else params["state"]
-        return RedirectResponse(f"{params['redirect_uri']}?{urlencode({'code': code, 'state': state})}", 302)
+        back = f"{params['redirect_uri']}?{urlencode({'code': code, 'state': state})}"
+        # The person confirms on the provider's own page, as at a real provider: the way back to the console then
+        # starts on the provider's site, a cross-site navigation (an immediate redirect would count as the
+        # console's own, and SameSite=Strict cookies would go along where they never do in real life).
+        page = '<!doctype html><title>Provider</title><link rel="icon" href="data:,">'
+        return HTMLResponse(f'{page}<a id="approve" href="{html.escape(back)}">Continue</a>')
 
     def _refuse(self, why: str) -> Response:
         self.token_errors.append(why)
