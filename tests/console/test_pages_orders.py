@@ -4,9 +4,10 @@ headless Chromium (find an order by sender's reference, open its timeline, cance
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
-from playwright.async_api import Page
+from playwright.async_api import Page, expect
 
 from tests.conftest import NOW
 from tests.console.conftest import ConsoleServer, http_client
@@ -23,10 +24,22 @@ async def _orders(database: Database) -> dict[str, dict[str, Any]]:
         created=NOW - timedelta(minutes=5),
         requested_send_time=NOW + timedelta(hours=2),
     )
-    sent = order_row("ttd", senders_reference="welcome-7", created=NOW - timedelta(minutes=30))
-    theirs = order_row("nav", senders_reference="invoice-42", created=NOW - timedelta(minutes=10))
+    sent = order_row(
+        "ttd",
+        senders_reference="welcome-7",
+        created=NOW - timedelta(minutes=30),
+        requested_send_time=NOW - timedelta(minutes=30),
+    )
+    theirs = order_row(
+        "nav",
+        senders_reference="invoice-42",
+        created=NOW - timedelta(minutes=10),
+        requested_send_time=NOW - timedelta(minutes=10),
+    )
     delivered = notification_row("email", sent, status_changed=sent["created"] + timedelta(seconds=40))
-    failed = notification_row("sms", sent, status="Failed_Undelivered")
+    failed = notification_row(
+        "sms", sent, status="Failed_Undelivered", status_changed=sent["created"] + timedelta(minutes=1)
+    )
     await store(
         database,
         [mine, sent, theirs],
@@ -88,7 +101,7 @@ async def test_a_bad_search_says_what_is_wrong(console: ConsoleServer) -> None:
 
 
 async def test_find_an_order_open_its_timeline_and_cancel_it_in_a_browser(
-    sqlite_console: ConsoleServer, sqlite_database: Database, page: Page
+    sqlite_console: ConsoleServer, sqlite_database: Database, page: Page, screenshots: Path
 ) -> None:
     orders = await _orders(sqlite_database)
     await page.goto(sqlite_console.link("ttd"))
@@ -97,21 +110,22 @@ async def test_find_an_order_open_its_timeline_and_cancel_it_in_a_browser(
     await page.goto(f"{sqlite_console.url}/console/orders")
     await page.fill("input[name=reference]", "welcome-7")
     await page.click("form.search button[type=submit]")
-    link = page.locator("#results table.orders a")
-    await link.first.wait_for()
-    assert await link.count() == 1
-    await link.first.click()
+    # The unfiltered list is there before the search: wait until htmx has swapped in the results.
+    await expect(page.locator("#results table.orders td.reference")).to_have_text(["welcome-7"])
+    await page.locator("#results table.orders a").first.click()
     await page.wait_for_url(f"**/console/orders/{orders['sent']['id']}")
     timeline = page.locator("ol.timeline li")
     texts = await timeline.all_inner_texts()
     assert any("handed to outbox: accepted" in t and "msg-1" in t for t in texts), texts
     assert any("status now Delivered" in t for t in texts), texts
+    await page.screenshot(path=str(screenshots / "order.png"), full_page=True)
 
     await page.goto(f"{sqlite_console.url}/console/orders")
     await page.fill("input[name=reference]", "invoice-42")
     await page.click("form.search button[type=submit]")
-    await page.locator("#results table.orders a").first.wait_for()
-    assert await page.locator("#results table.orders tbody tr").count() == 1  # not nav's order
+    # One: the org's own, not nav's order with the same reference.
+    await expect(page.locator("#results table.orders td.reference")).to_have_text(["invoice-42"])
+    await page.screenshot(path=str(screenshots / "orders.png"), full_page=True)
     await page.locator("#results table.orders a").first.click()
     await page.wait_for_url(f"**/console/orders/{orders['mine']['id']}")
     await page.click("form.cancel button")
@@ -121,7 +135,7 @@ async def test_find_an_order_open_its_timeline_and_cancel_it_in_a_browser(
 
 
 async def test_the_overview_draws_its_charts_with_data(
-    sqlite_console: ConsoleServer, sqlite_database: Database, page: Page
+    sqlite_console: ConsoleServer, sqlite_database: Database, page: Page, screenshots: Path
 ) -> None:
     await _orders(sqlite_database)
     await page.goto(sqlite_console.link(admin=True))
@@ -136,3 +150,4 @@ async def test_the_overview_draws_its_charts_with_data(
     assert await page.locator("#charts figure.chart canvas").count() == len(titles)
     assert await page.locator("table.figures tr.channel-email td.rate").inner_text() == "100.0 %"
     assert await page.locator("table.figures tr.channel-sms td.rate").inner_text() == "0.0 %"
+    await page.screenshot(path=str(screenshots / "overview.png"), full_page=True)
