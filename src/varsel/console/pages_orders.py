@@ -68,6 +68,9 @@ def _choice(enum: Any, text: str, field: str) -> Any:
 
 
 def _search_of(params: Any) -> OrderSearch:
+    if any("\x00" in value for value in params.values()):
+        # PostgreSQL refuses text with NUL in it: an error of the database's, where the search has a reason to give.
+        raise _BadSearch("The search must not contain NUL characters.")
     order_id = None
     if text := params.get("id", "").strip():
         try:
