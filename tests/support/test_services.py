@@ -10,6 +10,7 @@ from tests.conftest import NOW
 from tests.support.helpers import NIN, ORG_NUMBER, email, order, seed, sms
 from varsel.clock import FrozenClock
 from varsel.db.engine import Database
+from varsel.support import repository
 from varsel.support.service import (
     OrgUsage,
     RecipientIdentifier,
@@ -121,3 +122,14 @@ async def test_a_look_up_lists_only_the_recipients_own_notifications(database: D
         RecipientQuery(RecipientIdentifier.ORGANIZATION_NUMBER, ORG_NUMBER, NOW - timedelta(days=1), NOW + timedelta(1))
     )
     assert [a.address for s in by_org.shipments for a in s.attempts] == ["post@example.com"]
+
+
+async def test_the_notifications_read_are_only_those_of_the_shipments_answered(database: Database) -> None:
+    """The second statement reads the recipient's notifications of the answered orders only, not all of theirs."""
+    rows = [order(requested=NOW - timedelta(days=days)) for days in range(1, 4)]
+    await seed(database, rows, [email(o, national_identity_number=NIN) for o in rows])
+    async with database.read() as conn:
+        found = await repository.recipient_notifications(
+            conn, "national_identity_number", NIN, [rows[0]["id"], rows[2]["id"]]
+        )
+    assert sorted(str(n.order_id) for n in found) == sorted(str(o["id"]) for o in (rows[0], rows[2]))
