@@ -40,19 +40,37 @@ _SALT = "varsel.console.session"
 _KEY_FILE = "console-secret-key"
 
 
+# A kept key shorter than this is no key: an empty file would sign every session with "", which anyone can forge.
+_SHORTEST_KEY = 32
+
+
 def ensure_secret_key(path: Path) -> str:
-    """The key kept in the data folder for deployments that set none: made once, readable by its owner only."""
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(48)
-    # O_EXCL: of two processes starting at once, one writes the key and the other reads it.
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(descriptor, "w") as file:
-        file.write(key)
+    """The key kept in the data folder for deployments that set none: made once, readable by its owner only.
+
+    The key is written to a file of its own and then linked into place, so the key file, once it exists, always
+    holds a whole key: of two processes starting at once, one links its key and the other reads that one (a file
+    created first and written after would let the other read it empty in between, and sign with an empty key)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f"{path.name}.{secrets.token_hex(8)}")
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(descriptor, "w") as file:
+                file.write(secrets.token_urlsafe(48))
+                file.flush()
+                os.fsync(file.fileno())
+            os.link(draft, path)
+        except FileExistsError:
+            pass  # another process linked its key first: use that one
+        finally:
+            draft.unlink(missing_ok=True)
+    key = path.read_text().strip()
+    if len(key) < _SHORTEST_KEY:
+        # Left by an interrupted write of an older version, or edited by hand: never sign sessions with it.
+        raise ValueError(
+            f"the console's key file {path} holds no usable key (fewer than {_SHORTEST_KEY} characters): "
+            "delete it to have a new one made, or set VARSEL_CONSOLE__SECRET_KEY"
+        )
     return key
 
 

@@ -1,0 +1,62 @@
+"""Review (#17) of the console's walls: the session key kept in the data folder must hold a key (an empty one would
+sign sessions anyone can forge), and two POSTs racing with one sign-in link sign in once (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.console.conftest import ConsoleServer, http_client
+from varsel.app import build, create_app
+from varsel.clock import FrozenClock
+from varsel.console.sessions import SESSION_COOKIE
+from varsel.db.engine import Database
+from varsel.settings import Settings
+
+# ---------------------------------------------------------------- the kept session key
+
+
+async def test_an_empty_kept_key_file_is_refused_not_used(
+    settings: Settings, database: Database, clock: FrozenClock
+) -> None:
+    # Left empty (a process stopped between creating the file and writing the key, or another process reading it in
+    # that moment): signing with "" would let anyone make an admin session.
+    key_file = settings.data_dir / "console-secret-key"
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.write_text("")
+    services = build(settings, clock=clock, database=database)
+    try:
+        with pytest.raises(ValueError, match="no usable key"):
+            create_app(services)
+    finally:
+        await services.http.aclose()
+
+
+async def test_a_new_kept_key_is_whole_and_the_owners_alone(
+    settings: Settings, database: Database, clock: FrozenClock
+) -> None:
+    services = build(settings, clock=clock, database=database)
+    create_app(services)
+    key_file = settings.data_dir / "console-secret-key"
+    assert len(key_file.read_text()) >= 32
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    # Only the key file is left in the folder (the draft it was linked from is gone).
+    assert [p.name for p in key_file.parent.iterdir() if p.name.startswith("console-secret-key")] == [key_file.name]
+    await services.http.aclose()
+
+
+# ---------------------------------------------------------------- one link, two racing POSTs
+
+
+async def test_racing_posts_of_one_link_sign_in_once(console: ConsoleServer) -> None:
+    token = console.link("ttd").rsplit("/", 1)[1]
+    clients = [http_client(console) for _ in range(6)]
+    try:
+        answers = await asyncio.gather(*(c.post(f"/console/sign-in/link/{token}") for c in clients))
+    finally:
+        for c in clients:
+            await c.aclose()
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [303, 403, 403, 403, 403, 403], statuses
+    assert sum(SESSION_COOKIE in a.cookies for a in answers) == 1
