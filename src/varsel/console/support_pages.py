@@ -54,6 +54,13 @@ async def recipients_page(request: Request, principal: Principal = Depends(admin
     return render(request, "recipients.html", {"form": _form_defaults(request), "errors": [], "result": None})
 
 
+def _years_before(day: date, years: int) -> date:
+    try:
+        return day.replace(year=day.year - years)
+    except ValueError:  # 29 February, in a year that has none
+        return day.replace(year=day.year - years, day=28)
+
+
 def _parse_day(text: str, label: str, errors: list[str]) -> date | None:
     try:
         return date.fromisoformat(text.strip())
@@ -84,13 +91,14 @@ def _query(request: Request, form: FormData) -> tuple[dict[str, Any], list[str],
             errors.append("From must not be after To.")
         if start > today:
             errors.append("From must not be in the future.")
-        if start < today.replace(year=today.year - MAX_YEARS_BACK):
+        if start < _years_before(today, MAX_YEARS_BACK):
             errors.append(f"From must not be more than {MAX_YEARS_BACK} years ago.")
     if errors or kind is None or start is None or end is None:
         return shown, errors, None
-    # [start of `start`, start of the day after `end`), but never past now: nothing later has been sent.
+    # [start of `start`, start of the day after `end`), but never past now: nothing later has been sent. A `to` in
+    # the future is today (its day after could be past the calendar's last day, 9999-12-31).
     now = console_of(request).varsel.clock.now()
-    until = min(datetime.combine(end + timedelta(days=1), time(), UTC), now)
+    until = min(datetime.combine(min(end, today) + timedelta(days=1), time(), UTC), now)
     return shown, errors, RecipientQuery(kind, value, datetime.combine(start, time(), UTC), until)
 
 
