@@ -93,6 +93,7 @@ async def test_a_bad_search_says_what_is_wrong(console: ConsoleServer) -> None:
         bad_cursor = await client.get("/console/orders", params={"after": "yesterday"})
         bad_time = await client.get("/console/orders", params={"since": "soon"})
         nul = await client.get("/console/orders", params={"reference": "a\x00b"})
+        out_of_calendar = await client.get("/console/orders", params={"until": "9999-12-31T23:59-01:00"})
     assert bad_id.status_code == 400
     assert "must be a UUID" in bad_id.text
     assert bad_status.status_code == 400
@@ -101,6 +102,8 @@ async def test_a_bad_search_says_what_is_wrong(console: ConsoleServer) -> None:
     assert bad_time.status_code == 400
     assert "From must be a date" in bad_time.text
     assert nul.status_code == 400
+    assert out_of_calendar.status_code == 400
+    assert "within years 1 to 9999" in out_of_calendar.text
 
 
 async def test_find_an_order_open_its_timeline_and_cancel_it_in_a_browser(

@@ -49,9 +49,12 @@ def _time(text: str, field: str) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(text)
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     except ValueError:
         raise _BadSearch(f"{field} must be a date and time (YYYY-MM-DDTHH:MM).") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:
+        # An offset that takes the first or last minute of the calendar out of it.
+        raise _BadSearch(f"{field} must be within years 1 to 9999 in UTC.") from None
 
 
 class _BadSearch(Exception):
