@@ -183,6 +183,10 @@ class OidcSignIn:
         metadata = await self.metadata()
         offered = metadata.get("id_token_signing_alg_values_supported") or ["RS256"]
         algorithms = [name for name in _ALGORITHMS if name in offered]
+        if not algorithms:
+            # An empty list would make joserfc fall back to its own defaults, HS256 among them: a token signed with
+            # a symmetric key the provider publishes (or anyone holding it) would then sign in.
+            raise OidcRefused("The sign-in provider signs ID tokens with no algorithm varsel accepts.")
         try:
             try:
                 token = jwt.decode(id_token, await self._key_set(), algorithms=algorithms)
