@@ -77,7 +77,9 @@ class Database:
     ) -> None:
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
-        kwargs: dict[str, Any] = {"echo": echo}
+        # Bound values stay out of error messages: they carry identity numbers, addresses and message texts, and a
+        # database error is logged (app.py) with its message, which would otherwise list every parameter.
+        kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
         if self.dialect == "sqlite":
             database = parsed.database
             if database and database != ":memory:":
