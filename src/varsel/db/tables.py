@@ -7,6 +7,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     ForeignKey,
     Index,
     Integer,
@@ -134,6 +135,13 @@ Index("ix_orders_creator_created", orders.c.creator, orders.c.created, orders.c.
 Index("ix_orders_creator_requested_send_time", orders.c.creator, orders.c.requested_send_time, orders.c.id)
 # An admin's search by sender's reference across service owners (an owner's uses ix_orders_creator_senders_reference).
 Index("ix_orders_senders_reference", orders.c.senders_reference)
+# Whether a day's orders are all finished, before its usage is settled (varsel.support): only unfinished orders.
+Index(
+    "ix_orders_unfinished_requested_send_time",
+    orders.c.requested_send_time,
+    sqlite_where=text("status IN ('Registered', 'Processing', 'Processed')"),
+    postgresql_where=text("status IN ('Registered', 'Processing', 'Processed')"),
+)
 
 order_recipients = Table(
     "order_recipients",
@@ -397,3 +405,26 @@ console_sign_in_links = Table(
     Column("used", UtcDateTime),
 )
 Index("ix_console_sign_in_links_expires", console_sign_in_links.c.expires)
+
+# ---------------------------------------------------------------- the usage rollup (migration 0010)
+# Each service owner's usage per UTC day of the orders' requested send time, as the monthly summary counts it; the
+# summary adds up a month's days instead of counting its orders and notifications on every view.
+usage_days = Table(
+    "usage_days",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("creator", String(100), primary_key=True),
+    Column("orders", BigInteger, nullable=False),
+    Column("email_notifications", BigInteger, nullable=False),
+    Column("successful_emails", BigInteger, nullable=False),
+    Column("sms_segments", BigInteger, nullable=False),
+    Column("successful_sms", BigInteger, nullable=False),
+)
+# The days counted (a day without orders too): when, and whether for good (settled: never counted again).
+usage_days_counted = Table(
+    "usage_days_counted",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("counted_at", UtcDateTime, nullable=False),
+    Column("settled", Boolean, nullable=False),
+)
