@@ -1,5 +1,6 @@
 """Review (#17) of the console's forms: the recipient look-up answers every date its form takes (9999-12-31, and on
-29 February) with a page, never a 500."""
+29 February) with a page, never a 500; hostile values in the fields of the admin pages and the usage metrics get a
+page or a problem, never a 500."""
 
 from __future__ import annotations
 
@@ -28,7 +29,9 @@ async def admin(app: FastAPI) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
     """An HTTP client over ASGI signed in as an admin, and its CSRF token."""
     codec = app.state.console.sessions
     session = codec.new(Principal(org=None, admin=True))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://varsel.test") as client:
+    # raise_app_exceptions=False: an unhandled error is answered 500, as to a browser, for the tests to see.
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://varsel.test") as client:
         client.cookies.set(SESSION_COOKIE, codec.dumps(session))
         yield client, str(session.csrf)
 
@@ -60,3 +63,38 @@ async def test_a_look_up_on_29_february_is_answered(admin: tuple[httpx.AsyncClie
     assert too_old.status_code == 400
     assert "more than 10 years ago" in too_old.text
     assert (await client.post("/console/recipients", data={**form, "start": "2018-02-28"})).status_code == 200
+
+
+# ---------------------------------------------------------------- hostile values in every field
+
+HOSTILE = ["", " ", "x", "0", "-1", "9" * 30, "1" * 5000, "é€😀", "\x00", "%00", "'\"<>", "9999-12-31",
+           "0001-01-01", "0001-01-01T00:00+01:00", "9999-12-31T23:59-01:00", "00000000-0000-0000-0000-000000000000",
+           "1_2", "١٢"]  # fmt: skip
+
+
+async def test_hostile_values_get_a_page_or_a_problem_never_a_500(admin: tuple[httpx.AsyncClient, str]) -> None:
+    client, csrf = admin
+    queries = {
+        "/console/reports": ["dead_before", "pending_before"],
+        "/console/usage": ["year", "month"],
+        "/console/usage.csv": ["year", "month"],
+        "/notifications/api/v1/metrics/usage": ["year", "month", "format"],
+    }
+    forms = {
+        "/console/recipients": {"kind": "nin", "value": NIN, "start": "2026-02-23", "end": "2026-03-02"},
+        "/console/reports/retry": {"report": "x"},
+        "/notifications/api/v1/metrics": {"month": "1", "year": "2026"},
+    }
+    answered: list[tuple[str, str, str, int]] = []
+    for path, names in queries.items():
+        for name in names:
+            for value in HOSTILE:
+                answer = await client.get(path, params={name: value})
+                answered.append((path, name, value, answer.status_code))
+    for path, form in forms.items():
+        for name in form:
+            for value in HOSTILE:
+                answer = await client.post(path, data={"csrf": csrf, **form, name: value})
+                answered.append((path, name, value, answer.status_code))
+    assert [case for case in answered if case[3] >= 500] == []
+    assert len(answered) == len(HOSTILE) * 16
