@@ -357,8 +357,9 @@ def _report(say: Callable[[str], None], dialect: str, name: str, summary: dict[s
 def _http_requests(
     sessions: Any, settings: Settings, creator: str, order_id: uuid.UUID, reference: str
 ) -> dict[str, dict[str, Any]]:
-    admin = {SESSION_COOKIE: sessions.dumps(sessions.new(Principal(org=None, admin=True)))}
-    owner = {SESSION_COOKIE: sessions.dumps(sessions.new(Principal(org=creator, admin=False)))}
+    # Sent as a header: httpx deprecates cookies given per request.
+    admin = {"Cookie": f"{SESSION_COOKIE}={sessions.dumps(sessions.new(Principal(org=None, admin=True)))}"}
+    owner = {"Cookie": f"{SESSION_COOKIE}={sessions.dumps(sessions.new(Principal(org=creator, admin=False)))}"}
     key = ensure_dev_key(settings.dev_key_path)
     support = {
         "Authorization": "Bearer "
@@ -368,26 +369,25 @@ def _http_requests(
     requests: dict[str, dict[str, Any]] = {}
     for period in Period:
         requests[f"/console/overview?period={period.value} (admin)"] = {
-            "method": "GET", "url": f"/console/overview?period={period.value}", "cookies": admin,
+            "method": "GET", "url": f"/console/overview?period={period.value}", "headers": admin,
         }  # fmt: skip
     requests["/console/overview?period=month (owner)"] = {
-        "method": "GET", "url": "/console/overview?period=month", "cookies": owner,
+        "method": "GET", "url": "/console/overview?period=month", "headers": owner,
     }  # fmt: skip
-    requests["/console/orders (admin)"] = {"method": "GET", "url": "/console/orders", "cookies": admin}
+    requests["/console/orders (admin)"] = {"method": "GET", "url": "/console/orders", "headers": admin}
     requests["/console/orders, htmx next page (owner)"] = {
         "method": "GET",
         "url": "/console/orders",
         "params": {"after": f"{(END - timedelta(days=20)).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}~{'0' * 32}"},
-        "cookies": owner,
-        "headers": {"HX-Request": "true"},
+        "headers": {**owner, "HX-Request": "true"},
     }
     requests["/console/orders?reference= (owner)"] = {
-        "method": "GET", "url": "/console/orders", "params": {"reference": reference}, "cookies": owner,
+        "method": "GET", "url": "/console/orders", "params": {"reference": reference}, "headers": owner,
     }  # fmt: skip
     requests["/console/orders?status=Cancelled (admin)"] = {
-        "method": "GET", "url": "/console/orders", "params": {"status": "Cancelled"}, "cookies": admin,
+        "method": "GET", "url": "/console/orders", "params": {"status": "Cancelled"}, "headers": admin,
     }  # fmt: skip
-    requests["/console/orders/{id} (owner)"] = {"method": "GET", "url": f"/console/orders/{order_id}", "cookies": owner}
+    requests["/console/orders/{id} (owner)"] = {"method": "GET", "url": f"/console/orders/{order_id}", "headers": owner}
     requests["dashboard /nin (support scope)"] = {
         "method": "GET", "url": dashboard, "headers": {**support, "NationalIdentityNumber": f"2{17:010d}"},
     }  # fmt: skip
