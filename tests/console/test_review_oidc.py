@@ -1,6 +1,7 @@
 """Review (#17) of OpenID Connect sign-in: an ID token is accepted only when signed with an asymmetric algorithm under
 one of the issuer's keys, whatever the provider's discovery document offers ("none", HS256 with a key the provider
-publishes, HS256 keyed with its public RSA key: all refused). Against a loopback provider the test serves."""
+publishes, HS256 keyed with its public RSA key: all refused), against a loopback provider the test serves; and the
+callback's "error" is shown only as an OAuth error code."""
 
 from __future__ import annotations
 
@@ -19,9 +20,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from tests.console.oidc_provider import CLIENT_ID, OidcProvider
+from varsel.app import build, create_app
 from varsel.clock import FrozenClock
-from varsel.console.config import OidcSettings
+from varsel.console.config import ConsoleSettings, OidcSettings
 from varsel.console.oidc import OidcRefused, OidcSignIn
+from varsel.db.engine import Database
+from varsel.settings import Settings
 
 NONCE = "the-nonce"
 
@@ -97,3 +101,26 @@ async def test_an_unsigned_token_and_one_keyed_with_the_public_key_are_refused(
     # The provider's RS256 token still signs in.
     good = jwt.encode({"alg": "RS256", "kid": provider.key.kid}, _claims(provider, clock), provider.key)
     assert (await sign_in.verify(good, NONCE))["sub"] == "p"
+
+
+async def test_the_callbacks_error_shows_a_code_and_no_text_of_the_links_maker(
+    settings: Settings, database: Database, clock: FrozenClock
+) -> None:
+    # Anyone can send a person to the callback with an "error" of their choosing: only a code is shown.
+    oidc = OidcSettings(issuer="http://127.0.0.1:9", client_id=CLIENT_ID)
+    services = build(
+        settings.model_copy(update={"console": ConsoleSettings(oidc=oidc)}), clock=clock, database=database
+    )
+    app = create_app(services)
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            path = "/console/sign-in/oidc/callback"
+            spoof = await http.get(path, params={"error": "Your account is locked: call +47 400 00 000 now"})
+            denied = await http.get(path, params={"error": "access_denied"})
+    finally:
+        await services.http.aclose()
+    assert spoof.status_code == denied.status_code == 403
+    assert "call +47" not in spoof.text
+    assert "refused the sign-in." in spoof.text
+    assert "refused the sign-in (access_denied)." in denied.text

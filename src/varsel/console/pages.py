@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import httpx
 from fastapi import APIRouter, Depends, Request, Response
@@ -25,6 +26,9 @@ from varsel.console.web import PREFIX, ConsoleError, ConsoleForbidden, ConsoleNo
 log = logging.getLogger("varsel.console")
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+# An OAuth 2.0 / OpenID Connect error code, as providers send them (RFC 6749 4.1.2.1, OIDC Core 3.1.2.6).
+_ERROR_CODE = re.compile(r"[a-z_]{1,64}")
 
 
 @router.get("")
@@ -111,7 +115,11 @@ async def oidc_callback(request: Request) -> Response:
         raise ConsoleNotFound()
     params = request.query_params
     if "error" in params:
-        raise ConsoleForbidden(f"The sign-in provider refused the sign-in ({params['error'][:100]}).")
+        # Only an OAuth error code (access_denied, login_required, …) is shown: anyone can link to this page with
+        # an "error" of their own, and a sentence of theirs on our page ("call this number …") is a phishing aid.
+        code = params["error"]
+        told = f" ({code})" if _ERROR_CODE.fullmatch(code) else ""
+        raise ConsoleForbidden(f"The sign-in provider refused the sign-in{told}.")
     try:
         claims = await oidc.finish(
             params.get("code", ""), params.get("state", ""), request.cookies.get(FLOW_COOKIE), _redirect_uri(request)
