@@ -4,13 +4,15 @@ sign sessions anyone can forge), and two POSTs racing with one sign-in link sign
 from __future__ import annotations
 
 import asyncio
+import os
+from pathlib import Path
 
 import pytest
 
 from tests.console.conftest import ConsoleServer, http_client
 from varsel.app import build, create_app
 from varsel.clock import FrozenClock
-from varsel.console.sessions import SESSION_COOKIE
+from varsel.console.sessions import SESSION_COOKIE, ensure_secret_key
 from varsel.db.engine import Database
 from varsel.settings import Settings
 
@@ -60,3 +62,16 @@ async def test_racing_posts_of_one_link_sign_in_once(console: ConsoleServer) -> 
     statuses = sorted(a.status_code for a in answers)
     assert statuses == [303, 403, 403, 403, 403, 403], statuses
     assert sum(SESSION_COOKIE in a.cookies for a in answers) == 1
+
+
+def test_a_key_is_kept_where_the_file_system_has_no_hard_links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_links(source: object, target: object) -> None:
+        raise PermissionError("hard links are not supported here")
+
+    monkeypatch.setattr(os, "link", no_links)
+    key_file = tmp_path / "data" / "console-secret-key"
+    key = ensure_secret_key(key_file)
+    assert len(key) >= 32
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert ensure_secret_key(key_file) == key
+    assert [p.name for p in key_file.parent.iterdir()] == [key_file.name]

@@ -59,9 +59,16 @@ def ensure_secret_key(path: Path) -> str:
                 file.write(secrets.token_urlsafe(48))
                 file.flush()
                 os.fsync(file.fileno())
-            os.link(draft, path)
+            try:
+                os.link(draft, path)
+            except FileExistsError:
+                raise
+            except OSError:
+                # A file system without hard links: create the file exclusively and write it. A process reading it
+                # in between reads it short and refuses to start (below) rather than sign with it.
+                _write_exclusively(path, draft.read_text())
         except FileExistsError:
-            pass  # another process linked its key first: use that one
+            pass  # another process made the key first: use that one
         finally:
             draft.unlink(missing_ok=True)
     key = path.read_text().strip()
@@ -72,6 +79,12 @@ def ensure_secret_key(path: Path) -> str:
             "delete it to have a new one made, or set VARSEL_CONSOLE__SECRET_KEY"
         )
     return key
+
+
+def _write_exclusively(path: Path, key: str) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(key)
 
 
 def secret_key_file(data_dir: Path) -> Path:
