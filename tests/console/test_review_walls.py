@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,9 @@ import pytest
 from tests.console.conftest import ConsoleServer, http_client
 from varsel.app import build, create_app
 from varsel.clock import FrozenClock
+from varsel.console.principal import Principal
 from varsel.console.sessions import SESSION_COOKIE, ensure_secret_key
+from varsel.console.sign_in import SignInLinks
 from varsel.db.engine import Database
 from varsel.settings import Settings
 
@@ -75,3 +78,19 @@ def test_a_key_is_kept_where_the_file_system_has_no_hard_links(tmp_path: Path, m
     assert key_file.stat().st_mode & 0o777 == 0o600
     assert ensure_secret_key(key_file) == key
     assert [p.name for p in key_file.parent.iterdir()] == [key_file.name]
+
+
+async def test_one_link_used_at_once_from_two_processes_signs_in_once(
+    database: Database, database_url: str, clock: FrozenClock
+) -> None:
+    # Two engines, as two API processes have: on SQLite the process's own turn-taking does not order them, only
+    # the database does.
+    other = Database(database_url)
+    try:
+        mine, theirs = (SignInLinks(db, clock, timedelta(minutes=15)) for db in (database, other))
+        for _ in range(10):
+            token = await mine.create(Principal(org="ttd", admin=False))
+            used = await asyncio.gather(mine.use(token), theirs.use(token), mine.use(token), theirs.use(token))
+            assert sum(principal is not None for principal in used) == 1, used
+    finally:
+        await other.dispose()
