@@ -173,6 +173,13 @@ class MetricsSettings(BaseModel):
     environment: str = Field(default="Production", pattern=r"^[A-Za-z0-9_-]{1,40}$")
 
 
+class UsageSettings(BaseModel):
+    """The usage rollup under the monthly summary: how old a count of a day that can still change may be before it
+    is counted again (the workers' refresh runs this often; a page asking counts what is older)."""
+
+    fresh_seconds: float = Field(default=60.0, gt=0)
+
+
 _HOST_ENTRY = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?")
 
 
@@ -222,6 +229,7 @@ class Settings(BaseSettings):
     # The web console: session key and lifetime, sign-in links, OpenID Connect (VARSEL_CONSOLE__OIDC__ISSUER …).
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    usage: UsageSettings = Field(default_factory=UsageSettings)
 
     @field_validator("trusted_hosts", mode="before")
     @classmethod
