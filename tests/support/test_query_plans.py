@@ -1,4 +1,5 @@
-"""The support look-up, the monthly usage and the daily export read through migration 0007's indexes: on a database
+"""The support look-up, the monthly usage (counting its days into the rollup, then summing them) and the daily export
+read through migration 0007's and 0010's indexes: on a database
 with a million notifications, a look-up that scanned a notification table, or a month that scanned all orders, would
 take seconds. SQLite's plan is checked as sent; PostgreSQL's after ANALYZE on enough rows that its planner would
 rather scan than seek if the indexes were missing."""
@@ -18,7 +19,7 @@ from varsel.clock import FrozenClock
 from varsel.db.engine import Database
 from varsel.support.service import RecipientIdentifier, RecipientQuery, SupportService, UsageMonth, UsageService
 
-TABLES = r"(orders|email_notifications|sms_notifications)"
+TABLES = r"(orders|email_notifications|sms_notifications|usage_days|usage_days_counted)"
 
 
 async def _populate(database: Database) -> None:
@@ -60,14 +61,26 @@ ORG_INDEXES = (
     "ix_email_notifications_organization_number_order_id",
     "ix_sms_notifications_organization_number_order_id",
 )
+# The rollup's tables by their primary keys (SQLite names a composite or non-integer key's index itself).
+COUNTED_KEY = r"(pk_usage_days_counted|sqlite_autoindex_usage_days_counted_1)"
+USAGE_KEY = r"(pk_usage_days|sqlite_autoindex_usage_days_1)"
+# A month first asked for: which of its days are counted; each of its 31 days then counted (whether an order of the
+# day is still under way, then the day's orders, emails and SMS); then the month's sums and its days' counts.
+COUNT_A_DAY = [
+    ("ix_orders_unfinished_requested_send_time",),
+    (ORDERS_BY_TIME,),
+    (ORDERS_BY_TIME, "ix_email_notifications_order_id"),
+    (ORDERS_BY_TIME, "ix_sms_notifications_order_id"),
+]
 EXPECTED = [
     NIN_INDEXES,
     NIN_INDEXES,
     ORG_INDEXES,
     ORG_INDEXES,
-    (ORDERS_BY_TIME,),
-    (ORDERS_BY_TIME, "ix_email_notifications_order_id"),
-    (ORDERS_BY_TIME, "ix_sms_notifications_order_id"),
+    (COUNTED_KEY,),
+    *COUNT_A_DAY * 31,
+    (USAGE_KEY,),
+    (COUNTED_KEY,),
     ("ix_sms_notifications_status_changed",),
     ("ix_email_notifications_status_changed",),
 ]

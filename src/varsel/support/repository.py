@@ -1,24 +1,40 @@
-"""SQL of support and usage: a recipient's shipments, monthly usage per service owner, a day's final notifications.
+"""SQL of support and usage: a recipient's shipments, usage per service owner (counted per day into the usage_days
+rollup of migration 0010, and summed per month from it), a day's final notifications.
 
-Every statement is bounded by an index of migration 0007: the recipient's identifier (partial indexes on
+Every statement is bounded by an index: of migration 0007, the recipient's identifier (partial indexes on
 national_identity_number / organization_number with order_id), orders.requested_send_time, and each notification
-table's status_changed."""
+table's status_changed; of migration 0010, the rollup's keys and the orders still under way."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Table, Uuid, bindparam, case, func, literal, select, true, union, union_all
+from sqlalchemy import (
+    Table,
+    Uuid,
+    bindparam,
+    case,
+    delete,
+    false,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    true,
+    union,
+    union_all,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from varsel.db.tables import email_notifications, orders, sms_notifications
-from varsel.notifications.statuses import EmailStatus, SmsStatus
+from varsel.db.tables import email_notifications, orders, sms_notifications, usage_days, usage_days_counted
+from varsel.notifications.statuses import EmailStatus, OrderStatus, SmsStatus
 
 EMAIL = "email"
 SMS = "sms"
@@ -175,10 +191,13 @@ class OrgUsageRow:
     successful_sms: int
 
 
-async def monthly_usage(conn: AsyncConnection, start: datetime, end: datetime) -> list[OrgUsageRow]:
+async def usage_between(conn: AsyncConnection, start: datetime, end: datetime) -> list[OrgUsageRow]:
     """Per service owner, for the orders requested in [start, end): orders, email notifications and the successful
     ones, SMS segments (summed) and successful SMS notifications; by owner name. Three grouped statements, each
-    walking the orders of the range by ix_orders_requested_send_time and their notifications by order_id."""
+    walking the orders of the range by ix_orders_requested_send_time and their notifications by order_id.
+
+    The rollup counts one UTC day with it (count_usage_day); the monthly summary counts the month's days still
+    ahead with it (their orders are scheduled ones, few)."""
     in_range = (orders.c.requested_send_time >= start) & (orders.c.requested_send_time < end)
     found: dict[str, dict[str, int]] = {}
 
@@ -224,6 +243,137 @@ async def monthly_usage(conn: AsyncConnection, start: datetime, end: datetime) -
         usage["sms_segments"], usage["successful_sms"] = int(segments or 0), int(successful or 0)
 
     return [OrgUsageRow(creator=creator, **found[creator]) for creator in sorted(found)]
+
+
+# ---------------------------------------------------------------- the usage rollup (usage_days, migration 0010)
+
+# Orders still under way: their notifications may yet be made or change status, so their day is not settled.
+UNFINISHED_ORDER_STATUSES = (OrderStatus.REGISTERED.value, OrderStatus.PROCESSING.value, OrderStatus.PROCESSED.value)
+
+
+@dataclass(frozen=True)
+class CountedDay:
+    """When a day's usage was last counted, and whether for good (settled: its counts can no longer change)."""
+
+    counted_at: datetime
+    settled: bool
+
+
+def day_bounds(day: date) -> tuple[datetime, datetime]:
+    """The UTC day as [start, end)."""
+    start = datetime.combine(day, time(0), tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+async def count_usage_day(conn: AsyncConnection, day: date) -> list[OrgUsageRow]:
+    """One UTC day's usage per service owner, counted from the orders and notifications (usage_between)."""
+    return await usage_between(conn, *day_bounds(day))
+
+
+async def replace_usage_day(
+    conn: AsyncConnection, day: date, rows: Sequence[OrgUsageRow], counted_at: datetime, settled: bool
+) -> None:
+    """The day's counts become `rows`, counted at `counted_at`: its old rows deleted and these written, in the
+    caller's transaction (so a reader sees the old day or the new one, never a mix)."""
+    await conn.execute(delete(usage_days).where(usage_days.c.day == day))
+    await conn.execute(delete(usage_days_counted).where(usage_days_counted.c.day == day))
+    if rows:
+        await conn.execute(
+            insert(usage_days),
+            [
+                {
+                    "day": day,
+                    "creator": row.creator,
+                    "orders": row.orders,
+                    "email_notifications": row.emails,
+                    "successful_emails": row.successful_emails,
+                    "sms_segments": row.sms_segments,
+                    "successful_sms": row.successful_sms,
+                }
+                for row in rows
+            ],
+        )
+    await conn.execute(insert(usage_days_counted).values(day=day, counted_at=counted_at, settled=settled))
+
+
+async def usage_of_days(conn: AsyncConnection, first: date, last: date) -> list[OrgUsageRow]:
+    """Per service owner, the sums of the counted days first..last (inclusive), by owner name: a range of
+    usage_days' primary key."""
+    u = usage_days
+    result = await conn.execute(
+        select(
+            u.c.creator,
+            func.sum(u.c.orders),
+            func.sum(u.c.email_notifications),
+            func.sum(u.c.successful_emails),
+            func.sum(u.c.sms_segments),
+            func.sum(u.c.successful_sms),
+        )
+        .where(u.c.day >= first, u.c.day <= last)
+        .group_by(u.c.creator)
+        .order_by(u.c.creator)
+    )
+    return [
+        OrgUsageRow(creator, int(orders_), int(emails), int(ok_emails), int(segments), int(ok_sms))
+        for creator, orders_, emails, ok_emails, segments, ok_sms in result
+    ]
+
+
+async def counted_days(conn: AsyncConnection, first: date, last: date) -> dict[date, CountedDay]:
+    """The days first..last (inclusive) that are counted, with when and whether settled."""
+    c = usage_days_counted
+    result = await conn.execute(select(c.c.day, c.c.counted_at, c.c.settled).where(c.c.day >= first, c.c.day <= last))
+    return {day: CountedDay(counted_at, bool(settled)) for day, counted_at, settled in result}
+
+
+async def uncounted_days(conn: AsyncConnection, first: date, last: date, limit: int) -> list[date]:
+    """Up to `limit` days first..last (inclusive) not counted yet, newest first (the recent months are the ones
+    asked for): the counted ones are read from usage_days_counted's key, the rest is arithmetic."""
+    counted = set(await counted_days(conn, first, last))
+    missing: list[date] = []
+    day = last
+    while day >= first and len(missing) < limit:
+        if day not in counted:
+            missing.append(day)
+        day -= timedelta(days=1)
+    return missing
+
+
+async def unsettled_days(conn: AsyncConnection, before: datetime, limit: int) -> list[date]:
+    """Up to `limit` counted days not settled and counted before `before`, oldest count first."""
+    c = usage_days_counted
+    result = await conn.execute(
+        select(c.c.day)
+        .where(c.c.settled == false(), c.c.counted_at < before)
+        .order_by(c.c.counted_at, c.c.day)
+        .limit(limit)
+    )
+    return list(result.scalars())
+
+
+async def first_order_day(conn: AsyncConnection) -> date | None:
+    """The UTC day of the earliest requested send time (one end of ix_orders_requested_send_time), None without
+    orders: the rollup's backfill need not go further back."""
+    first = (await conn.execute(select(func.min(orders.c.requested_send_time)))).scalar()
+    return first.astimezone(UTC).date() if first is not None else None
+
+
+async def has_unfinished_orders(conn: AsyncConnection, day: date) -> bool:
+    """Whether an order requested on `day` (UTC) is still under way (Registered, Processing, Processed): one seek on
+    the partial ix_orders_unfinished_requested_send_time, which holds only such orders."""
+    start, end = day_bounds(day)
+    found = await conn.execute(
+        select(literal(1))
+        .where(
+            # Written out, not bound: SQLite uses a partial index only when the statement's own text implies the
+            # index's WHERE (the values are the enum's, never a request's).
+            orders.c.status.in_([literal_column(f"'{status}'") for status in UNFINISHED_ORDER_STATUSES]),
+            orders.c.requested_send_time >= start,
+            orders.c.requested_send_time < end,
+        )
+        .limit(1)
+    )
+    return found.first() is not None
 
 
 # ---------------------------------------------------------------- a day's final notifications (the Parquet export)

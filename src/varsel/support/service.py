@@ -3,21 +3,31 @@ support dashboard API, the metrics API and the console share them.
 
 - `SupportService.recipient_lookup(RecipientQuery) -> RecipientLookup`: every shipment (order) with a notification
   to a national identity number or organisation number, across service owners, newest first, bounded.
-- `UsageService.monthly(UsageMonth) -> MonthlyUsage`: per service owner, the month's orders and notifications.
+- `UsageService.monthly(UsageMonth) -> MonthlyUsage`: per service owner, the month's orders and notifications, summed
+  from the usage rollup (one row per owner per UTC day, usage_days), with when it was counted. Days missing from the
+  rollup, or not settled and counted longer ago than `freshness`, are counted first (one short transaction each).
+- `UsageService.refresh()`: the background loop's round (the expiry worker runs it every `freshness`): recounts the
+  stale unsettled days, settling those that can no longer change, and backfills uncounted days a bounded number at
+  a time.
 - `UsageService.final_sms(date)` / `final_emails(date)`: the notifications whose final result was recorded on that
   UTC day (`yesterday()` by the injected clock), as the daily billing export lists them.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from uuid import UUID
 
+from sqlalchemy.exc import IntegrityError
+
 from varsel.clock import Clock
 from varsel.db.engine import Database
 from varsel.support import repository
+
+log = logging.getLogger(__name__)
 
 # The most shipments one look-up answers, newest first: a person's notifications over ten years can run into the
 # thousands (an organisation's, far more), and one support question must not read or return millions of rows.
@@ -162,6 +172,9 @@ class OrgUsage:
 class MonthlyUsage:
     month: UsageMonth
     orgs: tuple[OrgUsage, ...]
+    # The oldest count among the month's days: every figure is at least as new as this. None when none of the month
+    # is counted (a month still ahead: its scheduled orders are counted as they are asked for).
+    counted_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -202,25 +215,99 @@ def sms_rate(mobile_number: str | None) -> str:
     return "innland" if mobile_number.startswith(("+47", "0047")) else "utland"
 
 
+# How old an unsettled day's count may be before it is counted again (settings usage.fresh_seconds).
+DEFAULT_FRESHNESS = timedelta(seconds=60)
+# A day can change until every notification of its orders has ended: the expiry sweeper ends each by its expiry
+# (dispatch.expiry_hours after its send time, 48 h by default) and delivery reports after that are ignored. A day is
+# settled once its end is this long ago (expiry + a day, for notifications sent late in their day and the sweep's
+# own pace) and none of its orders is still under way; a settled day is never counted again.
+DEFAULT_SETTLE_AFTER = timedelta(hours=48 + 24)
+# The most days one refresh round counts of each kind (stale, never counted): a round stays short; the loop runs
+# again at once while there is more.
+REFRESH_DAYS = 31
+
+
 class UsageService:
-    def __init__(self, database: Database, clock: Clock) -> None:
+    def __init__(
+        self,
+        database: Database,
+        clock: Clock,
+        *,
+        freshness: timedelta = DEFAULT_FRESHNESS,
+        settle_after: timedelta = DEFAULT_SETTLE_AFTER,
+        refresh_days: int = REFRESH_DAYS,
+    ) -> None:
         self._db = database
         self._clock = clock
+        self.freshness = freshness
+        self._settle_after = settle_after
+        self._refresh_days = refresh_days
 
     def yesterday(self) -> date:
         """Yesterday's UTC date, by the clock."""
         return self._clock.now().astimezone(UTC).date() - timedelta(days=1)
 
     async def monthly(self, month: UsageMonth) -> MonthlyUsage:
+        """The month's usage per service owner: the counted days up to today summed from the rollup (each missing
+        or stale one counted first), and the days still ahead (scheduled orders only) counted as they are now."""
+        now = self._clock.now()
+        today = now.astimezone(UTC).date()
+        first = month.start.date()
+        last = min((month.end - timedelta(days=1)).date(), today)
+        if first <= last:
+            async with self._db.read() as conn:
+                counted = await repository.counted_days(conn, first, last)
+            for day in _days(first, last):
+                if self._wants_count(counted.get(day), now):
+                    await self._count_day(day, now)
+        ahead = max(month.start, datetime.combine(today + timedelta(days=1), time(0), tzinfo=UTC))
+        oldest: datetime | None = None
         async with self._db.read() as conn:
-            rows = await repository.monthly_usage(conn, month.start, month.end)
-        return MonthlyUsage(
-            month,
-            tuple(
-                OrgUsage(r.creator, r.orders, r.emails, r.successful_emails, r.sms_segments, r.successful_sms)
-                for r in rows
-            ),
-        )
+            rows = await repository.usage_of_days(conn, first, last) if first <= last else []
+            if first <= last:
+                counts = (await repository.counted_days(conn, first, last)).values()
+                oldest = min((c.counted_at for c in counts), default=None)
+            # The month's days still ahead hold only scheduled orders: few, counted live and never stored (they
+            # can change until their day has come).
+            scheduled = await repository.usage_between(conn, ahead, month.end) if ahead < month.end else []
+        return MonthlyUsage(month, _merged(rows, scheduled), oldest)
+
+    async def refresh(self, now: datetime | None = None) -> int:
+        """One round of the background loop: count again the unsettled days counted longer ago than `freshness`
+        (settling those that can be), and up to `refresh_days` days never counted, newest first, from the earliest
+        order's day to today. Answers how many days were counted (0: nothing was due)."""
+        now = now or self._clock.now()
+        today = now.astimezone(UTC).date()
+        async with self._db.read() as conn:
+            stale = await repository.unsettled_days(conn, now - self.freshness, self._refresh_days)
+            earliest = await repository.first_order_day(conn)
+            first = min(earliest, today) if earliest is not None else today
+            missing = await repository.uncounted_days(conn, first, today, self._refresh_days)
+        # A day counted as "today" and later asked for again is never ahead of today here: the rollup holds only
+        # days that have begun.
+        due = sorted({day for day in (*stale, *missing) if day <= today})
+        for day in due:
+            await self._count_day(day, now)
+        return len(due)
+
+    def _wants_count(self, counted: repository.CountedDay | None, now: datetime) -> bool:
+        return counted is None or (not counted.settled and now - counted.counted_at > self.freshness)
+
+    async def _count_day(self, day: date, now: datetime) -> None:
+        """Count one day and replace its rows, in one short transaction; settled when it can no longer change."""
+        try:
+            async with self._db.transaction() as conn:
+                settled = False
+                if now - repository.day_bounds(day)[1] >= self._settle_after:
+                    # Checked before counting: an order that finishes after the check only makes the count that
+                    # follows more final, whereas one checked after the count could have changed in between.
+                    settled = not await repository.has_unfinished_orders(conn, day)
+                rows = await repository.count_usage_day(conn, day)
+                await repository.replace_usage_day(conn, day, rows, now, settled)
+        except IntegrityError:
+            # Another process (the API counting on demand, a worker's refresh) wrote the same day at the same
+            # moment: its count, as new as ours, stands.
+            log.info("usage of %s was counted by another process at the same time", day)
 
     async def final_sms(self, day: date) -> list[SmsUsageRecord]:
         """The SMS whose final result (status_changed, which is when varsel recorded the current status) fell on
@@ -267,5 +354,19 @@ class UsageService:
 
 
 def _day(day: date) -> tuple[datetime, datetime]:
-    start = datetime.combine(day, time(0), tzinfo=UTC)
-    return start, start + timedelta(days=1)
+    return repository.day_bounds(day)
+
+
+def _days(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def _merged(*parts: list[repository.OrgUsageRow]) -> tuple[OrgUsage, ...]:
+    """Each owner's sums over the parts, by owner name."""
+    totals: dict[str, list[int]] = {}
+    for part in parts:
+        for r in part:
+            into = totals.setdefault(r.creator, [0, 0, 0, 0, 0])
+            for i, value in enumerate((r.orders, r.emails, r.successful_emails, r.sms_segments, r.successful_sms)):
+                into[i] += value
+    return tuple(OrgUsage(org, *totals[org]) for org in sorted(totals))
