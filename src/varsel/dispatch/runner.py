@@ -16,6 +16,7 @@ from varsel.dispatch.wakeup import PostgresListener, Signal, Wakeups
 from varsel.providers.base import EmailProvider, SmsProvider
 from varsel.reports.service import DeliveryReports
 from varsel.shipments.service import FeedRetention
+from varsel.support.service import UsageService
 
 log = logging.getLogger("varsel.dispatch")
 
@@ -39,6 +40,7 @@ class Workers:
         sms_provider: SmsProvider,
         listener: PostgresListener | None = None,
         feed_retention: FeedRetention | None = None,
+        usage: UsageService | None = None,
     ) -> None:
         self.email_provider = email_provider
         self.sms_provider = sms_provider
@@ -52,6 +54,7 @@ class Workers:
         self._poll = poll_seconds
         self._listener = listener
         self.feed_retention = feed_retention
+        self.usage = usage
         self._loops: list[asyncio.Task[None]] = []
         self._listening: asyncio.Task[None] | None = None
         self._stopping = False
@@ -90,6 +93,12 @@ class Workers:
         if unknown:
             raise ValueError(f"unknown kinds of work: {sorted(unknown)}")
         self._loops = [asyncio.create_task(make()) for kind, make in loops.items() if kind in kinds]
+        if self.usage is not None and "expiry" in kinds:
+            # The usage rollup's refresh, by the housekeeping worker (as feed retention): every `freshness`, so the
+            # monthly summary mostly reads fresh days. A round with more to do runs again at once.
+            usage = self.usage
+            poll = usage.freshness.total_seconds()
+            self._loops.append(asyncio.create_task(self._loop("usage", usage.refresh, w.usage, no_due, poll)))
         if self._listener is not None:
             self._listening = asyncio.create_task(self._listener.run())
 

@@ -48,9 +48,10 @@ class Wakeups:
         self.sms = Signal()
         self.sweeper = Signal()
         self.reports = Signal()
+        self.usage = Signal()
 
     def all(self) -> None:
-        for signal in (self.orders, self.email, self.sms, self.sweeper, self.reports):
+        for signal in (self.orders, self.email, self.sms, self.sweeper, self.reports, self.usage):
             signal.set()
 
 
