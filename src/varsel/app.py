@@ -84,6 +84,7 @@ from varsel.reports import endpoints as report_endpoints
 from varsel.reports.service import DeliveryReports
 from varsel.settings import Settings
 from varsel.shipments.service import FeedRetention
+from varsel.support.service import UsageService
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,8 @@ class Varsel:
     chains: ChainService
     chain_validator: ChainValidator
     instant: InstantService
+    # The monthly usage summary and its rollup (the metrics API, the console's Usage page, the workers' refresh).
+    usage: UsageService
 
     async def close(self, grace_seconds: float = 0.0) -> None:
         await self.workers.stop(grace_seconds)
@@ -188,6 +191,13 @@ def build(
     # A composed email's attachments are fetched as it is sent (a test gives a fetcher trusting its loopback store).
     fetcher = attachments or AttachmentFetcher(settings.attachments, lease_seconds=dispatch.lease_seconds)
     listener = PostgresListener(database.url, wakeups) if database.dialect == "postgresql" else None
+    usage = UsageService(
+        database,
+        clock,
+        freshness=timedelta(seconds=settings.usage.fresh_seconds),
+        # A day's notifications have all ended by their expiry; a day more for late ones and the sweep's pace.
+        settle_after=timedelta(hours=dispatch.expiry_hours + 24),
+    )
     workers = Workers(
         OrderProcessor(database, clock, lookup, conditions, dispatch, worker, wakeups, telemetry),
         email_sender(database, clock, email_guard, dispatch, worker, telemetry, fetcher),
@@ -201,6 +211,7 @@ def build(
         sms_guard,
         listener,
         FeedRetention(database, clock, dispatch.feed_retention_days),
+        usage,
     )
     orders = OrderService(
         database, clock, lookup, telemetry, on_registered=wakeups.orders.set, wake_within=dispatch.poll_seconds
@@ -242,6 +253,7 @@ def build(
         ),
         chain_validator=ChainValidator(clock, settings.limits, settings.defaults, allowed_hosts),
         instant=instant,
+        usage=usage,
     )
 
 
