@@ -2,9 +2,11 @@
 
 - `GET  /metrics`: an HTML page with a month and year form.
 - `POST /metrics` (form fields month, year): the page with a table of each service owner's totals for the orders
-  requested in that month, and an "Export metrics to Excel" button (the CSV below).
+  requested in that month, and an "Export metrics to Excel" button (the CSV below); it says when the figures were
+  counted (the usage rollup, varsel.support.service.UsageService) and how often recent days are counted again.
 - `GET  /metrics/usage?month=M&year=Y[&format=json|csv]`: the same summary as JSON (the default) or CSV (format=csv,
-  or `Accept: text/csv` without a format). varsel's addition, for scripts and spreadsheets.
+  or `Accept: text/csv` without a format). varsel's addition, for scripts and spreadsheets. The X-Usage-Counted-At
+  header says when the figures were counted (ISO 8601, UTC).
 - `POST /metrics/sms`, `POST /metrics/email`: yesterday's (UTC, by the clock) final notifications as a Parquet file,
   behind the `X-API-Key` header, compared in constant time with settings metrics.api_key
   (VARSEL_METRICS__API_KEY); with no key configured they answer 401.
@@ -73,8 +75,19 @@ def usage_month(raw_month: str | None, raw_year: str | None) -> UsageMonth | Err
 
 
 def _usage(request: Request) -> UsageService:
-    varsel = request.app.state.varsel
-    return UsageService(varsel.database, varsel.clock)
+    usage: UsageService = request.app.state.varsel.usage
+    return usage
+
+
+# When the summary's figures were counted (the oldest day's count), on the JSON and CSV answers, whose bodies keep the
+# reference's shape. Absent when nothing of the month is counted (a month still ahead).
+COUNTED_AT_HEADER = "X-Usage-Counted-At"
+
+
+def _counted_at_headers(usage: MonthlyUsage) -> dict[str, str]:
+    if usage.counted_at is None:
+        return {}
+    return {COUNTED_AT_HEADER: usage.counted_at.astimezone(UTC).isoformat().replace("+00:00", "Z")}
 
 
 # ---------------------------------------------------------------- the HTML pages
@@ -102,8 +115,18 @@ def _page(
         rows=usage_rows(usage) if usage else [],
         columns=USAGE_COLUMNS,
         errors=errors,
+        counted_at=_counted_at_text(usage.counted_at) if usage and usage.counted_at else None,
+        fresh_seconds=_fresh_seconds(request),
     )
     return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def _counted_at_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _fresh_seconds(request: Request) -> str:
+    return f"{request.app.state.varsel.settings.usage.fresh_seconds:g}"
 
 
 @router.get("", response_class=HTMLResponse)
@@ -173,9 +196,13 @@ async def usage_summary(request: Request) -> Response:
         return Response(
             usage_csv(usage),
             media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
+            headers={
+                "Content-Disposition": f'attachment; filename="{name}"',
+                "Cache-Control": "no-store",
+                **_counted_at_headers(usage),
+            },
         )
-    return JSONResponse(_usage_json(usage), headers={"Cache-Control": "no-store"})
+    return JSONResponse(_usage_json(usage), headers={"Cache-Control": "no-store", **_counted_at_headers(usage)})
 
 
 # ---------------------------------------------------------------- the daily Parquet exports
@@ -196,8 +223,9 @@ def _key_refusal(request: Request) -> JSONResponse | None:
     expected = configured.get_secret_value() if configured is not None else ""
     if not expected:
         return _refused("API key validation not configured")
-    # Constant time: how long the comparison takes says nothing about how much of the key was right.
-    if not hmac.compare_digest(provided.encode("utf-8"), expected.encode("utf-8")):
+    # Constant time: how long the comparison takes says nothing about how much of the key was right. The header's
+    # bytes as sent (ASGI servers hand them over as Latin-1), against the key's UTF-8: a key with "ø" in it matches.
+    if not hmac.compare_digest(provided.encode("latin-1"), expected.encode("utf-8")):
         return _refused("Invalid API key")
     return None
 

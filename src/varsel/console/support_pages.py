@@ -26,7 +26,6 @@ from varsel.support.service import (
     RecipientQuery,
     SupportService,
     UsageMonth,
-    UsageService,
 )
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -138,13 +137,15 @@ async def usage_page(request: Request, principal: Principal = Depends(admin_only
         context: dict[str, Any] = {"year": today.year, "month": today.month, "error": error, "rows": [],
                                    "columns": USAGE_COLUMNS}  # fmt: skip
         return render(request, "usage.html", context, status=400)
-    usage = await UsageService(console_of(request).varsel.database, console_of(request).varsel.clock).monthly(month)
+    varsel = console_of(request).varsel
+    usage = await varsel.usage.monthly(month)
     rows = usage_rows(usage)
     orgs = usage.orgs
     totals = [sum(o.orders for o in orgs), sum(o.emails for o in orgs), sum(o.successful_emails for o in orgs),
               sum(o.sms for o in orgs), sum(o.successful_sms for o in orgs)]  # fmt: skip
     context = {"year": month.year, "month": month.month, "error": None, "rows": rows, "totals": totals,
-               "columns": USAGE_COLUMNS}  # fmt: skip
+               "columns": USAGE_COLUMNS, "fresh_seconds": f"{varsel.settings.usage.fresh_seconds:g}",
+               "counted_at": usage.counted_at.strftime("%Y-%m-%d %H:%M:%S") if usage.counted_at else None}  # fmt: skip
     return render(request, "usage.html", context)
 
 
@@ -153,7 +154,7 @@ async def usage_download(request: Request, principal: Principal = Depends(admin_
     month, error = _month(request)
     if month is None:
         return Response(f"{error}\n", status_code=400, media_type="text/plain; charset=utf-8")
-    usage = await UsageService(console_of(request).varsel.database, console_of(request).varsel.clock).monthly(month)
+    usage = await console_of(request).varsel.usage.monthly(month)
     name = f"varsel-usage-{month.year:04d}-{month.month:02d}.csv"
     return Response(
         usage_csv(usage),
