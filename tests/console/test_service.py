@@ -256,7 +256,7 @@ async def test_overview_figures_on_a_small_data_set(reads: ConsoleReads, varsel:
               for i in range(1, 5)]  # fmt: skip
     orders[3].update(notification_channel="Sms", status=OrderStatus.PROCESSED.value)
     old = order_row(created=hour_ago - timedelta(minutes=1))
-    other = order_row("nav", created=NOW - timedelta(minutes=5))
+    other = order_row("nav", created=NOW - timedelta(minutes=5), requested_send_time=NOW - timedelta(minutes=5))
     # Email hand-off after 10, 20, 30 s; delivery after 60 and 120 s; one bounced; one still New and due.
     email: list[dict[str, Any]] = []
     attempts: list[dict[str, Any]] = []
@@ -272,7 +272,10 @@ async def test_overview_figures_on_a_small_data_set(reads: ConsoleReads, varsel:
     waiting = notification_row("sms", orders[3], status="New", send_after=NOW + timedelta(hours=2))
     sent_sms = notification_row("sms", orders[3], status="Accepted")
     attempts.append(attempt_row("sms", sent_sms, NOW - timedelta(minutes=5), outcome="retry", detail="503"))
-    email += [due, notification_row("email", old), notification_row("email", other)]
+    # Another org's email, slow to hand off: it must count in the admin's figures only, its latency too.
+    others = notification_row("email", other)
+    attempts.append(attempt_row("email", others, other["created"], finished=other["created"] + timedelta(seconds=999)))
+    email += [due, notification_row("email", old), others]
     await store(varsel.database, [*orders, old, other], {"email": email, "sms": [waiting, sent_sms]}, attempts)
 
     view = await reads.overview(TTD, Period.HOUR)
@@ -306,6 +309,7 @@ async def test_overview_figures_on_a_small_data_set(reads: ConsoleReads, varsel:
 
     admin = await reads.overview(ADMIN, Period.HOUR)
     assert admin.order_total == 5
+    assert (admin.channels[0].to_provider.samples, admin.channels[0].to_provider.p95) == (4, 999.0)
     assert admin.channels[0].total == 5
     by_channel = {p.channel: p for p in admin.providers}
     assert by_channel["sms"].calls == {"retry": 1}
