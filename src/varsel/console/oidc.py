@@ -89,7 +89,10 @@ class OidcSignIn:
     async def _json(self, url: str) -> dict[str, Any]:
         response = await self._http.get(url, headers={"Accept": "application/json"})
         response.raise_for_status()
-        document = response.json()
+        try:
+            document = response.json()
+        except ValueError:  # a web page (an issuer URL that is a site's, a proxy's error page), or no body at all
+            document = None
         if not isinstance(document, dict):
             raise OidcRefused(f"The sign-in provider's answer from {url} is not a JSON object.")
         return document
