@@ -3,6 +3,8 @@ headless Chromium (find an order by sender's reference, open its timeline, cance
 
 from __future__ import annotations
 
+import html
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -157,3 +159,26 @@ async def test_the_overview_draws_its_charts_with_data(
     assert await page.locator("table.figures tr.channel-email td.rate").inner_text() == "100.0 %"
     assert await page.locator("table.figures tr.channel-sms td.rate").inner_text() == "0.0 %"
     await page.screenshot(path=str(screenshots / "overview.png"), full_page=True)
+
+
+async def test_the_next_link_pages_through_every_order_once(console: ConsoleServer, database: Database) -> None:
+    # 30 orders, ten of them at one instant: the first page ends inside the tie.
+    rows = [
+        order_row("ttd", senders_reference=f"page-{i}", created=NOW - timedelta(seconds=max(i, 10))) for i in range(30)
+    ]
+    await store(database, rows)
+    cookie, _ = console.session("ttd")
+    seen: list[str] = []
+    async with http_client(console, cookie) as client:
+        url: str | None = "/console/orders"
+        pages = 0
+        while url is not None:
+            answer = await client.get(url, headers={"HX-Request": "true"})
+            assert answer.status_code == 200
+            seen += re.findall(r'<td class="reference">(page-\d+)</td>', answer.text)
+            found = re.search(r'<a class="next" href="([^"]+)"', answer.text)
+            url = html.unescape(found.group(1)) if found else None
+            pages += 1
+    assert pages == 2
+    assert sorted(seen) == sorted(f"page-{i}" for i in range(30))
+    assert len(seen) == 30
