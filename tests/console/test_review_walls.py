@@ -4,11 +4,13 @@ sign sessions anyone can forge), and two POSTs racing with one sign-in link sign
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from tests.console.conftest import ConsoleServer, http_client
 from varsel.app import build, create_app
@@ -94,3 +96,17 @@ async def test_one_link_used_at_once_from_two_processes_signs_in_once(
             assert sum(principal is not None for principal in used) == 1, used
     finally:
         await other.dispose()
+
+
+async def test_a_short_configured_key_is_warned_about(
+    settings: Settings, database: Database, clock: FrozenClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    for key, warned in (("hemmelig", True), ("k" * 32, False)):
+        caplog.clear()
+        console = settings.console.model_copy(update={"secret_key": SecretStr(key)})
+        services = build(settings.model_copy(update={"console": console}), clock=clock, database=database)
+        with caplog.at_level(logging.WARNING, logger="varsel.console"):
+            create_app(services)
+        await services.http.aclose()
+        assert ("VARSEL_CONSOLE__SECRET_KEY is 8 characters long" in caplog.text) is warned, caplog.text
+        assert key not in caplog.text

@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 
 from varsel.console import pages, pages_orders, pages_overview, reports_pages, support_pages
 from varsel.console.oidc import OidcSignIn
-from varsel.console.sessions import SessionCodec, ensure_secret_key, secret_key_file
+from varsel.console.sessions import SHORTEST_KEY, SessionCodec, ensure_secret_key, secret_key_file
 from varsel.console.sign_in import SignInLinks
 from varsel.console.web import (
     PREFIX,
@@ -65,7 +65,17 @@ async def _sign_in_required(request: Request, exc: Exception) -> Response:
 def _secret_key(varsel: Varsel) -> str:
     configured = varsel.settings.console.secret_key
     if configured is not None and configured.get_secret_value():
-        return configured.get_secret_value()
+        key = configured.get_secret_value()
+        if len(key) < SHORTEST_KEY:
+            # Whoever holds one session cookie can try keys against its signature offline; a short or guessable key
+            # found so signs an admin's session.
+            log.warning(
+                "VARSEL_CONSOLE__SECRET_KEY is %d characters long: use at least %d random ones "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(48))')",
+                len(key),
+                SHORTEST_KEY,
+            )
+        return key
     if varsel.database.dialect == "postgresql":
         # Several API processes share a PostgreSQL database; each would make a key of its own in its own data folder,
         # and a session signed by one would be refused by the others.

@@ -41,7 +41,7 @@ _KEY_FILE = "console-secret-key"
 
 
 # A kept key shorter than this is no key: an empty file would sign every session with "", which anyone can forge.
-_SHORTEST_KEY = 32
+SHORTEST_KEY = 32
 
 
 def ensure_secret_key(path: Path) -> str:
@@ -72,10 +72,10 @@ def ensure_secret_key(path: Path) -> str:
         finally:
             draft.unlink(missing_ok=True)
     key = path.read_text().strip()
-    if len(key) < _SHORTEST_KEY:
+    if len(key) < SHORTEST_KEY:
         # Left by an interrupted write of an older version, or edited by hand: never sign sessions with it.
         raise ValueError(
-            f"the console's key file {path} holds no usable key (fewer than {_SHORTEST_KEY} characters): "
+            f"the console's key file {path} holds no usable key (fewer than {SHORTEST_KEY} characters): "
             "delete it to have a new one made, or set VARSEL_CONSOLE__SECRET_KEY"
         )
     return key
