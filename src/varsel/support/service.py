@@ -6,9 +6,10 @@ support dashboard API, the metrics API and the console share them.
 - `UsageService.monthly(UsageMonth) -> MonthlyUsage`: per service owner, the month's orders and notifications, summed
   from the usage rollup (one row per owner per UTC day, usage_days), with when it was counted. Days missing from the
   rollup, or not settled and counted longer ago than `freshness`, are counted first (one short transaction each).
-- `UsageService.refresh()`: the background loop's round (the expiry worker runs it every `freshness`): recounts the
-  stale unsettled days, settling those that can no longer change, and backfills uncounted days a bounded number at
-  a time.
+- `UsageService.refresh()`: the background loop's round (the expiry worker runs it every `refresh_every`, half of
+  `freshness`): recounts the unsettled days counted that long ago, settling those that can no longer change, and
+  backfills uncounted days (from the first order's month) a bounded number at a time. Counted ahead of `freshness`
+  like this, a page asking while a worker runs finds every day fresh and only reads.
 - `UsageService.final_sms(date)` / `final_emails(date)`: the notifications whose final result was recorded on that
   UTC day (`yesterday()` by the injected clock), as the daily billing export lists them.
 """
@@ -240,6 +241,10 @@ class UsageService:
         self._db = database
         self._clock = clock
         self.freshness = freshness
+        # The background round counts a day again after half of freshness: by the time a page would count it
+        # itself (after freshness), the round has (a round that ran every `freshness` left a window, as long as
+        # the round, where a page and the round both counted the same days).
+        self.refresh_every = freshness / 2
         self._settle_after = settle_after
         self._refresh_days = refresh_days
 
@@ -273,15 +278,16 @@ class UsageService:
         return MonthlyUsage(month, _merged(rows, scheduled), oldest)
 
     async def refresh(self, now: datetime | None = None) -> int:
-        """One round of the background loop: count again the unsettled days counted longer ago than `freshness`
-        (settling those that can be), and up to `refresh_days` days never counted, newest first, from the earliest
-        order's day to today. Answers how many days were counted (0: nothing was due)."""
+        """One round of the background loop: count again the unsettled days counted longer ago than
+        `refresh_every` (settling those that can be), and up to `refresh_days` days never counted, newest first,
+        from the first day of the earliest order's month to today (so that every month with orders is whole).
+        Answers how many days were counted (0: nothing was due)."""
         now = now or self._clock.now()
         today = now.astimezone(UTC).date()
         async with self._db.read() as conn:
-            stale = await repository.unsettled_days(conn, now - self.freshness, self._refresh_days)
+            stale = await repository.unsettled_days(conn, now - self.refresh_every, self._refresh_days)
             earliest = await repository.first_order_day(conn)
-            first = min(earliest, today) if earliest is not None else today
+            first = min(earliest, today).replace(day=1) if earliest is not None else today
             missing = await repository.uncounted_days(conn, first, today, self._refresh_days)
         # A day counted as "today" and later asked for again is never ahead of today here: the rollup holds only
         # days that have begun.
