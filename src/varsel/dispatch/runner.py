@@ -94,10 +94,10 @@ class Workers:
             raise ValueError(f"unknown kinds of work: {sorted(unknown)}")
         self._loops = [asyncio.create_task(make()) for kind, make in loops.items() if kind in kinds]
         if self.usage is not None and "expiry" in kinds:
-            # The usage rollup's refresh, by the housekeeping worker (as feed retention): every `freshness`, so the
-            # monthly summary mostly reads fresh days. A round with more to do runs again at once.
+            # The usage rollup's refresh, by the housekeeping worker (as feed retention): every half of freshness,
+            # so the monthly summary reads fresh days. A round with more to do runs again at once.
             usage = self.usage
-            poll = usage.freshness.total_seconds()
+            poll = usage.refresh_every.total_seconds()
             self._loops.append(asyncio.create_task(self._loop("usage", usage.refresh, w.usage, no_due, poll)))
         if self._listener is not None:
             self._listening = asyncio.create_task(self._listener.run())
