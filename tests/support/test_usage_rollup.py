@@ -227,20 +227,30 @@ async def test_days_without_orders_are_counted_once(database: Database) -> None:
 
 async def test_refresh_backfills_uncounted_days_in_bounded_steps_newest_first(database: Database) -> None:
     today = START.date()
-    first = today - timedelta(days=69)
-    await seed(database, [order("ttd", datetime.combine(first, datetime.min.time(), UTC) + timedelta(hours=9))])
+    # The first order on 31 December: the backfill reaches back to 1 December, so that its month is whole.
+    await seed(database, [order("ttd", datetime(2025, 12, 31, 9, tzinfo=UTC))])
+    first = date(2025, 12, 1)
+    days = (today - first).days + 1
+    assert days == 100
     clock = FrozenClock(START)
     usage = _service(database, clock, refresh_days=31)
     assert await usage.refresh() == 31
     assert sorted(await _counted(database)) == [today - timedelta(days=n) for n in range(30, -1, -1)]
     assert await usage.refresh() == 31
-    assert await usage.refresh() == 70 - 62
+    assert await usage.refresh() == 31
+    assert await usage.refresh() == days - 93
     assert await usage.refresh() == 0
-    assert sorted(await _counted(database)) == [first + timedelta(days=n) for n in range(70)]
-    # Later, only the unsettled days are counted again (the last few: their end is under three days ago).
-    clock.advance(FRESH + timedelta(seconds=1))
+    assert sorted(await _counted(database)) == [first + timedelta(days=n) for n in range(days)]
+    # Later, only the unsettled days are counted again (the last four: their end is under three days ago), once
+    # half of freshness has passed: ahead of a page, which would count them after freshness.
+    clock.advance(usage.refresh_every)
+    assert await usage.refresh() == 0
+    clock.advance(timedelta(seconds=1))
     assert await usage.refresh() == 4
     assert await usage.refresh() == 0
+    assert [day for day, counted in (await _counted(database)).items() if not counted.settled] == [
+        today - timedelta(days=n) for n in range(3, -1, -1)
+    ]
 
 
 async def test_the_workers_round_is_the_refresh_and_stops_with_the_others(
@@ -250,20 +260,21 @@ async def test_the_workers_round_is_the_refresh_and_stops_with_the_others(
     assert varsel.usage.freshness == timedelta(seconds=varsel.settings.usage.fresh_seconds)
     early = order("ttd", NOW - timedelta(hours=2))
     await seed(database, [early])
-    # The loop's round, called directly: it counts today (and every day back to the first order).
-    assert await varsel.workers.usage.refresh() == 1
+    # The loop's round, called directly: it counts today and every day back to the first order's month's first.
+    assert await varsel.workers.usage.refresh() == 2
     late = order("nav", NOW - timedelta(hours=1))
     await seed(database, [late])
-    clock.advance(varsel.usage.freshness + timedelta(seconds=1))
-    assert await varsel.workers.usage.refresh() == 1
+    clock.advance(varsel.usage.refresh_every + timedelta(seconds=1))
+    assert await varsel.workers.usage.refresh() == 2
     # What the page then reads was counted by the round, not by the page.
+    clock.advance(varsel.usage.freshness - varsel.usage.refresh_every)
     summary = await varsel.usage.monthly(UsageMonth(2026, 3))
     assert [o.org for o in summary.orgs] == ["nav", "ttd"]
-    assert summary.counted_at == clock.now()
+    assert summary.counted_at == clock.now() - (varsel.usage.freshness - varsel.usage.refresh_every)
 
     # Started as the housekeeping worker's, the loop runs its rounds until one finds nothing due, then waits; asked
     # to stop, it is woken and ends by itself within the grace period (it would be cut off, cancelled, if it slept
-    # on through its 60 s).
+    # on through its 30 s).
     rounds = _Rounds(varsel.usage)
     varsel.workers.usage = rounds  # type: ignore[assignment]
     clock.advance(varsel.usage.freshness + timedelta(seconds=1))
@@ -271,9 +282,9 @@ async def test_the_workers_round_is_the_refresh_and_stops_with_the_others(
     loops = list(varsel.workers._loops)
     assert len(loops) == 2
     await asyncio.wait_for(rounds.idle.wait(), 20)
-    # 1 and 2 March (the page counted the 1st), neither settled yet.
+    # 1 and 2 March, neither settled yet.
     assert rounds.counted == 2
-    await varsel.workers.stop(grace_seconds=30)
+    await varsel.workers.stop(grace_seconds=10)
     assert all(loop.done() and not loop.cancelled() for loop in loops)
 
 
@@ -284,6 +295,7 @@ class _Rounds:
     def __init__(self, usage: UsageService) -> None:
         self._usage = usage
         self.freshness = usage.freshness
+        self.refresh_every = usage.refresh_every
         self.counted = 0
         self.idle = asyncio.Event()
 
