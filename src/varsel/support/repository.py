@@ -15,6 +15,7 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import (
+    String,
     Table,
     Uuid,
     bindparam,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     literal,
     literal_column,
     select,
+    text,
     true,
     union,
     union_all,
@@ -34,6 +36,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from varsel.db.tables import email_notifications, orders, sms_notifications, usage_days, usage_days_counted
+from varsel.db.types import UtcDateTime
 from varsel.notifications.statuses import EmailStatus, OrderStatus, SmsStatus
 
 EMAIL = "email"
@@ -191,6 +194,16 @@ class OrgUsageRow:
     successful_sms: int
 
 
+def _owner_group(conn: AsyncConnection) -> Any:
+    """The service owner the counts are grouped by. On SQLite written `+orders.creator`, which is the same value but
+    matches no index: grouped by the bare column, its planner read the whole (creator, requested_send_time) index
+    in creator order rather than the range of ix_orders_requested_send_time and a sort of the few groups (a day's
+    count cost as much as a month's: seconds at a million notifications)."""
+    if conn.dialect.name == "sqlite":
+        return literal_column("+orders.creator", String()).label("creator")
+    return orders.c.creator
+
+
 async def usage_between(conn: AsyncConnection, start: datetime, end: datetime) -> list[OrgUsageRow]:
     """Per service owner, for the orders requested in [start, end): orders, email notifications and the successful
     ones, SMS segments (summed) and successful SMS notifications; by owner name. Three grouped statements, each
@@ -199,6 +212,7 @@ async def usage_between(conn: AsyncConnection, start: datetime, end: datetime) -
     The rollup counts one UTC day with it (count_usage_day); the monthly summary counts the month's days still
     ahead with it (their orders are scheduled ones, few)."""
     in_range = (orders.c.requested_send_time >= start) & (orders.c.requested_send_time < end)
+    owner = _owner_group(conn)
     found: dict[str, dict[str, int]] = {}
 
     def row_of(creator: str) -> dict[str, int]:
@@ -206,21 +220,21 @@ async def usage_between(conn: AsyncConnection, start: datetime, end: datetime) -
             creator, {"orders": 0, "emails": 0, "successful_emails": 0, "sms_segments": 0, "successful_sms": 0}
         )
 
-    counted = await conn.execute(select(orders.c.creator, func.count()).where(in_range).group_by(orders.c.creator))
+    counted = await conn.execute(select(owner, func.count()).where(in_range).group_by(owner))
     for creator, count in counted:
         row_of(creator)["orders"] = int(count)
 
     email = email_notifications
     emails = await conn.execute(
         select(
-            orders.c.creator,
+            owner,
             # count(*), not of a column: an index holding order_id and status answers the statement alone.
             func.count(),
             func.sum(case((email.c.status.in_(EMAIL_SUCCESS_STATUSES), 1), else_=0)),
         )
         .select_from(orders.join(email, email.c.order_id == orders.c.id))
         .where(in_range)
-        .group_by(orders.c.creator)
+        .group_by(owner)
     )
     for creator, total, successful in emails:
         usage = row_of(creator)
@@ -229,14 +243,14 @@ async def usage_between(conn: AsyncConnection, start: datetime, end: datetime) -
     sms = sms_notifications
     texts = await conn.execute(
         select(
-            orders.c.creator,
+            owner,
             # A notification whose segments were never counted (none are: generation counts them) is one message.
             func.sum(func.coalesce(sms.c.segments, 1)),
             func.sum(case((sms.c.status.in_(SMS_SUCCESS_STATUSES), 1), else_=0)),
         )
         .select_from(orders.join(sms, sms.c.order_id == orders.c.id))
         .where(in_range)
-        .group_by(orders.c.creator)
+        .group_by(owner)
     )
     for creator, segments, successful in texts:
         usage = row_of(creator)
@@ -362,17 +376,21 @@ async def has_unfinished_orders(conn: AsyncConnection, day: date) -> bool:
     """Whether an order requested on `day` (UTC) is still under way (Registered, Processing, Processed): one seek on
     the partial ix_orders_unfinished_requested_send_time, which holds only such orders."""
     start, end = day_bounds(day)
-    found = await conn.execute(
-        select(literal(1))
-        .where(
-            # Written out, not bound: SQLite uses a partial index only when the statement's own text implies the
-            # index's WHERE (the values are the enum's, never a request's).
-            orders.c.status.in_([literal_column(f"'{status}'") for status in UNFINISHED_ORDER_STATUSES]),
-            orders.c.requested_send_time >= start,
-            orders.c.requested_send_time < end,
-        )
-        .limit(1)
-    )
+    # Written out, not bound: a partial index serves only a statement whose own text implies the index's WHERE
+    # (the values are the enum's, never a request's).
+    unfinished = orders.c.status.in_([literal_column(f"'{status}'") for status in UNFINISHED_ORDER_STATUSES])
+    in_day = (orders.c.requested_send_time >= start, orders.c.requested_send_time < end)
+    statement: Any = select(literal(1)).where(unfinished, *in_day).limit(1)
+    if conn.dialect.name == "sqlite":
+        # Named: with statistics, SQLite's planner took ix_orders_status_created (every unfinished order of all
+        # days, each row read for its send time) over the partial index. SQLAlchemy renders no table hint for
+        # SQLite, so the statement is written out; the bound times keep their column type (UtcDateTime).
+        statuses = ", ".join(f"'{status}'" for status in UNFINISHED_ORDER_STATUSES)
+        statement = text(
+            "SELECT 1 FROM orders INDEXED BY ix_orders_unfinished_requested_send_time"
+            f" WHERE status IN ({statuses}) AND requested_send_time >= :start AND requested_send_time < :end LIMIT 1"
+        ).bindparams(bindparam("start", start, type_=UtcDateTime()), bindparam("end", end, type_=UtcDateTime()))
+    found = await conn.execute(statement)
     return found.first() is not None
 
 
