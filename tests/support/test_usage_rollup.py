@@ -280,7 +280,8 @@ async def test_the_workers_round_is_the_refresh_and_stops_with_the_others(
     clock.advance(varsel.usage.freshness + timedelta(seconds=1))
     varsel.workers.start(["expiry"])
     loops = list(varsel.workers._loops)
-    assert len(loops) == 2
+    # The sweep, the usage rollup's round and the status rollup's.
+    assert len(loops) == 3
     await asyncio.wait_for(rounds.idle.wait(), 20)
     # 1 and 2 March, neither settled yet.
     assert rounds.counted == 2

@@ -40,7 +40,7 @@ def console_reads(request: Request) -> ConsoleReads:
     for channel, provider in (("email", varsel.workers.email_provider), ("sms", varsel.workers.sms_provider)):
         if isinstance(provider, ProviderGuard):
             guards[channel] = provider
-    return ConsoleReads(varsel.database, varsel.clock, varsel.orders, guards)
+    return ConsoleReads(varsel.database, varsel.clock, varsel.orders, guards, varsel.status_days)
 
 
 def _time(text: str, field: str) -> datetime | None:

@@ -36,6 +36,7 @@ from varsel.orders.service import CANCEL_MARGIN_MINUTES, OrderNotFound, OrderSer
 from varsel.orders.vocabulary import NotificationChannel, OrderType
 from varsel.problems import Problem
 from varsel.providers.guard import GuardHealth
+from varsel.support.status_days import StatusDays
 
 __all__ = [
     "ChainView",
@@ -441,6 +442,32 @@ def _latency(values: Sequence[float]) -> Latency:
     return Latency(len(values), percentile(values, 0.50), percentile(values, 0.95))
 
 
+class _Counts(dict[tuple[str, str], dict[str, int]]):
+    """(kind, channel) → status → count, added up from the rollup's days and the live edges."""
+
+    def add(self, kind: str, channel: str, status: str, count: int) -> None:
+        statuses = self.setdefault((kind, channel), {})
+        statuses[status] = statuses.get(status, 0) + count
+
+    def of(self, kind: str, channel: str) -> dict[str, int]:
+        """The statuses with a count, in the order of their enum (as the page lists them)."""
+        counted = self.get((kind, channel), {})
+        return {status: counted[status] for status in _STATUS_ORDER[kind] if counted.get(status)}
+
+
+_STATUS_ORDER = {
+    "order": [status.value for status in OrderStatus],
+    "email": [status.value for status in EmailStatus],
+    "sms": [status.value for status in SmsStatus],
+}
+
+
+def _day_start(moment: datetime) -> datetime:
+    """The start of the moment's UTC day."""
+    utc = moment.astimezone(UTC)
+    return datetime(utc.year, utc.month, utc.day, tzinfo=UTC)
+
+
 @dataclass
 class _Sample:
     to_provider: list[float] = field(default_factory=list)
@@ -457,10 +484,13 @@ class ConsoleReads:
         clock: Clock,
         orders: OrderService,
         providers: Mapping[str, HealthSource] | None = None,
+        status_days: StatusDays | None = None,
     ) -> None:
         self._db = database
         self._clock = clock
         self._orders = orders
+        # The status rollup the overview adds whole days up from; without it, every count is live.
+        self._status_days = status_days
         # channel → this process's guard of its provider.
         self._providers = dict(providers or {})
 
@@ -572,14 +602,37 @@ class ConsoleReads:
         until = self._clock.now()
         since = until - period.length
         creator = _creator(viewer)
+        counts = _Counts()
+        live = [(since, until)]
+        # The period's whole UTC days are added up from the status rollup; its partial first and last day are
+        # counted live. At a month of a million notifications, counting them all took longer than a page may.
+        first_whole = _day_start(since) + (timedelta(days=1) if _day_start(since) < since else timedelta(0))
+        last_whole_end = _day_start(until)
+        if self._status_days is not None and first_whole < last_whole_end:
+            for row in await self._status_days.counts(
+                creator, first_whole.date(), (last_whole_end - timedelta(days=1)).date()
+            ):
+                counts.add(row.kind, row.channel, row.status, row.count)
+            live = [(since, first_whole), (last_whole_end, until)]
         async with self._db.read() as conn:
-            order_rows = await repository.order_counts(conn, creator, since, until)
-            by_channel: dict[str, dict[str, int]] = {}
-            for channel_name, status, count in order_rows:
-                by_channel.setdefault(channel_name, {})[status] = count
+            for start, end in live:
+                if start >= end:
+                    continue
+                for channel_name, status, count in await repository.order_counts(conn, creator, start, end):
+                    counts.add("order", channel_name, status, count)
+                for channel in ("email", "sms"):
+                    for status, count in (
+                        await repository.notification_counts(conn, channel, creator, start, end)
+                    ).items():
+                        counts.add(channel, "", status, count)
+            by_channel = {
+                channel_name: counts.of("order", channel_name)
+                for kind, channel_name in sorted(counts)
+                if kind == "order" and counts.of("order", channel_name)
+            }
             sampled = await self._sample_orders(conn, creator, since, until)
             figures = [
-                await self._channel(conn, channel, creator, since, until, sampled) for channel in ("email", "sms")
+                await self._channel(conn, channel, counts.of(channel, ""), sampled) for channel in ("email", "sms")
             ]
             order_queue = await repository.order_queue(conn, creator, until, QUEUE_COUNT_CAP)
             queues = {
@@ -592,7 +645,7 @@ class ConsoleReads:
             since=since,
             until=until,
             orders=by_channel,
-            order_total=sum(count for _, _, count in order_rows),
+            order_total=sum(sum(statuses.values()) for statuses in by_channel.values()),
             channels=tuple(figures),
             order_queue=order_queue,
             notification_queues=queues,
@@ -600,15 +653,8 @@ class ConsoleReads:
         )
 
     async def _channel(
-        self,
-        conn: Any,
-        channel: str,
-        creator: str | None,
-        since: datetime,
-        until: datetime,
-        sampled: Mapping[UUID, datetime],
+        self, conn: Any, channel: str, by_status: Mapping[str, int], sampled: Mapping[UUID, datetime]
     ) -> ChannelFigures:
-        by_status = await repository.notification_counts(conn, channel, creator, since, until)
         pending_statuses = {s.value for s in (EMAIL_PENDING if channel == "email" else SMS_PENDING)}
         delivered = by_status.get("Delivered", 0)
         failed = sum(count for status, count in by_status.items() if status.startswith("Failed"))
@@ -616,7 +662,7 @@ class ConsoleReads:
         sample = await self._sample(conn, channel, sampled)
         return ChannelFigures(
             channel=channel,
-            by_status=by_status,
+            by_status=dict(by_status),
             total=sum(by_status.values()),
             succeeded=sum(count for status, count in by_status.items() if status in _SUCCESS[channel]),
             delivered=delivered,

@@ -428,3 +428,28 @@ usage_days_counted = Table(
     Column("counted_at", UtcDateTime, nullable=False),
     Column("settled", Boolean, nullable=False),
 )
+
+# ---------------------------------------------------------------- the status rollup (migration 0011)
+# How many orders and notifications were created on each UTC day, per service owner, by status (orders also by
+# channel): the console's Overview adds a period's whole days up from here instead of counting a month of rows on
+# every view; the period's partial first and last day are counted live.
+status_days = Table(
+    "status_days",
+    metadata,
+    Column("day", Date, primary_key=True),
+    # "order", "email" or "sms".
+    Column("kind", String(8), primary_key=True),
+    Column("creator", String(100), primary_key=True),
+    # An order's notification channel (Email, Sms, EmailPreferred, …); "" for a notification (its kind says it).
+    Column("channel", String(20), primary_key=True),
+    Column("status", String(40), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+)
+# The days counted (a day without orders too): when, and whether for good (settled: never counted again).
+status_days_counted = Table(
+    "status_days_counted",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("counted_at", UtcDateTime, nullable=False),
+    Column("settled", Boolean, nullable=False),
+)

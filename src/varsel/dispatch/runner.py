@@ -17,6 +17,7 @@ from varsel.providers.base import EmailProvider, SmsProvider
 from varsel.reports.service import DeliveryReports
 from varsel.shipments.service import FeedRetention
 from varsel.support.service import UsageService
+from varsel.support.status_days import StatusDays
 
 log = logging.getLogger("varsel.dispatch")
 
@@ -41,6 +42,7 @@ class Workers:
         listener: PostgresListener | None = None,
         feed_retention: FeedRetention | None = None,
         usage: UsageService | None = None,
+        status_days: StatusDays | None = None,
     ) -> None:
         self.email_provider = email_provider
         self.sms_provider = sms_provider
@@ -55,6 +57,7 @@ class Workers:
         self._listener = listener
         self.feed_retention = feed_retention
         self.usage = usage
+        self.status_days = status_days
         self._loops: list[asyncio.Task[None]] = []
         self._listening: asyncio.Task[None] | None = None
         self._stopping = False
@@ -99,6 +102,13 @@ class Workers:
             usage = self.usage
             poll = usage.refresh_every.total_seconds()
             self._loops.append(asyncio.create_task(self._loop("usage", usage.refresh, w.usage, no_due, poll)))
+        if self.status_days is not None and "expiry" in kinds:
+            # The console Overview's status rollup, the same way: fresh before a page would count a day itself.
+            status_days = self.status_days
+            poll = status_days.refresh_every.total_seconds()
+            self._loops.append(
+                asyncio.create_task(self._loop("status days", status_days.refresh, w.status_days, no_due, poll))
+            )
         if self._listener is not None:
             self._listening = asyncio.create_task(self._listener.run())
 

@@ -49,9 +49,10 @@ class Wakeups:
         self.sweeper = Signal()
         self.reports = Signal()
         self.usage = Signal()
+        self.status_days = Signal()
 
     def all(self) -> None:
-        for signal in (self.orders, self.email, self.sms, self.sweeper, self.reports, self.usage):
+        for signal in (self.orders, self.email, self.sms, self.sweeper, self.reports, self.usage, self.status_days):
             signal.set()
 
 
