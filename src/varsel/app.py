@@ -390,9 +390,9 @@ def create_app(varsel: Varsel, *, run_workers: bool = False) -> FastAPI:
             await varsel.close(varsel.settings.dispatch.shutdown_grace_seconds)
 
     # /docs and /redoc are varsel's own (mount_docs): FastAPI's load their scripts from a CDN.
-    app = FastAPI(title="varsel", version=__version__, lifespan=lifespan)
+    app = FastAPI(title="varsel", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     _serve_problems(app, varsel)
-    pass  # XXX
+    mount_docs(app)
     app.include_router(endpoints_v1.router)
     app.include_router(shipment_endpoints.router)
     app.include_router(v2_endpoints.router)
