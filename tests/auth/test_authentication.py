@@ -334,8 +334,8 @@ ENDPOINTS = [
 # Routes outside the matrix, each with the reason it takes no bearer token. Any other route must be in ENDPOINTS.
 UNAUTHENTICATED_ROUTES = {
     ("GET", "/openapi.json"): "the API description: public, no data",
-    ("GET", "/docs"): "Swagger UI over /openapi.json",
-    ("GET", "/docs/oauth2-redirect"): "Swagger UI's OAuth redirect page",
+    ("GET", "/"): "a redirect to /docs",
+    ("GET", "/docs"): "Swagger UI over /openapi.json (its assets, a static mount under /docs/assets, are no route)",
     ("GET", "/redoc"): "ReDoc over /openapi.json",
     ("GET", "/metrics"): "Prometheus scrapers carry no token; counts only, no order or person data",
     ("GET", "/health/live"): "orchestrator probe; says only that the process answers",
