@@ -15,8 +15,14 @@ import pytest
 from varsel.dispatch.conditions import ConditionChecker, ConditionResult
 
 V1 = "/notifications/api/v1"
-NOT_PUBLIC = "The condition endpoint's host must be a public DNS name with a top-level domain."
-IP_LITERAL = "The condition endpoint must name its host by a DNS name, not an IP address."
+NOT_PUBLIC = (
+    "The condition endpoint's host must be a public DNS name with a top-level domain"
+    " (unless the operator of this service lists the host in VARSEL_CONDITIONS__ALLOWED_HOSTS)."
+)
+IP_LITERAL = (
+    "The condition endpoint must name its host by a DNS name, not an IP address"
+    " (unless the operator of this service lists the host in VARSEL_CONDITIONS__ALLOWED_HOSTS)."
+)
 # Ideographic full stop, full-width full stop, half-width ideographic full stop: dots to UTS #46, to Python's
 # resolver (the "idna" codec) and to httpx alike.
 DOTS = ("\u3002", "\uff0e", "\uff61")

@@ -96,9 +96,48 @@ class Problem(Exception):
         self.extensions = dict(extensions or {})
 
 
+class HintedMessage(str):
+    """A validation message whose words clients may match exactly (the reference fixes them), with a hint for the
+    person reading the answer: the message goes into `errors` unchanged, the hint into the problem's `detail`."""
+
+    hint: str
+
+    def __new__(cls, message: str, hint: str) -> HintedMessage:
+        made = super().__new__(cls, message)
+        made.hint = hint
+        return made
+
+
+def hinted(message: str, hint: str | None) -> str:
+    """The message, with the hint when there is one (see HintedMessage)."""
+    return message if hint is None else HintedMessage(message, hint)
+
+
+def _hints(errors: Mapping[str, Sequence[str]]) -> str | None:
+    """The problem's detail from its messages' hints: each hint once, naming the first field it applies to (a
+    10,000-recipient order with the same mistake throughout gets one sentence, not 10,000)."""
+    fields: dict[str, list[str]] = {}
+    for field, messages in errors.items():
+        for message in messages:
+            if isinstance(message, HintedMessage):
+                fields.setdefault(message.hint, []).append(field)
+    if not fields:
+        return None
+    parts = []
+    for hint, named in fields.items():
+        more = f" (and {len(named) - 1} more)" if len(named) > 1 else ""
+        parts.append(f"{named[0]}{more}: {hint}")
+    return " ".join(parts)
+
+
 class ValidationProblem(Problem):
     def __init__(self, errors: Mapping[str, Sequence[str]]) -> None:
-        super().__init__(400, VALIDATION_TITLE, extensions={"errors": {k: list(v) for k, v in errors.items()}})
+        super().__init__(
+            400,
+            VALIDATION_TITLE,
+            _hints(errors),
+            extensions={"errors": {k: [str(m) for m in v] for k, v in errors.items()}},
+        )
         self.errors = errors
 
 

@@ -87,7 +87,9 @@ CASES: list[tuple[str, Any, dict[str, list[str]]]] = [
     ("condition not http", composed(conditionEndpoint="ftp://example.com/c"),
      {"ConditionEndpoint": ["ConditionEndpoint must use http or https scheme."]}),
     ("condition on a private host (varsel's rule)", composed(conditionEndpoint="http://localhost/c"),
-     {"ConditionEndpoint": ["The condition endpoint's host must be a public DNS name with a top-level domain."]}),
+     {"ConditionEndpoint": ["The condition endpoint's host must be a public DNS name with a top-level domain"
+                            " (unless the operator of this service lists the host in"
+                            " VARSEL_CONDITIONS__ALLOWED_HOSTS)."]}),
     # ---- recipient and email settings: the chain endpoint's rules
     ("invalid email address", composed(address="nope"), {"Recipient.EmailAddress": ["Invalid email address format."]}),
     ("a list of email addresses", composed(address="a@example.com;b@example.com"),

@@ -95,9 +95,13 @@ CASES: list[tuple[str, Any, dict[str, list[str]]]] = [
     ("condition not http", chain(conditionEndpoint="ftp://example.com/c"),
      {"ConditionEndpoint": ["ConditionEndpoint must use http or https scheme."]}),
     ("condition on a private host (varsel's rule)", chain(conditionEndpoint="http://localhost/c"),
-     {"ConditionEndpoint": ["The condition endpoint's host must be a public DNS name with a top-level domain."]}),
+     {"ConditionEndpoint": ["The condition endpoint's host must be a public DNS name with a top-level domain"
+                            " (unless the operator of this service lists the host in"
+                            " VARSEL_CONDITIONS__ALLOWED_HOSTS)."]}),
     ("condition on an IP address (varsel's rule)", chain(conditionEndpoint="http://10.0.0.1/c"),
-     {"ConditionEndpoint": ["The condition endpoint must name its host by a DNS name, not an IP address."]}),
+     {"ConditionEndpoint": ["The condition endpoint must name its host by a DNS name, not an IP address"
+                            " (unless the operator of this service lists the host in"
+                            " VARSEL_CONDITIONS__ALLOWED_HOSTS)."]}),
     ("no recipient kind", chain(recipient={}), {"Recipient": ["Must have exactly one recipient."]}),
     ("two recipient kinds", chain(recipient={**email_recipient(), **sms_recipient()}),
      {"Recipient": ["Must have exactly one recipient."]}),

@@ -31,6 +31,20 @@ _SPECIAL_USE_TLDS = frozenset(SPECIAL_USE_DOMAIN_NAMES)
 _ROLE_MAILBOXES = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
 
 
+# A refused mobile number of digits alone, not starting 00, was written without its country code (99999999,
+# 999 99 999, 4799999999).
+_NATIONAL_DIGITS = re.compile(r"(?!00)[0-9][0-9 ]*")
+MOBILE_COUNTRY_CODE_HINT = (
+    "a mobile number must start with its country code, + or 00 and the code: +47 or 0047 for a Norwegian number "
+    "(+4799999999, not 99999999)."
+)
+
+
+def mobile_number_hint(raw: str) -> str | None:
+    """What to do about a refused mobile number, when it is clear: one of digits alone lacks its country code."""
+    return MOBILE_COUNTRY_CODE_HINT if _NATIONAL_DIGITS.fullmatch(raw.strip()) else None
+
+
 def normalize_mobile_number(raw: str) -> str | None:
     """A mobile number in E.164 form, or None when it is not one varsel can send to.
 
@@ -94,6 +108,11 @@ def email_by_validator(address: str) -> str | None:
     return None if has_encoded_word(normalized.rpartition("@")[0]) else normalized
 
 
+# The caller cannot change this, but can ask whoever runs varsel to: condition services on internal names or
+# addresses (and tests on loopback) are allowed host by host.
+_ALLOWED_HOSTS_HINT = " (unless the operator of this service lists the host in VARSEL_CONDITIONS__ALLOWED_HOSTS)"
+
+
 def condition_endpoint_problem(url: str, allowed_hosts: frozenset[str]) -> str | None:
     """Why a condition endpoint is refused, or None. Only public DNS names: varsel calls it from inside."""
     # urlsplit silently drops tabs and line breaks, so the host checked here would not be the host called later
@@ -121,7 +140,7 @@ def condition_endpoint_problem(url: str, allowed_hosts: frozenset[str]) -> str |
     except ValueError:
         pass
     else:
-        return "The condition endpoint must name its host by a DNS name, not an IP address."
+        return f"The condition endpoint must name its host by a DNS name, not an IP address{_ALLOWED_HOSTS_HINT}."
     if not is_public_name(host):
-        return "The condition endpoint's host must be a public DNS name with a top-level domain."
+        return f"The condition endpoint's host must be a public DNS name with a top-level domain{_ALLOWED_HOSTS_HINT}."
     return None

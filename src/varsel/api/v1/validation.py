@@ -18,11 +18,16 @@ from varsel.api.v1.models import (
     SmsNotificationOrderRequest,
 )
 from varsel.clock import Clock
-from varsel.orders.addresses import condition_endpoint_problem, normalize_email_address, normalize_mobile_number
+from varsel.orders.addresses import (
+    condition_endpoint_problem,
+    mobile_number_hint,
+    normalize_email_address,
+    normalize_mobile_number,
+)
 from varsel.orders.drafts import EmailTemplateSpec, OrderDraft, RecipientSpec, SmsTemplateSpec
 from varsel.orders.text import has_control_in_body, has_control_in_subject, is_sms_sender, stored_subject
 from varsel.orders.vocabulary import EmailContentType, NotificationChannel
-from varsel.problems import ValidationProblem
+from varsel.problems import ValidationProblem, hinted
 from varsel.settings import Limits, OrderDefaults
 
 # How far in the past a requested send time may lie (clock skew and slow clients), as the reference allows.
@@ -244,7 +249,10 @@ class OrderValidator:
             if mobile is not None:
                 normalized_mobile = normalize_mobile_number(mobile)
                 if normalized_mobile is None:
-                    errors[f"{field}.MobileNumber"].append("Invalid mobile number format.")
+                    # The words are the reference's, which clients may match; the hint goes into the detail.
+                    errors[f"{field}.MobileNumber"].append(
+                        hinted("Invalid mobile number format.", mobile_number_hint(mobile))
+                    )
                 mobile = normalized_mobile
             if nin is not None and not (len(nin) == 11 and nin.isascii() and nin.isdigit()):
                 errors[f"{field}.NationalIdentityNumber"].append("National identity number must be 11 digits long.")

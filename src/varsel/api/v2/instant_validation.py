@@ -34,10 +34,11 @@ from varsel.api.v2.validation import (
     required_object,
     required_text,
 )
-from varsel.orders.addresses import normalize_email_address, normalize_mobile_number
+from varsel.orders.addresses import mobile_number_hint, normalize_email_address, normalize_mobile_number
 from varsel.orders.drafts import EmailTemplateSpec, InstantDraft, InstantEmail, InstantSms, SmsTemplateSpec
 from varsel.orders.text import has_control_in_body, has_control_in_subject, is_sms_sender, stored_subject
 from varsel.orders.vocabulary import EmailContentType
+from varsel.problems import hinted
 from varsel.settings import Limits, OrderDefaults
 
 BODY_PARAMETER = "request"
@@ -176,7 +177,8 @@ class InstantValidator:
             return dict(errors)
         mobile = normalize_mobile_number(details.phone_number or "")
         if mobile is None:
-            errors[f"{key}.PhoneNumber"].append("Recipient phone number is not a valid mobile number.")
+            message = "Recipient phone number is not a valid mobile number."  # the reference's words: the hint is apart
+            errors[f"{key}.PhoneNumber"].append(hinted(message, mobile_number_hint(details.phone_number or "")))
         ttl = details.time_to_live_in_seconds
         if not MIN_TTL_SECONDS <= ttl <= MAX_TTL_SECONDS:
             errors[f"{key}.TimeToLiveInSeconds"].append(

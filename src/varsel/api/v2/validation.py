@@ -33,10 +33,16 @@ from varsel.api.v2.models import (
     V2Model,
 )
 from varsel.clock import Clock
-from varsel.orders.addresses import condition_endpoint_problem, normalize_email_address, normalize_mobile_number
+from varsel.orders.addresses import (
+    condition_endpoint_problem,
+    mobile_number_hint,
+    normalize_email_address,
+    normalize_mobile_number,
+)
 from varsel.orders.drafts import ChainDraft, EmailTemplateSpec, OrderDraft, RecipientSpec, SmsTemplateSpec
 from varsel.orders.text import has_control_in_body, has_control_in_subject, is_sms_sender, stored_subject
 from varsel.orders.vocabulary import EmailContentType, NotificationChannel, OrderType, SendingTimePolicy
+from varsel.problems import hinted
 from varsel.recipients.identities import MAX_IDENTITY_LENGTH, RESOURCE_URN_PREFIX, parse_external_identity
 from varsel.settings import Limits, OrderDefaults
 
@@ -375,7 +381,10 @@ class ChainValidator:
         else:
             mobile = normalize_mobile_number(kind.phone_number or "")
             if mobile is None:
-                errors[f"{key}.PhoneNumber"].append("Recipient phone number is not a valid mobile number.")
+                message = (
+                    "Recipient phone number is not a valid mobile number."  # the reference's words: the hint is apart
+                )
+                errors[f"{key}.PhoneNumber"].append(hinted(message, mobile_number_hint(kind.phone_number or "")))
             sms = self._sms_settings(errors, f"{key}.Settings", kind.sms_settings)
             shipment = None
             if mobile is not None and sms is not None:
