@@ -22,6 +22,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from sqlalchemy.exc import DBAPIError
 
 from varsel import __version__, operations
+from varsel.access_log import AccessLogMiddleware
 from varsel.api import metrics as metrics_endpoints
 from varsel.api.docs import mount_docs
 from varsel.api.v1 import endpoints as endpoints_v1
@@ -409,6 +410,9 @@ def create_app(varsel: Varsel, *, run_workers: bool = False) -> FastAPI:
     app.add_middleware(RouteSpellingMiddleware)
     # Added last, so it runs first: a request for another host is answered before anything else reads it.
     app.add_middleware(TrustedHostMiddleware, hosts=varsel.settings.answered_hosts())
+    if varsel.settings.access_log:
+        # Outside even that, so that its refusals are logged too.
+        app.add_middleware(AccessLogMiddleware)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import logging
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
@@ -24,6 +26,14 @@ console = Console(stderr=True)
 CREATE_SCOPE = "altinn:serviceowner/notifications.create"
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def tables() -> Console:
+    """Where the operator commands print their tables (standard output). Into a pipe or a file rich would assume 80
+    columns and cut every column to fit (ids and timestamps into "…"); there a table takes the width it needs."""
+    if sys.stdout.isatty():
+        return Console()
+    return Console(width=100_000)
 
 
 def configure_logging(level_name: str, stream: TextIO | None = None) -> None:
@@ -64,6 +74,9 @@ def configure_logging(level_name: str, stream: TextIO | None = None) -> None:
     # httpcore's trace lines are no use without them. Both stay at WARNING whatever VARSEL_LOG_LEVEL says.
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Alembic writes a dozen lines at INFO on every start (plugins set up, the dialect, each revision): below the
+    # default level, shown from debug on. varsel.db.migrate says in one line when a migration changed the schema.
+    logging.getLogger("alembic").setLevel(logging.WARNING if level > logging.DEBUG else logging.NOTSET)
 
 
 async def _migrate(settings: Settings) -> None:
@@ -104,11 +117,12 @@ def serve(
 
     settings = Settings()
     configure_logging(settings.log_level)
+    listening = _listen_or_exit(host or settings.host, port or settings.port)
     services = _build_or_exit(settings)
     asyncio.run(_migrate(settings))
     app = create_app(services, run_workers=True)
     _settle_memory()
-    _serve_http(app, settings, host, port, "varsel serving")
+    _serve_http(app, settings, listening, "varsel serving")
 
 
 @cli.command()
@@ -121,12 +135,13 @@ def api(
 
     settings = Settings()
     configure_logging(settings.log_level)
+    listening = _listen_or_exit(host or settings.host, port or settings.port)
     # The API sends instant orders itself (varsel.orders.instant): it needs the configured providers, as workers do.
     services = _build_or_exit(settings)
     asyncio.run(_migrate(settings))
     app = create_app(services, run_workers=False)
     _settle_memory()
-    _serve_http(app, settings, host, port, "varsel API serving")
+    _serve_http(app, settings, listening, "varsel API serving")
 
 
 @cli.command()
@@ -209,13 +224,47 @@ class _MetricsServer(uvicorn.Server):
         yield
 
 
-def _serve_http(app: Any, settings: Settings, host: str | None, port: int | None, what: str) -> None:
-    bind_host = host or settings.host
-    bind_port = port or settings.port
-    console.print(f"{what} on http://{bind_host}:{bind_port} (data in {settings.data_dir.resolve()})")
+def _listen_or_exit(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before anything else is built: a port another program holds ends the command with
+    one line saying so and how to choose another, not uvicorn's error among the start-up lines after the migrations.
+    Bound as uvicorn binds its own; it listens once uvicorn serves on it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        shown = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+        if error.errno == errno.EADDRINUSE:
+            why = f"{shown} is already in use (another varsel, or another program, listens there)"
+        else:
+            why = f"cannot listen on {shown}: {error.strerror or error}"
+        other = port + 1 if port < 65535 else 8080
+        console.print(
+            f"[red]varsel cannot start:[/] {why}; choose another port with VARSEL_PORT={other} (or --port {other})",
+            markup=True,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2) from error
+    sock.set_inheritable(True)
+    return sock
+
+
+def _serve_http(app: Any, settings: Settings, listening: socket.socket, what: str) -> None:
+    bind_host, bind_port = listening.getsockname()[:2]
+    shown = f"[{bind_host}]" if listening.family == socket.AF_INET6 else bind_host
+    console.print(f"{what} on http://{shown}:{bind_port} (data in {settings.data_dir.resolve()})")
     _exit_cleanly_after_graceful_shutdown()
     # log_config=None: uvicorn's loggers propagate to configure_logging's handler instead of getting their own.
-    uvicorn.run(app, host=bind_host, port=bind_port, log_level=settings.log_level, log_config=None, access_log=False)
+    config = uvicorn.Config(
+        app, host=bind_host, port=bind_port, log_level=settings.log_level, log_config=None, access_log=False
+    )
+    server = uvicorn.Server(config)
+    server.run(sockets=[listening])
+    if not server.started:
+        sys.exit(3)  # as uvicorn.run: the application did not start (its lifespan failed)
 
 
 def _exit_cleanly_after_graceful_shutdown() -> None:
@@ -241,7 +290,9 @@ def migrate() -> None:
 def token(
     org: Annotated[str, typer.Option(help="The service owner (org code) the token acts for, e.g. ttd.")],
     scope: Annotated[list[str] | None, typer.Option(help="A scope to carry; repeat for more.")] = None,
-    minutes: Annotated[int, typer.Option(help="How long the token is valid.")] = 60,
+    minutes: Annotated[
+        int, typer.Option(min=1, help="How long the token is valid, in minutes (at least 1; an hour unless given).")
+    ] = 60,
     platform: Annotated[
         bool, typer.Option("--platform", help="Print a PlatformAccessToken (issuer = org) instead.")
     ] = False,
@@ -317,11 +368,30 @@ def registry_import(
     files: Annotated[list[str], typer.Argument(help="JSON Lines files; - reads standard input.")],
 ) -> None:
     """Upsert registry records from JSON Lines (one record a line); bad lines are reported, never fatal."""
+    for name in files:
+        if name != "-":
+            _readable_or_exit(name)
     settings = Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     rejected = asyncio.run(_import(settings, files))
     # Exit 1 when lines were rejected, so scripts notice; everything valid has been written regardless.
     raise typer.Exit(1 if rejected else 0)
+
+
+def _readable_or_exit(name: str) -> None:
+    """A file the import cannot read ends it before anything is imported, with one line, exit 2 (a usage error, as
+    a mistyped option): no traceback, and no half-done import of the files named before it."""
+    try:
+        with open(name, "rb") as handle:
+            handle.read(1)
+    except OSError as error:
+        console.print(
+            f"varsel registry import: cannot read {name}: {error.strerror or error}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2) from error
 
 
 reports_cli = typer.Typer(help="Delivery reports that matched no notification, for operators.")
@@ -361,7 +431,7 @@ def reports_dead(
             report.status,
             str(report.attempts),
         )
-    Console().print(table)
+    tables().print(table)
     console.print(f"{len(dead)} dead reports")
 
 
@@ -396,7 +466,11 @@ cli.add_typer(notifications_cli, name="notifications")
 
 
 @notifications_cli.command("history")
-def notification_history(notification_id: Annotated[str, typer.Argument(help="The notification's id.")]) -> None:
+def notification_history(
+    notification_id: Annotated[
+        str, typer.Argument(help="The notification's id (given an order's, it lists the order's notifications).")
+    ],
+) -> None:
     """Every hand-over of a notification to a provider, and every delivery report about it."""
     from uuid import UUID
 
@@ -408,15 +482,29 @@ def notification_history(notification_id: Annotated[str, typer.Argument(help="Th
         console.print(f"not a notification id: {notification_id!r}")
         raise typer.Exit(2) from error
 
-    async def work(services: Any) -> tuple[list[Any], list[Any]]:
+    async def work(services: Any) -> tuple[list[Any], list[Any], list[Any] | None]:
         from varsel.reports import repository
 
         async with services.database.read() as conn:
             attempts = await repository.attempts_of(conn, wanted)
             reports = await repository.reports_of(conn, wanted, str(wanted))
-        return attempts, reports
+            of_order = None if attempts or reports else await _notifications_of_order(conn, wanted)
+        return attempts, reports, of_order
 
-    attempts, reports = asyncio.run(_with_services(Settings(), work))
+    attempts, reports, of_order = asyncio.run(_with_services(Settings(), work))
+    if of_order is not None:
+        # An order's id (the one its creation answered with) is the id a newcomer has at hand.
+        listed = Table("notification", "channel", "recipient", "status", "attempts")
+        for n in of_order:
+            listed.add_row(str(n.id), n.channel, n.recipient or "", n.status, str(n.attempts))
+        console.print(
+            f"{wanted} is an order, not a notification: the history is a notification's. The order's "
+            f"{len(of_order)} notifications (varsel notifications history NOTIFICATION for one):",
+            highlight=False,
+            soft_wrap=True,
+        )
+        tables().print(listed)
+        raise typer.Exit(1)
     table = Table("attempt", "started", "finished", "provider", "outcome", "status", "provider ref", "detail")
     for a in attempts:
         table.add_row(
@@ -429,7 +517,7 @@ def notification_history(notification_id: Annotated[str, typer.Argument(help="Th
             a.provider_reference or "",
             a.detail or "",
         )
-    Console().print(table)
+    tables().print(table)
     reported = Table("report received", "provider", "status", "state", "occurred", "detail")
     for r in reports:
         reported.add_row(
@@ -440,10 +528,34 @@ def notification_history(notification_id: Annotated[str, typer.Argument(help="Th
             r.occurred.isoformat(timespec="seconds") if r.occurred else "",
             r.detail or "",
         )
-    Console().print(reported)
+    tables().print(reported)
     if not attempts and not reports:
         console.print("nothing recorded for that id")
         raise typer.Exit(1)
+
+
+async def _notifications_of_order(conn: Any, order_id: Any) -> list[Any] | None:
+    """The notifications of the order with this id (email then SMS, oldest first), or None when no order has it."""
+    from sqlalchemy import literal, select, union_all
+
+    from varsel.db.tables import email_notifications, orders, sms_notifications
+
+    if (await conn.execute(select(orders.c.id).where(orders.c.id == order_id))).first() is None:
+        return None
+    recipient = {"email": email_notifications.c.email_address, "sms": sms_notifications.c.mobile_number}
+    chosen = [
+        select(
+            table.c.id,
+            literal(channel).label("channel"),
+            recipient[channel].label("recipient"),
+            table.c.status,
+            table.c.attempts,
+            table.c.created,
+        ).where(table.c.order_id == order_id)
+        for channel, table in (("email", email_notifications), ("sms", sms_notifications))
+    ]
+    query = union_all(*chosen).subquery()
+    return list(await conn.execute(select(query).order_by(query.c.channel, query.c.created, query.c.id)))
 
 
 console_cli = typer.Typer(help="The web console at /console.")

@@ -216,6 +216,13 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8080
     log_level: str = "info"
+    access_log: bool = Field(
+        default=False,
+        description=(
+            "Log one line per HTTP request on the varsel.access logger, at info: method, path (without its query "
+            "string, which can carry secrets), status and latency, in logfmt."
+        ),
+    )
 
     auth: AuthSettings = Field(default_factory=AuthSettings)
     defaults: OrderDefaults = Field(default_factory=OrderDefaults)

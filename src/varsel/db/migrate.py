@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
 from varsel.db.engine import Database
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -22,7 +26,12 @@ def alembic_config() -> Config:
 def _upgrade(connection: Connection, revision: str) -> None:
     config = alembic_config()
     config.attributes["connection"] = connection
+    before = MigrationContext.configure(connection).get_current_revision()
     command.upgrade(config, revision)
+    after = MigrationContext.configure(connection).get_current_revision()
+    # Alembic's own lines are below the default log level (varsel.cli.configure_logging): this one says what changed.
+    if after != before:
+        log.info("database schema migrated from %s to %s", before or "empty", after)
 
 
 async def migrate(database: Database, revision: str = "head") -> None:
