@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 from uuid import UUID
@@ -26,6 +26,7 @@ from varsel.api.v1.models import (
     PreviewNotification,
     PreviewRecipient,
     PreviewUnreached,
+    PreviewWarning,
     ProcessingStatus,
     Recipient,
     RecipientLookupResult,
@@ -53,7 +54,7 @@ from varsel.orders.repository import StoredOrder
 from varsel.orders.service import OrderNotFound, OrderStatusView
 from varsel.orders.vocabulary import EmailContentType
 from varsel.problems import Problem, ValidationProblem
-from varsel.recipients.keywords import render, render_subject
+from varsel.recipients.keywords import NAME, NUMBER, render, render_subject
 from varsel.recipients.lookup import Address, LookupSummary, Medium, Outcome, Reason, ResolvedRecipient
 
 PREFIX = "/notifications/api/v1"
@@ -274,6 +275,45 @@ def _preview_notification(draft: OrderDraft, resolved: ResolvedRecipient, addres
     )
 
 
+# Why a keyword renders empty, for the warning's message.
+_EMPTY_BECAUSE = {
+    NAME: "a name comes only from the registries (a national identity or organisation number); a recipient given by "
+    "email address or mobile number has none, and the text reads as if the name were left out",
+    NUMBER: "only an organisation recipient has a number (its organisation number)",
+}
+
+
+def _template_warnings(draft: OrderDraft, resolved: Sequence[ResolvedRecipient]) -> list[PreviewWarning]:
+    """Each keyword a template uses that renders empty for some recipient who would get that template: the preview
+    says so before the order is placed ("Hei , …"), for the sender to change the text or the recipients."""
+    fields: list[tuple[str, str, Medium]] = []
+    if draft.email_template is not None:
+        fields += [
+            ("EmailTemplate.Subject", draft.email_template.subject, Medium.EMAIL),
+            ("EmailTemplate.Body", draft.email_template.body, Medium.EMAIL),
+        ]
+    if draft.sms_template is not None:
+        fields.append(("SmsTemplate.Body", draft.sms_template.body, Medium.SMS))
+    warnings: list[PreviewWarning] = []
+    for field, text, medium in fields:
+        for keyword in (NAME, NUMBER):
+            if keyword not in text:
+                continue
+            getting = [i for i, r in enumerate(resolved) if any(a.medium is medium for a in r.addresses)]
+            empty = [i for i in getting if not (resolved[i].name if keyword == NAME else resolved[i].number)]
+            if not empty:
+                continue
+            named = ", ".join(f"Recipients[{i}]" for i in empty[:5]) + (
+                f" and {len(empty) - 5} more" if len(empty) > 5 else ""
+            )
+            message = (
+                f"{keyword} in {field} renders empty for {len(empty)} of the {len(getting)} recipients who would get "
+                f"it ({named}): {_EMPTY_BECAUSE[keyword]}."
+            )
+            warnings.append(PreviewWarning(field=field, keyword=keyword, recipients=empty, message=message))
+    return warnings
+
+
 @router.post(
     "/orders/preview",
     response_model=OrderPreview,
@@ -300,6 +340,7 @@ async def preview_order(
         )
     draft: OrderDraft = varsel.validator.order(body)
     lookup = await varsel.orders.look_up(draft)
+    warnings = _template_warnings(draft, lookup.recipients)
     return OrderPreview(
         notification_channel=draft.channel,
         requested_send_time=draft.requested_send_time,
@@ -317,6 +358,7 @@ async def preview_order(
             )
             for resolved in lookup.recipients
         ],
+        warnings=warnings or None,
     )
 
 

@@ -251,6 +251,18 @@ class PreviewRecipient(ApiModel):
     unreached: list[PreviewUnreached] = Field(default_factory=list)
 
 
+class PreviewWarning(ApiModel):
+    """Something in the order the sender may want to change before placing it: the order would be taken as it is."""
+
+    field: str = Field(
+        description='The template field, as the request names it: "EmailTemplate.Subject", "EmailTemplate.Body" or '
+        '"SmsTemplate.Body".'
+    )
+    keyword: str = Field(description="The keyword that renders empty: $recipientName$ or $recipientNumber$.")
+    recipients: list[int] = Field(description="The indexes, in `recipients`, of those whose text shows it empty.")
+    message: str
+
+
 class OrderPreview(ApiModel):
     """What an order would do if it were placed now: nothing is stored."""
 
@@ -258,3 +270,8 @@ class OrderPreview(ApiModel):
     requested_send_time: UtcTimestamp
     recipient_lookup: RecipientLookupResult | None = None
     recipients: list[PreviewRecipient]
+    warnings: list[PreviewWarning] | None = Field(
+        default=None,
+        description="A template keyword that would render empty for some recipients (a name for a recipient given "
+        "by address, which has none), and so on; absent when there is nothing to say.",
+    )
