@@ -38,7 +38,7 @@ test: lint typecheck
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
 
-# `make bench`: every benchmark on SQLite and PostgreSQL (see README, Benchmarks); narrow it with ARGS, e.g.
+# `make bench`: every benchmark on SQLite and PostgreSQL (see docs/benchmarks.md); narrow it with ARGS, e.g.
 # make bench ARGS="--only intake --db sqlite --quick"
 BENCH_STAMP := $(VENV)/.bench-installed
 
@@ -54,7 +54,8 @@ bench: $(BENCH_STAMP)
 # missing from the navigation or an undescribed setting fails the build (see docs/index.md).
 DOCS_STAMP := $(VENV)/.docs-installed
 
-$(DOCS_STAMP): pyproject.toml $(STAMP)
+# The hook imports varsel's settings model: varsel and what running needs, not the dev extra.
+$(DOCS_STAMP): pyproject.toml $(RUN_STAMP)
 	$(BIN)/pip install --quiet -e '.[docs]'
 	touch $(DOCS_STAMP)
 
