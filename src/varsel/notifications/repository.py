@@ -29,6 +29,9 @@ class NotificationRow:
     national_identity_number: str | None
     organization_number: str | None
     is_reserved: bool | None
+    # When it may next be handed to the provider, and how often it was: what a New notification waits for.
+    send_after: datetime | None = None
+    attempts: int = 0
 
 
 async def channel_counts(conn: AsyncConnection, order_id: UUID) -> tuple[ChannelCounts, ChannelCounts]:
@@ -60,6 +63,8 @@ async def notifications_of(conn: AsyncConnection, table: Table, order_id: UUID) 
             table.c.national_identity_number,
             table.c.organization_number,
             table.c.is_reserved,
+            table.c.send_after,
+            table.c.attempts,
         )
         .where(table.c.order_id == order_id)
         .order_by(table.c.created, table.c.id)
@@ -74,6 +79,8 @@ async def notifications_of(conn: AsyncConnection, table: Table, order_id: UUID) 
             r.national_identity_number,
             r.organization_number,
             r.is_reserved,
+            r.send_after,
+            r.attempts,
         )
         for r in rows
     ]

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from varsel.dispatch.window import DaytimeWindow
 
 
 class OrderStatus(StrEnum):
@@ -135,3 +141,62 @@ SMS_STATUS_DESCRIPTIONS: dict[SmsStatus, str] = {
 # varsel counts Accepted and Delivered as success everywhere (the reference's order summary forgot Delivered).
 SMS_SUCCESS = frozenset({SmsStatus.ACCEPTED, SmsStatus.DELIVERED})
 SMS_PENDING = frozenset({SmsStatus.NEW, SmsStatus.SENDING, SmsStatus.ACCEPTED})
+
+
+# ---------------------------------------------------------------- what a waiting order or notification waits for
+#
+# The descriptions above are the reference's words, which clients may compare. Where an order or a notification
+# waits for something the reference's words do not name (a retry, the SMS daytime window), a sentence saying what
+# and until when is added after them: the status value, what clients parse, is unchanged, and the description still
+# begins with the reference's words.
+
+
+def _at(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def order_status_description(
+    status: OrderStatus,
+    *,
+    now: datetime,
+    process_after: datetime | None,
+    processing_attempts: int,
+    condition_endpoint: str | None,
+    condition_failure_policy: str,
+) -> str:
+    """The order's status description, with what a Registered order that is to be tried again waits for."""
+    described = ORDER_STATUS_DESCRIPTIONS[status]
+    retrying = status is OrderStatus.REGISTERED and processing_attempts > 0
+    if not retrying or process_after is None or process_after <= now:
+        return described
+    if condition_endpoint:
+        # Every attempt checks the condition first, so the next check is at the retry whatever failed last time.
+        then = "sent anyway" if condition_failure_policy == "send" else "not sent (SendConditionNotMet)"
+        return (
+            f"{described} The last attempt to process it failed (its send condition could not be checked, or "
+            f"another error): the condition is checked again at {_at(process_after)}; should that check fail "
+            f"too, the order is {then}."
+        )
+    return f"{described} The last attempt to process it failed: it is tried again at {_at(process_after)}."
+
+
+def notification_status_description(
+    descriptions: Mapping[Any, str],
+    status: EmailStatus | SmsStatus,
+    *,
+    now: datetime,
+    send_after: datetime | None,
+    attempts: int,
+    sms_window: DaytimeWindow | None = None,
+) -> str:
+    """A notification's status description, with what a New one waits for: a retry after a failed attempt, or, an
+    SMS never tried, the daytime window (`sms_window`, the one the workers keep)."""
+    described = descriptions[status]
+    if status.value != "New" or send_after is None or send_after <= now:
+        return described
+    if attempts > 0:
+        return f"{described} The last attempt to send it failed: it is tried again at {_at(send_after)}."
+    if isinstance(status, SmsStatus) and sms_window is not None and not sms_window.always_open:
+        hours = f"{sms_window.opens:%H:%M}-{sms_window.closes:%H:%M} {sms_window.timezone}"
+        return f"{described} It is held for the SMS daytime window ({hours}) and goes out at {_at(send_after)}."
+    return f"{described} It goes out at {_at(send_after)}."

@@ -39,6 +39,8 @@ class StoredOrder:
     order_type: OrderType = OrderType.NOTIFICATION
     # A person's contact details confirmed over 18 months ago count as absent unless this is set (v2).
     use_stale_contact_information: bool = False
+    # When a Registered order is next taken up: its requested send time, or the time of a retry.
+    process_after: datetime | None = None
 
 
 def order_row(order_id: UUID, creator: str, draft: OrderDraft, now: datetime) -> dict[str, Any]:
@@ -127,6 +129,7 @@ def _order(row: Any, recipients: tuple[RecipientSpec, ...]) -> StoredOrder:
         sms_sending_time_policy=row.sms_sending_time_policy,
         order_type=OrderType(row.order_type),
         use_stale_contact_information=bool(row.use_stale_contact_information),
+        process_after=row.process_after,
     )
 
 

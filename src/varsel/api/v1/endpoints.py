@@ -42,11 +42,12 @@ from varsel.notifications.repository import NotificationRow
 from varsel.notifications.statuses import (
     EMAIL_STATUS_DESCRIPTIONS,
     EMAIL_SUCCESS,
-    ORDER_STATUS_DESCRIPTIONS,
     SMS_STATUS_DESCRIPTIONS,
     SMS_SUCCESS,
     EmailStatus,
     SmsStatus,
+    notification_status_description,
+    order_status_description,
     v1_order_status,
 )
 from varsel.orders.drafts import OrderDraft, RecipientSpec
@@ -400,6 +401,7 @@ def _status_view(request: Request, view: OrderStatusView) -> NotificationOrderWi
     order = view.order
     url = _order_url(request, order.id)
     shown = v1_order_status(order.status)
+    varsel = request.app.state.varsel
     summary = NotificationsStatusSummary(
         email=(
             ChannelSummary(
@@ -432,7 +434,16 @@ def _status_view(request: Request, view: OrderStatusView) -> NotificationOrderWi
         resource_action=order.resource_action,
         condition_endpoint=order.condition_endpoint,
         processing_status=ProcessingStatus(
-            status=shown.value, description=ORDER_STATUS_DESCRIPTIONS[shown], last_update=order.status_changed
+            status=shown.value,
+            description=order_status_description(
+                shown,
+                now=varsel.clock.now(),
+                process_after=order.process_after,
+                processing_attempts=order.processing_attempts,
+                condition_endpoint=order.condition_endpoint,
+                condition_failure_policy=varsel.settings.dispatch.condition_failure_policy,
+            ),
+            last_update=order.status_changed,
         ),
         notifications_status_summary=summary,
     )
@@ -493,18 +504,23 @@ _SMS = _Channel(Medium.SMS, SmsStatus, SMS_STATUS_DESCRIPTIONS, SMS_SUCCESS)
 async def _notification_summary(
     request: Request, caller: Caller, raw_id: str, channel: _Channel
 ) -> NotificationSummary:
-    order, rows = await request.app.state.varsel.orders.notifications(caller.org, _parse_id(raw_id), channel.medium)
+    varsel = request.app.state.varsel
+    order, rows = await varsel.orders.notifications(caller.org, _parse_id(raw_id), channel.medium)
+    now = varsel.clock.now()
+    # The window the workers hold this order's SMS for (v1 orders are all Daytime).
+    window = None if order.sms_sending_time_policy == "Anytime" else varsel.settings.dispatch.sms_daytime
     items = []
     for row in rows:
         status = channel.statuses(row.status)
+        description = notification_status_description(
+            channel.descriptions, status, now=now, send_after=row.send_after, attempts=row.attempts, sms_window=window
+        )
         items.append(
             NotificationWithResult(
                 id=row.id,
                 succeeded=status in channel.success,
                 recipient=_recipient(row),
-                send_status=SendStatus(
-                    status=status.value, description=channel.descriptions[status], last_update=row.status_changed
-                ),
+                send_status=SendStatus(status=status.value, description=description, last_update=row.status_changed),
             )
         )
     return NotificationSummary(
