@@ -4,12 +4,14 @@ the pages in headless Chromium that can reach nothing but 127.0.0.1."""
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import AsyncIterator, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -115,6 +117,16 @@ def test_page_references_only_its_own_assets_and_each_is_served(base: str, path:
     # Nor anything fetched from elsewhere by other means (ReDoc's Google Fonts are an @import in a <link>).
     for outside in ("cdn.jsdelivr.net", "fonts.googleapis.com", "unpkg.com", "fastapi.tiangolo.com"):
         assert outside not in page.text
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_each_asset_is_in_the_package_data(base: str, path: str) -> None:
+    """An installed varsel (a wheel, not this checkout) has the assets only if package-data names them."""
+    root = Path(__file__).resolve().parents[1]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["varsel"]
+    for url in _references(httpx.get(f"{base}{path}").text):
+        file = urlsplit(url).path.removeprefix("/docs/assets/")
+        assert any(fnmatch.fnmatch(f"api/static/{file}", pattern) for pattern in globs), (file, globs)
 
 
 def test_the_openapi_document_the_pages_read_is_served(base: str) -> None:
