@@ -23,7 +23,6 @@ from varsel.settings import ConditionSettings, Settings
 
 V1 = "/notifications/api/v1/orders"
 Auth = Callable[..., dict[str, str]]
-SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the descriptions are the API's
 
 
 @pytest.fixture
@@ -39,7 +38,6 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@SQLITE
 async def test_an_sms_held_for_the_daytime_window_says_so_and_until_when(
     client: httpx.AsyncClient, auth: Auth, varsel: Varsel, clock: FrozenClock
 ) -> None:
@@ -69,7 +67,6 @@ async def test_an_sms_held_for_the_daytime_window_says_so_and_until_when(
     assert status["description"] == SMS_STATUS_DESCRIPTIONS[SmsStatus(status["status"])]
 
 
-@SQLITE
 async def test_an_order_whose_condition_check_is_retried_says_so_and_until_when(
     client: httpx.AsyncClient, auth: Auth, varsel: Varsel, clock: FrozenClock, settings: Settings
 ) -> None:
@@ -105,7 +102,6 @@ async def test_an_order_whose_condition_check_is_retried_says_so_and_until_when(
     assert done["description"] == ORDER_STATUS_DESCRIPTIONS[OrderStatus.COMPLETED]
 
 
-@SQLITE
 async def test_the_skip_policy_is_what_the_waiting_order_says(
     client: httpx.AsyncClient, auth: Auth, varsel: Varsel
 ) -> None:
