@@ -42,6 +42,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from varsel.db.one_statement import parameters, shape, source
 from varsel.db.tables import NOTIFICATION_TABLES, email_notifications, notification_attempts, orders, sms_notifications
 from varsel.notifications.statuses import EMAIL_PENDING, SMS_PENDING, EmailStatus, OrderStatus, SmsStatus
 from varsel.shipments.repository import ENDED_ORDER_COLUMNS, write_feed_entries_of
@@ -760,3 +761,62 @@ async def awaiting_report_counts(conn: AsyncConnection) -> dict[str, int]:
         )
         counts[channel] = int(result.scalar_one())
     return counts
+
+
+async def record_pending_outcomes(
+    conn: AsyncConnection,
+    table: Table,
+    worker: str,
+    outcomes: Sequence[tuple[UUID, dict[str, Any]]],
+    attempts: Sequence[dict[str, Any]],
+) -> set[UUID]:
+    """PostgreSQL, one statement (see varsel.db.one_statement): record_outcomes and insert_attempts together, for
+    outcomes that leave their notifications pending (no order to complete) and all set the same columns. Written
+    only for the notifications this worker still holds as Sending, and only their attempts; answers those ids."""
+    rows = [{"id": notification_id, **_outcome_values(values)} for notification_id, values in outcomes]
+    keys = shape(table, rows)
+    attempt_keys = shape(notification_attempts, attempts) if attempts else ()
+    statement = _pending_outcomes_statement(table.name, keys, attempt_keys)
+    values = {**parameters(rows, keys, "outcome"), "worker": worker}
+    if attempts:
+        values.update(parameters(attempts, attempt_keys, "attempt"))
+    return {row.id for row in await conn.execute(statement, values)}
+
+
+@functools.lru_cache(maxsize=64)
+def _pending_outcomes_statement(table_name: str, keys: tuple[str, ...], attempt_keys: tuple[str, ...]) -> Any:
+    table = NOTIFICATION_TABLES[_CHANNEL_OF_TABLE[table_name]]
+    outcome = source(table, keys, "outcome")
+    recorded = (
+        update(table)
+        .where(and_(table.c.id == outcome.c.id, table.c.status == SENDING, table.c.claimed_by == bindparam("worker")))
+        .values(claimed_by=None, claimed_until=None, **{key: outcome.c[key] for key in keys if key != "id"})
+        .returning(table.c.id)
+        .cte("recorded")
+    )
+    statement = select(recorded.c.id)
+    if attempt_keys:
+        tried = source(notification_attempts, attempt_keys, "attempt")
+        statement = statement.add_cte(
+            insert(notification_attempts)
+            .from_select(
+                attempt_keys,
+                select(*[tried.c[key] for key in attempt_keys]).where(
+                    tried.c.notification_id.in_(select(recorded.c.id))
+                ),
+            )
+            .cte("attempted")
+        )
+    return statement
+
+
+_CHANNEL_OF_TABLE = {table.name: channel for channel, table in NOTIFICATION_TABLES.items()}
+
+
+def outcome_shape(values: dict[str, Any]) -> tuple[str, ...]:
+    """The columns an outcome sets: outcomes written in one record_pending_outcomes must all set the same."""
+    return tuple(name for name in _OUTCOME_COLUMNS if name in values)
+
+
+def _outcome_values(values: dict[str, Any]) -> dict[str, Any]:
+    return {name: values[name] for name in _OUTCOME_COLUMNS if name in values}

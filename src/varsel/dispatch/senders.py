@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -426,18 +426,55 @@ class Sender:
             return
         now = self._clock.now()
         delivered = EmailStatus.DELIVERED.value if self._channel == "email" else SmsStatus.DELIVERED.value
+        began = time.perf_counter()
+        completed: list[UUID] = []
+        if self._in_one_statement(outcomes):
+            # Nothing to complete, no report to apply: the outcomes and their attempts in one statement, one round
+            # trip (an instant order's answer waits for this write).
+            async with self._db.statement() as conn:
+                held = await repository.record_pending_outcomes(
+                    conn,
+                    self._table,
+                    self._worker,
+                    [(o.notification_id, o.values) for o in outcomes],
+                    [o.attempt for o in outcomes if o.attempt is not None],
+                )
+            recorded = [outcome for outcome in outcomes if outcome.notification_id in held]
+            self._lost(outcome for outcome in outcomes if outcome.notification_id not in held)
+        else:
+            recorded, completed = await self._record_in_transaction(outcomes, now, delivered)
+        # Observed once committed: a failed try, written again by _record_until_written, is not a group.
+        self._telemetry.outcome_write_seconds.labels(self._channel).observe(time.perf_counter() - began)
+        self._telemetry.outcome_group_size.labels(self._channel).observe(len(outcomes))
+        self._observe_recorded(recorded, completed, delivered)
+
+    def _in_one_statement(self, outcomes: list[_Outcome]) -> bool:
+        """Whether the outcomes can be written as one statement: on PostgreSQL, none delivered at once, none ending
+        its notification (so no order to complete), all setting the same columns."""
+        if self._db.dialect != "postgresql":
+            return False
+        shapes = {repository.outcome_shape(o.values) for o in outcomes}
+        return len(shapes) == 1 and all(
+            not o.delivered and repository.leaves_pending(self._table, o.values["status"], o.values.get("provider"))
+            for o in outcomes
+        )
+
+    def _lost(self, outcomes: Iterable[_Outcome]) -> None:
+        for outcome in outcomes:
+            log.warning("%s %s: outcome not recorded, the claim was lost", self._channel, outcome.notification_id)
+
+    async def _record_in_transaction(
+        self, outcomes: list[_Outcome], now: datetime, delivered: str
+    ) -> tuple[list[_Outcome], list[UUID]]:
         touched: set[UUID] = set()
         recorded: list[_Outcome] = []
-        began = time.perf_counter()
         async with self._db.transaction() as conn:
             held = await repository.record_outcomes(
                 conn, self._table, self._worker, [(o.notification_id, o.values) for o in outcomes]
             )
+            self._lost(outcome for outcome in outcomes if outcome.notification_id not in held)
             for outcome in outcomes:
                 if outcome.notification_id not in held:
-                    log.warning(
-                        "%s %s: outcome not recorded, the claim was lost", self._channel, outcome.notification_id
-                    )
                     continue
                 recorded.append(outcome)
                 if outcome.delivered:
@@ -449,9 +486,9 @@ class Sender:
                     touched.add(outcome.order_id)
             completed = await repository.complete_orders(conn, sorted(touched), now)
             await report_repository.insert_attempts(conn, [o.attempt for o in recorded if o.attempt is not None])
-        # Observed once committed: a failed try, written again by _record_until_written, is not a group.
-        self._telemetry.outcome_write_seconds.labels(self._channel).observe(time.perf_counter() - began)
-        self._telemetry.outcome_group_size.labels(self._channel).observe(len(outcomes))
+        return recorded, completed
+
+    def _observe_recorded(self, recorded: list[_Outcome], completed: list[UUID], delivered: str) -> None:
         for outcome in recorded:
             status = outcome.values["status"]
             self._telemetry.transition(

@@ -1,0 +1,81 @@
+"""SQL of instant orders on PostgreSQL: a batch stored in one statement (see varsel.db.one_statement).
+
+The keys are inserted as insert_chains inserts them (a key another holds, committed or being inserted by a
+concurrent statement, which is waited for, is left out), and only the orders of the keys inserted, their recipients
+and their notifications, go in with them: the statement's data-modifying WITH clauses all take effect or none does.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Table, insert, select
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from varsel.db.one_statement import parameters, shape, source
+from varsel.db.tables import NOTIFICATION_TABLES, order_chains, order_recipients, orders
+
+_TABLES = {table.name: table for table in (order_recipients, *NOTIFICATION_TABLES.values())}
+
+
+@functools.lru_cache(maxsize=64)
+def _store_statement(
+    chain_keys: tuple[str, ...], order_keys: tuple[str, ...], children: tuple[tuple[str, tuple[str, ...]], ...]
+) -> Any:
+    chains = source(order_chains, chain_keys, "new_chains")
+    stored_chains = (
+        postgresql.insert(order_chains)
+        .from_select(chain_keys, select(*[chains.c[key] for key in chain_keys]))
+        .on_conflict_do_nothing(index_elements=["creator", "family", "idempotency_hash"])
+        .returning(order_chains.c.id)
+        .cte("stored_chains")
+    )
+    new_orders = source(orders, order_keys, "new_orders")
+    stored_orders = (
+        insert(orders)
+        .from_select(
+            order_keys,
+            select(*[new_orders.c[key] for key in order_keys]).where(
+                new_orders.c.chain_id.in_(select(stored_chains.c.id))
+            ),
+        )
+        .returning(orders.c.id)
+        .cte("stored_orders")
+    )
+    writes = []
+    for name, keys in children:
+        table = _TABLES[name]
+        rows = source(table, keys, f"new_{name}")
+        writes.append(
+            insert(table)
+            .from_select(
+                keys, select(*[rows.c[key] for key in keys]).where(rows.c.order_id.in_(select(stored_orders.c.id)))
+            )
+            .cte(f"stored_{name}")
+        )
+    return select(stored_chains.c.id).add_cte(stored_orders, *writes)
+
+
+async def store_instant_orders(
+    conn: AsyncConnection,
+    chains: Sequence[Mapping[str, Any]],
+    order_rows: Sequence[Mapping[str, Any]],
+    recipients: Sequence[Mapping[str, Any]],
+    notifications: Mapping[Table, Sequence[Mapping[str, Any]]],
+) -> set[UUID]:
+    """Store the instant orders whose keys are free, in one statement; answer the ids of the chains stored. Every
+    order row names its chain (chain_id), every recipient and notification row its order (order_id)."""
+    chain_keys, order_keys = shape(order_chains, chains), shape(orders, order_rows)
+    values = {**parameters(chains, chain_keys, "new_chains"), **parameters(order_rows, order_keys, "new_orders")}
+    children = []
+    for table, rows in [(order_recipients, recipients), *notifications.items()]:
+        if rows:
+            keys = shape(table, rows)
+            children.append((table.name, keys))
+            values.update(parameters(rows, keys, f"new_{table.name}"))
+    result = await conn.execute(_store_statement(chain_keys, order_keys, tuple(children)), values)
+    return {row.id for row in result}

@@ -1,0 +1,152 @@
+"""PostgreSQL's one-statement writes (varsel.db.one_statement): an instant order is stored in one statement and its
+outcome written in one, with no BEGIN or COMMIT round trips; a batch stores each free key once and nothing of a
+taken one; an outcome is written, with its attempt, only for a notification its sender still holds; and the
+statements are built once per shape, however many rows."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.conftest import NOW
+from tests.db.test_query_plans import statements_sent
+from varsel.app import Varsel, build
+from varsel.clock import FrozenClock
+from varsel.db.engine import Database
+from varsel.db.tables import notification_attempts, order_chains, order_recipients, orders, sms_notifications
+from varsel.dispatch import repository
+from varsel.orders import instant_repository
+from varsel.orders.drafts import InstantDraft, InstantSms, SmsTemplateSpec
+from varsel.orders.instant import InstantAnswer
+from varsel.providers.base import Accepted, SmsMessage
+from varsel.settings import Settings
+
+
+@pytest.fixture
+def database_url(postgres_url: str) -> str:
+    """PostgreSQL only: SQLite has no data-modifying WITH clauses, and writes in transactions as before."""
+    return postgres_url
+
+
+class Gateway:
+    """The SMS provider as the instant path sees it: takes each message, its delivery report still to come."""
+
+    name = "linkmobility"
+
+    def __init__(self) -> None:
+        self.sent: list[SmsMessage] = []
+
+    async def send(self, message: SmsMessage) -> Accepted:
+        self.sent.append(message)
+        return Accepted(reference=f"ref-{len(self.sent)}")
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+async def gateway_varsel(settings: Settings, database: Database) -> AsyncIterator[tuple[Varsel, Gateway]]:
+    gateway = Gateway()
+    services = build(settings, clock=FrozenClock(NOW), database=database, sms_provider=gateway)
+    yield services, gateway
+    await services.http.aclose()
+
+
+def _draft(key: str) -> InstantDraft:
+    return InstantDraft(key, InstantSms("+4799999999", SmsTemplateSpec("Varsel", "Your code is 123456"), 300))
+
+
+async def _count(database: Database, table: Any) -> int:
+    async with database.read() as conn:
+        return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
+
+
+async def test_an_instant_order_is_two_statements_without_begin_or_commit(
+    gateway_varsel: tuple[Varsel, Gateway],
+) -> None:
+    varsel, gateway = gateway_varsel
+    with statements_sent(varsel.database, ("WITH", "INSERT", "UPDATE", "SELECT", "BEGIN", "COMMIT")) as sent:
+        result = await varsel.instant.order("ttd", _draft("one"))
+    assert result.answer is InstantAnswer.CREATED
+    assert [statement.split(" AS", 1)[0] for statement, _ in sent] == ["WITH stored_chains", "WITH recorded"]
+    assert len(gateway.sent) == 1
+    async with varsel.database.read() as conn:
+        row = (await conn.execute(select(sms_notifications))).one()
+        attempt = (await conn.execute(select(notification_attempts))).one()
+    assert (row.status, row.provider_reference, row.claimed_by, row.claimed_until) == ("Accepted", "ref-1", None, None)
+    assert (attempt.notification_id, attempt.outcome, attempt.provider_reference) == (row.id, "accepted", "ref-1")
+
+
+async def test_a_batch_stores_each_free_key_once_and_nothing_of_a_taken_one(
+    gateway_varsel: tuple[Varsel, Gateway],
+) -> None:
+    varsel, gateway = gateway_varsel
+    # Arriving together, they are stored as one batch (group commit): three keys, two of them more than once.
+    keys = ["a", "a", "b", "c", "c", "c"]
+    results = await asyncio.gather(*(varsel.instant.order("ttd", _draft(key)) for key in keys))
+    assert sorted(r.answer.value for r in results) == ["created"] * 3 + ["replayed"] * 3
+    assert len({r.shipment.order_id for r in results}) == 3
+    for table in (order_chains, orders, order_recipients, sms_notifications, notification_attempts):
+        assert await _count(varsel.database, table) == 3, table.name
+    assert len(gateway.sent) == 3
+
+
+async def test_an_outcome_is_written_only_for_a_notification_its_sender_holds(
+    gateway_varsel: tuple[Varsel, Gateway],
+) -> None:
+    varsel, _ = gateway_varsel
+    await varsel.instant.order("ttd", _draft("held"))
+    async with varsel.database.read() as conn:
+        notification_id = (await conn.execute(select(sms_notifications.c.id))).scalar_one()
+    attempt = {
+        "id": uuid.uuid4(),
+        "channel": "sms",
+        "notification_id": notification_id,
+        "attempt": 2,
+        "started": NOW,
+        "finished": NOW,
+        "provider": "linkmobility",
+        "outcome": "accepted",
+        "status": "Accepted",
+        "provider_reference": "late",
+        "detail": None,
+    }
+    outcome = (notification_id, {"status": "Accepted", "status_changed": NOW, "provider_reference": "late"})
+    # Recorded already (no longer Sending), and never held by this worker: neither row nor attempt is written.
+    for worker in ("ttd-worker:instant", "someone-else"):
+        async with varsel.database.statement() as conn:
+            held = await repository.record_pending_outcomes(conn, sms_notifications, worker, [outcome], [attempt])
+        assert held == set()
+    async with varsel.database.read() as conn:
+        row = (await conn.execute(select(sms_notifications))).one()
+    assert row.provider_reference == "ref-1"
+    assert await _count(varsel.database, notification_attempts) == 1
+
+
+def test_the_statements_are_built_once_per_shape() -> None:
+    shapes: Any = instant_repository._store_statement
+    before = shapes.cache_info()
+    first = instant_repository._store_statement(
+        ("id",), ("id", "chain_id"), (("sms_notifications", ("id", "order_id")),)
+    )
+    again = instant_repository._store_statement(
+        ("id",), ("id", "chain_id"), (("sms_notifications", ("id", "order_id")),)
+    )
+    assert first is again
+    assert shapes.cache_info().hits == before.hits + 1
+
+
+def test_sqlite_has_no_single_statement_writes(tmp_path: Any) -> None:
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+
+    async def open_one() -> None:
+        async with database.statement():
+            pass
+
+    with pytest.raises(RuntimeError, match="PostgreSQL"):
+        asyncio.run(open_one())
