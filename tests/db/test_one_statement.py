@@ -1,12 +1,10 @@
 """PostgreSQL's one-statement writes (varsel.db.one_statement): an instant order is stored in one statement and its
-outcome written in one, with no BEGIN or COMMIT round trips; a batch stores each free key once and nothing of a
-taken one; an outcome is written, with its attempt, only for a notification its sender still holds; and the
-statements are built once per shape, however many rows."""
+outcome written in one, with no BEGIN or COMMIT round trips, and the statements are built once per shape, however
+many rows. What they write, on both databases: tests/db/test_instant_writes.py."""
 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,8 +16,7 @@ from tests.db.test_query_plans import statements_sent
 from varsel.app import Varsel, build
 from varsel.clock import FrozenClock
 from varsel.db.engine import Database
-from varsel.db.tables import notification_attempts, order_chains, order_recipients, orders, sms_notifications
-from varsel.dispatch import repository
+from varsel.db.tables import notification_attempts, sms_notifications
 from varsel.orders import instant_repository
 from varsel.orders.drafts import InstantDraft, InstantSms, SmsTemplateSpec
 from varsel.orders.instant import InstantAnswer
@@ -80,52 +77,6 @@ async def test_an_instant_order_is_two_statements_without_begin_or_commit(
         attempt = (await conn.execute(select(notification_attempts))).one()
     assert (row.status, row.provider_reference, row.claimed_by, row.claimed_until) == ("Accepted", "ref-1", None, None)
     assert (attempt.notification_id, attempt.outcome, attempt.provider_reference) == (row.id, "accepted", "ref-1")
-
-
-async def test_a_batch_stores_each_free_key_once_and_nothing_of_a_taken_one(
-    gateway_varsel: tuple[Varsel, Gateway],
-) -> None:
-    varsel, gateway = gateway_varsel
-    # Arriving together, they are stored as one batch (group commit): three keys, two of them more than once.
-    keys = ["a", "a", "b", "c", "c", "c"]
-    results = await asyncio.gather(*(varsel.instant.order("ttd", _draft(key)) for key in keys))
-    assert sorted(r.answer.value for r in results) == ["created"] * 3 + ["replayed"] * 3
-    assert len({r.shipment.order_id for r in results}) == 3
-    for table in (order_chains, orders, order_recipients, sms_notifications, notification_attempts):
-        assert await _count(varsel.database, table) == 3, table.name
-    assert len(gateway.sent) == 3
-
-
-async def test_an_outcome_is_written_only_for_a_notification_its_sender_holds(
-    gateway_varsel: tuple[Varsel, Gateway],
-) -> None:
-    varsel, _ = gateway_varsel
-    await varsel.instant.order("ttd", _draft("held"))
-    async with varsel.database.read() as conn:
-        notification_id = (await conn.execute(select(sms_notifications.c.id))).scalar_one()
-    attempt = {
-        "id": uuid.uuid4(),
-        "channel": "sms",
-        "notification_id": notification_id,
-        "attempt": 2,
-        "started": NOW,
-        "finished": NOW,
-        "provider": "linkmobility",
-        "outcome": "accepted",
-        "status": "Accepted",
-        "provider_reference": "late",
-        "detail": None,
-    }
-    outcome = (notification_id, {"status": "Accepted", "status_changed": NOW, "provider_reference": "late"})
-    # Recorded already (no longer Sending), and never held by this worker: neither row nor attempt is written.
-    for worker in ("ttd-worker:instant", "someone-else"):
-        async with varsel.database.statement() as conn:
-            held = await repository.record_pending_outcomes(conn, sms_notifications, worker, [outcome], [attempt])
-        assert held == set()
-    async with varsel.database.read() as conn:
-        row = (await conn.execute(select(sms_notifications))).one()
-    assert row.provider_reference == "ref-1"
-    assert await _count(varsel.database, notification_attempts) == 1
 
 
 def test_the_statements_are_built_once_per_shape() -> None:

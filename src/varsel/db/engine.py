@@ -14,6 +14,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from varsel.db.sqlite_direct import DirectWrite
+
 # A pooled PostgreSQL connection is checked with a ping before use once it has been idle this long (seconds).
 PING_AFTER_IDLE_SECONDS = 2.0
 
@@ -124,6 +126,24 @@ class Database:
 
     def read(self) -> Any:
         return self.transaction(write=False)
+
+    @asynccontextmanager
+    async def sqlite_write(self) -> AsyncIterator[DirectWrite]:
+        """SQLite only: a write transaction made straight on the driver's connection (varsel.db.sqlite_direct),
+        taking its turn with this process's other writers as transaction() does; committed when the block ends,
+        rolled back when it raises."""
+        if self._write_turns is None:
+            raise RuntimeError("direct writes are for SQLite; on PostgreSQL use statement() or transaction()")
+        async with self._write_turns, self.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            write = DirectWrite(raw.driver_connection, self.engine.dialect)
+            await write.begin()
+            try:
+                yield write
+            except BaseException:
+                await write.rollback()
+                raise
+            await write.commit()
 
     @asynccontextmanager
     async def statement(self) -> AsyncIterator[AsyncConnection]:

@@ -43,6 +43,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from varsel.db.one_statement import parameters, shape, source
+from varsel.db.sqlite_direct import DirectWrite
 from varsel.db.tables import NOTIFICATION_TABLES, email_notifications, notification_attempts, orders, sms_notifications
 from varsel.notifications.statuses import EMAIL_PENDING, SMS_PENDING, EmailStatus, OrderStatus, SmsStatus
 from varsel.shipments.repository import ENDED_ORDER_COLUMNS, write_feed_entries_of
@@ -820,3 +821,30 @@ def outcome_shape(values: dict[str, Any]) -> tuple[str, ...]:
 
 def _outcome_values(values: dict[str, Any]) -> dict[str, Any]:
     return {name: values[name] for name in _OUTCOME_COLUMNS if name in values}
+
+
+async def record_pending_outcomes_sqlite(
+    write: DirectWrite,
+    table: Table,
+    worker: str,
+    outcomes: Sequence[tuple[UUID, dict[str, Any]]],
+    attempts: Sequence[dict[str, Any]],
+) -> set[UUID]:
+    """record_pending_outcomes on SQLite, in the caller's direct write transaction (varsel.db.sqlite_direct): the
+    outcomes in one UPDATE … FROM a VALUES list (RETURNING the notifications still held by this worker as Sending),
+    then the attempts of those in one call."""
+    rows = [{"id": notification_id, **_outcome_values(values)} for notification_id, values in outcomes]
+    keys = shape(table, rows)
+    marks = f"({', '.join('?' for _ in keys)})"
+    name = table.name
+    sql = (
+        f"WITH outcome ({', '.join(keys)}) AS (VALUES {', '.join(marks for _ in rows)}) "
+        f"UPDATE {name} SET {', '.join(f'{key} = outcome.{key}' for key in keys if key != 'id')}, "
+        "claimed_by = NULL, claimed_until = NULL FROM outcome "
+        f"WHERE {name}.id = outcome.id AND {name}.status = ? AND {name}.claimed_by = ? RETURNING {name}.id"
+    )
+    values = tuple(value for row in rows for value in write.values(table, keys, row))
+    returned = {row[0] for row in await write.fetch(sql, (*values, SENDING, worker))}
+    held = {row["id"] for row in rows if write.value(table, "id", row["id"]) in returned}
+    await write.insert(notification_attempts, [a for a in attempts if a["notification_id"] in held])
+    return held

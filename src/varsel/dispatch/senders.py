@@ -428,17 +428,19 @@ class Sender:
         delivered = EmailStatus.DELIVERED.value if self._channel == "email" else SmsStatus.DELIVERED.value
         began = time.perf_counter()
         completed: list[UUID] = []
-        if self._in_one_statement(outcomes):
-            # Nothing to complete, no report to apply: the outcomes and their attempts in one statement, one round
-            # trip (an instant order's answer waits for this write).
-            async with self._db.statement() as conn:
-                held = await repository.record_pending_outcomes(
-                    conn,
-                    self._table,
-                    self._worker,
-                    [(o.notification_id, o.values) for o in outcomes],
-                    [o.attempt for o in outcomes if o.attempt is not None],
-                )
+        if self._pending_only(outcomes):
+            # Nothing to complete, no report to apply: the outcomes and their attempts in one statement on
+            # PostgreSQL (one round trip), in a few direct calls on SQLite (an instant order's answer waits for this).
+            pending = [(o.notification_id, o.values) for o in outcomes]
+            attempts = [o.attempt for o in outcomes if o.attempt is not None]
+            if self._db.dialect == "postgresql":
+                async with self._db.statement() as conn:
+                    held = await repository.record_pending_outcomes(conn, self._table, self._worker, pending, attempts)
+            else:
+                async with self._db.sqlite_write() as write:
+                    held = await repository.record_pending_outcomes_sqlite(
+                        write, self._table, self._worker, pending, attempts
+                    )
             recorded = [outcome for outcome in outcomes if outcome.notification_id in held]
             self._lost(outcome for outcome in outcomes if outcome.notification_id not in held)
         else:
@@ -448,11 +450,9 @@ class Sender:
         self._telemetry.outcome_group_size.labels(self._channel).observe(len(outcomes))
         self._observe_recorded(recorded, completed, delivered)
 
-    def _in_one_statement(self, outcomes: list[_Outcome]) -> bool:
-        """Whether the outcomes can be written as one statement: on PostgreSQL, none delivered at once, none ending
-        its notification (so no order to complete), all setting the same columns."""
-        if self._db.dialect != "postgresql":
-            return False
+    def _pending_only(self, outcomes: list[_Outcome]) -> bool:
+        """Whether the outcomes take the short way: none delivered at once, none ending its notification (so no
+        order to complete), all setting the same columns."""
         shapes = {repository.outcome_shape(o.values) for o in outcomes}
         return len(shapes) == 1 and all(
             not o.delivered and repository.leaves_pending(self._table, o.values["status"], o.values.get("provider"))

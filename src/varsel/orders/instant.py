@@ -125,33 +125,25 @@ class InstantService:
         self._writer: GroupCommit[_NewInstant, bool] = GroupCommit(self._insert, max_items=MAX_BATCH_INSTANT)
 
     async def _insert(self, batch: list[_NewInstant]) -> list[bool]:
-        """One transaction for the batch: the instant orders whose keys are free, their orders and notifications
-        (held by this process); answers which were stored. A key another holds (or an earlier one in the batch)
-        stores nothing."""
+        """One write for the batch: the instant orders whose keys are free, their orders and notifications (held by
+        this process); answers which were stored. A key another holds (or an earlier one in the batch) stores
+        nothing. On PostgreSQL one statement, one round trip (no BEGIN, no COMMIT); on SQLite a few calls straight
+        on the driver (each SQLAlchemy statement is several thread hops there). The caller waits for this write."""
+        rows = (
+            [new.chain for new in batch],
+            [new.order for new in batch],
+            [row for new in batch for row in new.recipients],
+            {
+                table: [new.notification for new in batch if new.channel == channel]
+                for channel, table in NOTIFICATION_TABLES.items()
+            },
+        )
         if self._db.dialect == "postgresql":
-            # One statement, one round trip: no BEGIN, no COMMIT, and the rows of all four tables in it.
             async with self._db.statement() as conn:
-                inserted = await instant_repository.store_instant_orders(
-                    conn,
-                    [new.chain for new in batch],
-                    [new.order for new in batch],
-                    [row for new in batch for row in new.recipients],
-                    {
-                        table: [new.notification for new in batch if new.channel == channel]
-                        for channel, table in NOTIFICATION_TABLES.items()
-                    },
-                )
-            return [new.chain["id"] in inserted for new in batch]
-        async with self._db.transaction() as conn:
-            inserted = await chain_repository.insert_chains(conn, [new.chain for new in batch])
-            stored = [new for new in batch if new.chain["id"] in inserted]
-            if stored:
-                await chain_repository.insert_chain_orders(
-                    conn, [new.order for new in stored], [row for new in stored for row in new.recipients]
-                )
-                for channel, table in NOTIFICATION_TABLES.items():
-                    rows = [new.notification for new in stored if new.channel == channel]
-                    await dispatch_repository.insert_notifications(conn, table, rows)
+                inserted = await instant_repository.store_instant_orders(conn, *rows)
+        else:
+            async with self._db.sqlite_write() as write:
+                inserted = await instant_repository.store_instant_orders_sqlite(write, *rows)
         return [new.chain["id"] in inserted for new in batch]
 
     async def order(self, creator: str, draft: InstantDraft) -> InstantResult:

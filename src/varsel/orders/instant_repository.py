@@ -1,4 +1,5 @@
-"""SQL of instant orders on PostgreSQL: a batch stored in one statement (see varsel.db.one_statement).
+"""SQL of instant orders: a batch stored in one statement on PostgreSQL (see varsel.db.one_statement), in a few
+calls straight on the driver's connection on SQLite (varsel.db.sqlite_direct).
 
 The keys are inserted as insert_chains inserts them (a key another holds, committed or being inserted by a
 concurrent statement, which is waited for, is left out), and only the orders of the keys inserted, their recipients
@@ -17,6 +18,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from varsel.db.one_statement import parameters, shape, source
+from varsel.db.sqlite_direct import DirectWrite
 from varsel.db.tables import NOTIFICATION_TABLES, order_chains, order_recipients, orders
 
 _TABLES = {table.name: table for table in (order_recipients, *NOTIFICATION_TABLES.values())}
@@ -79,3 +81,33 @@ async def store_instant_orders(
             values.update(parameters(rows, keys, f"new_{table.name}"))
     result = await conn.execute(_store_statement(chain_keys, order_keys, tuple(children)), values)
     return {row.id for row in result}
+
+
+# ---------------------------------------------------------------- SQLite (see varsel.db.sqlite_direct)
+
+
+async def store_instant_orders_sqlite(
+    write: DirectWrite,
+    chains: Sequence[Mapping[str, Any]],
+    order_rows: Sequence[Mapping[str, Any]],
+    recipients: Sequence[Mapping[str, Any]],
+    notifications: Mapping[Table, Sequence[Mapping[str, Any]]],
+) -> set[UUID]:
+    """store_instant_orders on SQLite, in the caller's direct write transaction: the keys in one statement (those
+    whose key is free come back), then the orders, recipients and notifications of those, one call per table."""
+    keys = tuple(c.name for c in order_chains.columns if any(c.name in row for row in chains))
+    row_marks = f"({', '.join('?' for _ in keys)})"
+    sql = (
+        f"INSERT INTO {order_chains.name} ({', '.join(keys)}) VALUES {', '.join(row_marks for _ in chains)}"
+        " ON CONFLICT (creator, family, idempotency_hash) DO NOTHING RETURNING id"
+    )
+    values = tuple(value for row in chains for value in write.values(order_chains, keys, row))
+    returned = {row[0] for row in await write.fetch(sql, values)}
+    stored = {row["id"] for row in chains if write.value(order_chains, "id", row["id"]) in returned}
+    stored_orders = [row for row in order_rows if row["chain_id"] in stored]
+    order_ids = {row["id"] for row in stored_orders}
+    await write.insert(orders, stored_orders)
+    await write.insert(order_recipients, [row for row in recipients if row["order_id"] in order_ids])
+    for table, rows in notifications.items():
+        await write.insert(table, [row for row in rows if row["order_id"] in order_ids])
+    return stored

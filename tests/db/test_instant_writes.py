@@ -1,0 +1,152 @@
+"""The instant order's two writes as each database makes them (PostgreSQL: one statement each; SQLite: a few calls
+straight on the driver): every value reads back through SQLAlchemy as it was given (ids, times, flags, JSON, NULLs);
+a batch stores each free key once and nothing of a taken one; an outcome is written, with its attempt, only for a
+notification its sender still holds; a locked SQLite database is an outage, as it is on SQLAlchemy's way. On SQLite
+and PostgreSQL."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.exc import DBAPIError
+
+from tests.conftest import NOW
+from varsel.app import Varsel
+from varsel.db.engine import Database, database_unavailable
+from varsel.db.sqlite_direct import DirectWrite
+from varsel.db.tables import notification_attempts, order_chains, order_recipients, orders, sms_notifications
+from varsel.dispatch import repository
+from varsel.orders import chain_repository
+from varsel.orders.drafts import ChainDraft, InstantDraft, InstantSms, SmsTemplateSpec
+from varsel.orders.instant import _NewInstant, _order_draft
+from varsel.orders.vocabulary import IdempotencyFamily
+
+WORKER = "api-1:instant"
+
+
+def _new(varsel: Varsel, key: str, creator: str = "ttd") -> _NewInstant:
+    """An instant order's rows, made as InstantService.order makes them."""
+    draft = InstantDraft(key, InstantSms("+4799999999", SmsTemplateSpec("Varsel", "Your code is 123456"), 300), "ref")
+    chain_id, order_id, notification_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    order_draft = _order_draft(draft, NOW)
+    order = chain_repository.chain_order_row(order_id, creator, order_draft, NOW, chain_id, 0)
+    order.update(status="Processed")
+    chain = chain_repository.chain_row(chain_id, creator, IdempotencyFamily.INSTANT, ChainDraft(key, order_draft), NOW)
+    # A JSON value and a NULL one: both must come back as they went in.
+    chain["dialogporten_association"] = {"dialogId": "d-1", "transmissionId": None}
+    notification = varsel.instant._notification_row(draft, order_id, notification_id, creator, NOW)
+    notification["claimed_by"] = WORKER
+    return _NewInstant(chain, order, chain_repository.chain_recipient_rows(order_id, order_draft), "sms", notification)
+
+
+async def _rows(database: Database, table: Any) -> list[Any]:
+    async with database.read() as conn:
+        return list(await conn.execute(select(table)))
+
+
+def _assert_as_given(row: Any, given: dict[str, Any]) -> None:
+    for key, value in given.items():
+        assert getattr(row, key) == value, key
+
+
+async def _record(database: Database, worker: str, outcomes: list[Any], attempts: list[dict[str, Any]]) -> set[Any]:
+    if database.dialect == "postgresql":
+        async with database.statement() as conn:
+            return await repository.record_pending_outcomes(conn, sms_notifications, worker, outcomes, attempts)
+    async with database.sqlite_write() as write:
+        return await repository.record_pending_outcomes_sqlite(write, sms_notifications, worker, outcomes, attempts)
+
+
+def _attempt(notification_id: uuid.UUID, reference: str) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4(),
+        "channel": "sms",
+        "notification_id": notification_id,
+        "attempt": 1,
+        "started": NOW,
+        "finished": NOW + timedelta(milliseconds=40),
+        "provider": "linkmobility",
+        "outcome": "accepted",
+        "status": "Accepted",
+        "provider_reference": reference,
+        "detail": None,
+    }
+
+
+async def test_every_value_reads_back_as_it_was_given(varsel: Varsel, database: Database) -> None:
+    new = _new(varsel, "k")
+    assert await varsel.instant._insert([new]) == [True]
+    for table, given in (
+        (order_chains, new.chain),
+        (orders, new.order),
+        (order_recipients, new.recipients[0]),
+        (sms_notifications, new.notification),
+    ):
+        [row] = await _rows(database, table)
+        _assert_as_given(row, given)
+
+    later = NOW + timedelta(seconds=1)
+    outcome = {"status": "Accepted", "status_changed": later, "provider_reference": "gw-1", "status_detail": None}
+    held = await _record(
+        database, WORKER, [(new.notification["id"], outcome)], [_attempt(new.notification["id"], "gw-1")]
+    )
+    assert held == {new.notification["id"]}
+    [row] = await _rows(database, sms_notifications)
+    _assert_as_given(row, {**outcome, "claimed_by": None, "claimed_until": None, "mobile_number": "+4799999999"})
+    [attempt] = await _rows(database, notification_attempts)
+    _assert_as_given(attempt, _attempt(new.notification["id"], "gw-1") | {"id": attempt.id})
+
+
+async def test_a_batch_stores_each_free_key_once_and_nothing_of_a_taken_one(varsel: Varsel, database: Database) -> None:
+    first = _new(varsel, "taken")
+    assert await varsel.instant._insert([first]) == [True]
+    batch = [_new(varsel, key) for key in ("taken", "a", "a", "b")] + [_new(varsel, "a", creator="nav")]
+    assert await varsel.instant._insert(batch) == [False, True, False, True, True]
+    async with database.read() as conn:
+        for table in (order_chains, orders, order_recipients, sms_notifications):
+            count = (await conn.execute(select(func.count()).select_from(table))).scalar_one()
+            assert count == 4, table.name
+        stored = set((await conn.execute(select(orders.c.id))).scalars())
+    assert stored == {new.order["id"] for new in (first, batch[1], batch[3], batch[4])}
+
+
+async def test_an_outcome_is_written_only_for_a_notification_its_sender_holds(
+    varsel: Varsel, database: Database
+) -> None:
+    mine, theirs = _new(varsel, "mine"), _new(varsel, "theirs")
+    theirs.notification["claimed_by"] = "another-process:instant"
+    await varsel.instant._insert([mine, theirs])
+    outcome = {"status": "Accepted", "status_changed": NOW, "provider_reference": "gw"}
+    ids = [mine.notification["id"], theirs.notification["id"]]
+    held = await _record(database, WORKER, [(i, outcome) for i in ids], [_attempt(i, "gw") for i in ids])
+    assert held == {mine.notification["id"]}
+    # Written once: the same outcome again finds it no longer Sending.
+    assert await _record(database, WORKER, [(ids[0], outcome)], [_attempt(ids[0], "again")]) == set()
+    rows = {row.id: row for row in await _rows(database, sms_notifications)}
+    assert (rows[ids[0]].status, rows[ids[1]].status) == ("Accepted", "Sending")
+    assert [a.notification_id for a in await _rows(database, notification_attempts)] == [ids[0]]
+
+
+async def test_a_locked_sqlite_database_is_an_outage(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        async with aiosqlite.connect(path, timeout=0.05, isolation_level=None) as connection:
+            write = DirectWrite(connection, sqlite.dialect())
+            with pytest.raises(DBAPIError) as raised:
+                await write.begin()
+        assert database_unavailable(raised.value)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
