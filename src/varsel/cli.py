@@ -206,6 +206,7 @@ async def _work(services: Any, settings: Settings, metrics_port: int | None) -> 
         serving = asyncio.create_task(server.serve())
     kinds = settings.dispatch.kinds
     _settle_memory()  # everything is built now
+    services.database.start_wal_checkpoints()
     services.workers.start(kinds)
     console.print(f"varsel worker running: {', '.join(kinds)} (data in {settings.data_dir.resolve()})")
     await stop.wait()

@@ -6,13 +6,14 @@ and PostgreSQL."""
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.dialects import sqlite
@@ -21,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from tests.conftest import NOW
 from varsel.app import Varsel
 from varsel.db.engine import Database, database_unavailable
-from varsel.db.sqlite_direct import DirectWrite
+from varsel.db.sqlite_direct import DirectWrite, SqliteWriter
 from varsel.db.tables import notification_attempts, order_chains, order_recipients, orders, sms_notifications
 from varsel.dispatch import repository
 from varsel.orders import chain_repository
@@ -61,8 +62,9 @@ async def _record(database: Database, worker: str, outcomes: list[Any], attempts
     if database.dialect == "postgresql":
         async with database.statement() as conn:
             return await repository.record_pending_outcomes(conn, sms_notifications, worker, outcomes, attempts)
-    async with database.sqlite_write() as write:
-        return await repository.record_pending_outcomes_sqlite(write, sms_notifications, worker, outcomes, attempts)
+    return await database.sqlite_write(
+        lambda write: repository.record_pending_outcomes_sqlite(write, sms_notifications, worker, outcomes, attempts)
+    )
 
 
 def _attempt(notification_id: uuid.UUID, reference: str) -> dict[str, Any]:
@@ -141,12 +143,39 @@ async def test_a_locked_sqlite_database_is_an_outage(tmp_path: Path) -> None:
     holder.execute("PRAGMA journal_mode=WAL")
     holder.execute("CREATE TABLE t (x)")
     holder.execute("BEGIN IMMEDIATE")
+    # A short wait for the lock, not the engine's ten seconds.
+    writer = SqliteWriter(str(path), sqlite.dialect(), ["PRAGMA busy_timeout=50"])
     try:
-        async with aiosqlite.connect(path, timeout=0.05, isolation_level=None) as connection:
-            write = DirectWrite(connection, sqlite.dialect())
-            with pytest.raises(DBAPIError) as raised:
-                await write.begin()
+        with pytest.raises(DBAPIError) as raised:
+            await writer.run(lambda write: write.fetch("INSERT INTO t VALUES (1) RETURNING x", ()))
         assert database_unavailable(raised.value)
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+    # Free again, the same writer writes.
+    assert await writer.run(lambda write: write.fetch("INSERT INTO t VALUES (2) RETURNING x", ())) == [(2,)]
+    await writer.close()
+
+
+@pytest.fixture
+async def sqlite_database(sqlite_template: Path, tmp_path: Path) -> AsyncIterator[Database]:
+    """SQLite alone: PostgreSQL's writes are single statements, with nothing to roll back."""
+    target = tmp_path / "direct.db"
+    shutil.copy(sqlite_template, target)
+    database = Database(f"sqlite+aiosqlite:///{target}")
+    yield database
+    await database.dispose()
+
+
+async def test_a_failed_direct_write_is_rolled_back(sqlite_database: Database) -> None:
+    database = sqlite_database
+    rows = [{"id": uuid.uuid4(), "creator": "ttd", "family": "Instant", "idempotency_id": "x",
+             "idempotency_hash": "h", "created": NOW}]  # fmt: skip
+
+    def half_then_fail(write: DirectWrite) -> None:
+        write.insert(order_chains, rows)
+        raise RuntimeError("after the first insert")
+
+    with pytest.raises(RuntimeError):
+        await database.sqlite_write(half_then_fail)
+    assert await _rows(database, order_chains) == []

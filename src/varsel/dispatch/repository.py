@@ -823,16 +823,16 @@ def _outcome_values(values: dict[str, Any]) -> dict[str, Any]:
     return {name: values[name] for name in _OUTCOME_COLUMNS if name in values}
 
 
-async def record_pending_outcomes_sqlite(
+def record_pending_outcomes_sqlite(
     write: DirectWrite,
     table: Table,
     worker: str,
     outcomes: Sequence[tuple[UUID, dict[str, Any]]],
     attempts: Sequence[dict[str, Any]],
 ) -> set[UUID]:
-    """record_pending_outcomes on SQLite, in the caller's direct write transaction (varsel.db.sqlite_direct): the
+    """record_pending_outcomes on SQLite, run in the direct writer's transaction (Database.sqlite_write): the
     outcomes in one UPDATE … FROM a VALUES list (RETURNING the notifications still held by this worker as Sending),
-    then the attempts of those in one call."""
+    then the attempts of those in one executemany."""
     rows = [{"id": notification_id, **_outcome_values(values)} for notification_id, values in outcomes]
     keys = shape(table, rows)
     marks = f"({', '.join('?' for _ in keys)})"
@@ -844,7 +844,7 @@ async def record_pending_outcomes_sqlite(
         f"WHERE {name}.id = outcome.id AND {name}.status = ? AND {name}.claimed_by = ? RETURNING {name}.id"
     )
     values = tuple(value for row in rows for value in write.values(table, keys, row))
-    returned = {row[0] for row in await write.fetch(sql, (*values, SENDING, worker))}
+    returned = {row[0] for row in write.fetch(sql, (*values, SENDING, worker))}
     held = {row["id"] for row in rows if write.value(table, "id", row["id"]) in returned}
-    await write.insert(notification_attempts, [a for a in attempts if a["notification_id"] in held])
+    write.insert(notification_attempts, [a for a in attempts if a["notification_id"] in held])
     return held

@@ -8,6 +8,7 @@ through the same guarded update that delivery reports use.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -437,10 +438,15 @@ class Sender:
                 async with self._db.statement() as conn:
                     held = await repository.record_pending_outcomes(conn, self._table, self._worker, pending, attempts)
             else:
-                async with self._db.sqlite_write() as write:
-                    held = await repository.record_pending_outcomes_sqlite(
-                        write, self._table, self._worker, pending, attempts
+                held = await self._db.sqlite_write(
+                    functools.partial(
+                        repository.record_pending_outcomes_sqlite,
+                        table=self._table,
+                        worker=self._worker,
+                        outcomes=pending,
+                        attempts=attempts,
                     )
+                )
             recorded = [outcome for outcome in outcomes if outcome.notification_id in held]
             self._lost(outcome for outcome in outcomes if outcome.notification_id not in held)
         else:

@@ -142,8 +142,9 @@ class InstantService:
             async with self._db.statement() as conn:
                 inserted = await instant_repository.store_instant_orders(conn, *rows)
         else:
-            async with self._db.sqlite_write() as write:
-                inserted = await instant_repository.store_instant_orders_sqlite(write, *rows)
+            inserted = await self._db.sqlite_write(
+                lambda write: instant_repository.store_instant_orders_sqlite(write, *rows)
+            )
         return [new.chain["id"] in inserted for new in batch]
 
     async def order(self, creator: str, draft: InstantDraft) -> InstantResult:

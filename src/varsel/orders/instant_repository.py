@@ -86,15 +86,16 @@ async def store_instant_orders(
 # ---------------------------------------------------------------- SQLite (see varsel.db.sqlite_direct)
 
 
-async def store_instant_orders_sqlite(
+def store_instant_orders_sqlite(
     write: DirectWrite,
     chains: Sequence[Mapping[str, Any]],
     order_rows: Sequence[Mapping[str, Any]],
     recipients: Sequence[Mapping[str, Any]],
     notifications: Mapping[Table, Sequence[Mapping[str, Any]]],
 ) -> set[UUID]:
-    """store_instant_orders on SQLite, in the caller's direct write transaction: the keys in one statement (those
-    whose key is free come back), then the orders, recipients and notifications of those, one call per table."""
+    """store_instant_orders on SQLite, run in the direct writer's transaction (Database.sqlite_write): the keys in
+    one statement (those whose key is free come back), then the orders, recipients and notifications of those, one
+    executemany per table."""
     keys = tuple(c.name for c in order_chains.columns if any(c.name in row for row in chains))
     row_marks = f"({', '.join('?' for _ in keys)})"
     sql = (
@@ -102,12 +103,12 @@ async def store_instant_orders_sqlite(
         " ON CONFLICT (creator, family, idempotency_hash) DO NOTHING RETURNING id"
     )
     values = tuple(value for row in chains for value in write.values(order_chains, keys, row))
-    returned = {row[0] for row in await write.fetch(sql, values)}
+    returned = {row[0] for row in write.fetch(sql, values)}
     stored = {row["id"] for row in chains if write.value(order_chains, "id", row["id"]) in returned}
     stored_orders = [row for row in order_rows if row["chain_id"] in stored]
     order_ids = {row["id"] for row in stored_orders}
-    await write.insert(orders, stored_orders)
-    await write.insert(order_recipients, [row for row in recipients if row["order_id"] in order_ids])
+    write.insert(orders, stored_orders)
+    write.insert(order_recipients, [row for row in recipients if row["order_id"] in order_ids])
     for table, rows in notifications.items():
-        await write.insert(table, [row for row in rows if row["order_id"] in order_ids])
+        write.insert(table, [row for row in rows if row["order_id"] in order_ids])
     return stored
