@@ -200,3 +200,12 @@ def test_make_run_installs_what_running_needs_and_make_test_the_dev_extra(tmp_pa
     assert not any("dev" in line for line in run), run  # not pytest, ruff, mypy, schemathesis, playwright
     test = _planned("test", tmp_path / "venv")
     assert any(".[dev]" in line for line in test), test
+
+
+@pytest.mark.parametrize("command", ["serve", "api", "worker"])
+def test_a_setting_that_does_not_parse_is_one_line_naming_it(env: dict[str, str], command: str) -> None:
+    env["VARSEL_PORT"] = "abc"
+    done = subprocess.run([VARSEL, command], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done
+    [line] = _lines(done)  # not a traceback naming the model's field
+    assert line.startswith("varsel: VARSEL_PORT='abc' is not valid: Input should be a valid integer"), line

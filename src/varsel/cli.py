@@ -16,6 +16,7 @@ from typing import Annotated, Any, TextIO
 
 import typer
 import uvicorn
+from pydantic import ValidationError
 from rich.console import Console
 
 from varsel.settings import Settings
@@ -597,4 +598,15 @@ def console_login(
 
 
 def main() -> None:
-    cli()
+    try:
+        cli()
+    except ValidationError as error:
+        if error.title != Settings.__name__:
+            raise
+        # A setting that does not parse: one line each, named as the operator set it, not a traceback.
+        for problem in error.errors():
+            name = "VARSEL_" + "__".join(str(part) for part in problem["loc"]).upper()
+            console.print(
+                f"varsel: {name}={problem.get('input')!r} is not valid: {problem['msg']}", markup=False, soft_wrap=True
+            )
+        raise SystemExit(2) from None
