@@ -343,3 +343,24 @@ def test_percentiles_are_nearest_rank() -> None:
     assert percentile([3.0, 1.0, 2.0], 0.5) == 2.0
     assert percentile([float(i) for i in range(1, 101)], 0.95) == 95.0
     assert percentile([5.0], 0.95) == 5.0
+
+
+async def test_what_a_waiting_order_and_sms_wait_for_is_said_on_the_order_page(
+    reads: ConsoleReads, varsel: Varsel
+) -> None:
+    # An SMS held for tomorrow morning's daytime window, never tried; an order whose processing is to be retried.
+    held_until = NOW + timedelta(hours=20)
+    sending = order_row(notification_channel="Sms", status=OrderStatus.PROCESSED.value, processing_attempts=0)
+    held = notification_row("sms", sending, status="New", attempts=0, send_after=held_until, provider=None)
+    retried = order_row(
+        status=OrderStatus.REGISTERED.value, processing_attempts=1, process_after=NOW + timedelta(minutes=5)
+    )
+    await store(varsel.database, [sending, retried], {"sms": [held]})
+
+    [order] = (await reads.chain(TTD, sending["id"])).orders
+    [notification] = order.notifications
+    assert "held for the SMS daytime window (09:00-17:00 Europe/Oslo)" in notification.status_description
+    assert "2026-03-03T06:00:00Z" in notification.status_description
+    assert notification.events[-1].detail == notification.status_description
+    [waiting] = (await reads.chain(TTD, retried["id"])).orders
+    assert "it is tried again at 2026-03-02T10:05:00Z" in waiting.status_description

@@ -40,7 +40,16 @@ def console_reads(request: Request) -> ConsoleReads:
     for channel, provider in (("email", varsel.workers.email_provider), ("sms", varsel.workers.sms_provider)):
         if isinstance(provider, ProviderGuard):
             guards[channel] = provider
-    return ConsoleReads(varsel.database, varsel.clock, varsel.orders, guards, varsel.status_days)
+    dispatch = varsel.settings.dispatch
+    return ConsoleReads(
+        varsel.database,
+        varsel.clock,
+        varsel.orders,
+        guards,
+        varsel.status_days,
+        sms_daytime=dispatch.sms_daytime,
+        condition_failure_policy=dispatch.condition_failure_policy,
+    )
 
 
 def _time(text: str, field: str) -> datetime | None:

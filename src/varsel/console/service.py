@@ -19,17 +19,19 @@ from varsel.clock import Clock
 from varsel.console import repository
 from varsel.console.repository import Cursor, OrderSearch, QueueDepth, TimeField
 from varsel.db.engine import Database
+from varsel.dispatch.window import DaytimeWindow
 from varsel.notifications.statuses import (
     EMAIL_PENDING,
     EMAIL_STATUS_DESCRIPTIONS,
     EMAIL_SUCCESS,
-    ORDER_STATUS_DESCRIPTIONS,
     SMS_PENDING,
     SMS_STATUS_DESCRIPTIONS,
     SMS_SUCCESS,
     EmailStatus,
     OrderStatus,
     SmsStatus,
+    notification_status_description,
+    order_status_description,
 )
 from varsel.orders.drafts import RecipientSpec
 from varsel.orders.service import CANCEL_MARGIN_MINUTES, OrderNotFound, OrderService
@@ -259,20 +261,44 @@ def _final(channel: str, status: str) -> bool:
     return status not in {s.value for s in pending}
 
 
-def _description(channel: str, status: str) -> str:
+def _description(channel: str, status: str, waiting: _Waiting | None = None, row: Any = None) -> str:
+    """The status's description; for a notification `row` shown now (`waiting`), with what a New one waits for
+    and until when (as v1's notification lists say it)."""
     try:
         if channel == "email":
-            return EMAIL_STATUS_DESCRIPTIONS[EmailStatus(status)]
-        return SMS_STATUS_DESCRIPTIONS[SmsStatus(status)]
-    except (KeyError, ValueError):
+            value: EmailStatus | SmsStatus = EmailStatus(status)
+            descriptions: Mapping[Any, str] = EMAIL_STATUS_DESCRIPTIONS
+        else:
+            value, descriptions = SmsStatus(status), SMS_STATUS_DESCRIPTIONS
+    except ValueError:
         return status
+    if waiting is None or row is None:
+        return descriptions[value]
+    return notification_status_description(
+        descriptions,
+        value,
+        now=waiting.now,
+        send_after=row.send_after,
+        attempts=row.attempts,
+        sms_window=waiting.window,
+    )
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    """What a waiting notification's description is told: the time it is shown, and its order's SMS window."""
+
+    now: datetime
+    window: DaytimeWindow | None
 
 
 _SUCCESS = {"email": {s.value for s in EMAIL_SUCCESS}, "sms": {s.value for s in SMS_SUCCESS}}
 _EVENT_ORDER = {EventKind.CREATED: 0, EventKind.ATTEMPT: 1, EventKind.REPORT: 2, EventKind.STATUS: 3}
 
 
-def _timeline(channel: str, row: Any, attempts: Sequence[Any], reports: Sequence[Any]) -> tuple[TimelineEvent, ...]:
+def _timeline(
+    channel: str, row: Any, attempts: Sequence[Any], reports: Sequence[Any], waiting: _Waiting | None = None
+) -> tuple[TimelineEvent, ...]:
     events = [TimelineEvent(row.created, EventKind.CREATED)]
     events += [
         TimelineEvent(
@@ -303,20 +329,25 @@ def _timeline(channel: str, row: Any, attempts: Sequence[Any], reports: Sequence
     # Sorted by time; at one instant, in the order things happen (made, sent, reported, ended).
     events.sort(key=lambda e: (e.time, _EVENT_ORDER[e.kind]))
     events.append(
-        TimelineEvent(row.status_changed, EventKind.STATUS, status=row.status, detail=_description(channel, row.status))
+        TimelineEvent(
+            row.status_changed,
+            EventKind.STATUS,
+            status=row.status,
+            detail=_description(channel, row.status, waiting, row),
+        )
     )
     return tuple(events)
 
 
 def _notification(
-    channel: str, row: Any, order: Any, attempts: Sequence[Any], reports: Sequence[Any]
+    channel: str, row: Any, order: Any, attempts: Sequence[Any], reports: Sequence[Any], waiting: _Waiting | None = None
 ) -> NotificationView:
     email = channel == "email"
     return NotificationView(
         id=row.id,
         channel=channel,
         status=row.status,
-        status_description=_description(channel, row.status),
+        status_description=_description(channel, row.status, waiting, row),
         final=_final(channel, row.status),
         succeeded=row.status in _SUCCESS[channel],
         status_changed=row.status_changed,
@@ -333,7 +364,7 @@ def _notification(
         provider=row.provider,
         provider_reference=row.provider_reference,
         status_detail=row.status_detail,
-        events=_timeline(channel, row, attempts, reports),
+        events=_timeline(channel, row, attempts, reports, waiting),
     )
 
 
@@ -485,12 +516,18 @@ class ConsoleReads:
         orders: OrderService,
         providers: Mapping[str, HealthSource] | None = None,
         status_days: StatusDays | None = None,
+        *,
+        sms_daytime: DaytimeWindow | None = None,
+        condition_failure_policy: str = "send",
     ) -> None:
         self._db = database
         self._clock = clock
         self._orders = orders
         # The status rollup the overview adds whole days up from; without it, every count is live.
         self._status_days = status_days
+        # What a waiting order or notification's description says (the workers' settings, as v1's reads use them).
+        self._sms_daytime = sms_daytime or DaytimeWindow()
+        self._condition_failure_policy = condition_failure_policy
         # channel → this process's guard of its provider.
         self._providers = dict(providers or {})
 
@@ -547,6 +584,8 @@ class ConsoleReads:
         for report in await repository.reports_of(conn, ids):
             reports.setdefault(report.notification_id, []).append(report)
         status = OrderStatus(row.status)
+        # The window the workers hold this order's SMS for: none for an order sent Anytime.
+        waiting = _Waiting(now, None if row.sms_sending_time_policy == "Anytime" else self._sms_daytime)
         return OrderView(
             id=row.id,
             creator=row.creator,
@@ -554,7 +593,14 @@ class ConsoleReads:
             order_type=OrderType(row.order_type),
             channel=NotificationChannel(row.notification_channel),
             status=status,
-            status_description=ORDER_STATUS_DESCRIPTIONS[status],
+            status_description=order_status_description(
+                status,
+                now=now,
+                process_after=row.process_after,
+                processing_attempts=row.processing_attempts,
+                condition_endpoint=row.condition_endpoint,
+                condition_failure_policy=self._condition_failure_policy,
+            ),
             status_changed=row.status_changed,
             requested_send_time=row.requested_send_time,
             created=row.created,
@@ -583,7 +629,8 @@ class ConsoleReads:
             recipient_count=recipient_count,
             counts=counts,
             notifications=tuple(
-                _notification(channel, n, row, attempts.get(n.id, ()), reports.get(n.id, ())) for channel, n in shown
+                _notification(channel, n, row, attempts.get(n.id, ()), reports.get(n.id, ()), waiting)
+                for channel, n in shown
             ),
             cancellable=cancellable(status, row.requested_send_time, now),
         )
