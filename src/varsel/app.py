@@ -383,10 +383,10 @@ def _serve_problems(app: FastAPI, varsel: Varsel) -> None:
 def create_app(varsel: Varsel, *, run_workers: bool = False) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        varsel.database.start_wal_checkpoints()
-        if run_workers:
-            varsel.workers.start(varsel.settings.dispatch.kinds)
         try:
+            varsel.database.start_wal_checkpoints()
+            if run_workers:
+                varsel.workers.start(varsel.settings.dispatch.kinds)
             yield
         finally:
             await varsel.close(varsel.settings.dispatch.shutdown_grace_seconds)

@@ -6,8 +6,11 @@ and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import sqlite3
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -15,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DBAPIError
 
@@ -179,3 +182,73 @@ async def test_a_failed_direct_write_is_rolled_back(sqlite_database: Database) -
     with pytest.raises(RuntimeError):
         await database.sqlite_write(half_then_fail)
     assert await _rows(database, order_chains) == []
+
+
+async def test_a_time_is_stored_as_sqlalchemy_stores_it(sqlite_database: Database) -> None:
+    # At a whole second: SQLAlchemy writes "…10:00:00.000000"; written otherwise it compares below the same time.
+    direct, through_sqlalchemy = (
+        {"id": uuid.uuid4(), "creator": "ttd", "family": "Instant", "idempotency_id": key,
+         "idempotency_hash": key, "created": NOW}
+        for key in ("direct", "sqlalchemy")
+    )  # fmt: skip
+    await sqlite_database.sqlite_write(lambda write: write.insert(order_chains, [direct]))
+    async with sqlite_database.transaction() as conn:
+        await conn.execute(order_chains.insert(), [through_sqlalchemy])
+    async with sqlite_database.read() as conn:
+        same = (await conn.execute(select(order_chains.c.idempotency_id).where(order_chains.c.created == NOW))).all()
+        stored = (await conn.execute(text("SELECT DISTINCT created FROM order_chains"))).all()
+    assert sorted(row[0] for row in same) == ["direct", "sqlalchemy"]
+    assert stored == [("2026-03-02 10:00:00.000000",)]
+
+
+async def test_a_failed_commit_leaves_no_transaction_open(tmp_path: Path) -> None:
+    path = tmp_path / "commit.db"
+    with sqlite3.connect(path) as setup:
+        setup.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+        setup.execute("CREATE TABLE child (parent INTEGER REFERENCES parent (id))")
+    writer = SqliteWriter(str(path), sqlite.dialect(), ["PRAGMA foreign_keys=ON", "PRAGMA busy_timeout=50"])
+
+    def orphan(write: DirectWrite) -> None:
+        # Checked at COMMIT, not at the INSERT: it is the COMMIT that fails.
+        write.fetch("PRAGMA defer_foreign_keys=ON", ())
+        write.fetch("INSERT INTO child VALUES (7)", ())
+
+    with pytest.raises(DBAPIError, match="FOREIGN KEY"):
+        await writer.run(orphan)
+    # Neither this writer nor anyone else is left locked out.
+    assert await writer.run(lambda write: write.fetch("INSERT INTO parent VALUES (7) RETURNING id", ())) == [(7,)]
+    with sqlite3.connect(path, timeout=0.05, isolation_level=None) as other:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+    await writer.close()
+
+
+async def test_a_cancelled_caller_returns_once_the_transaction_has_ended(tmp_path: Path) -> None:
+    path = tmp_path / "cancel.db"
+    writer = SqliteWriter(str(path), sqlite.dialect(), [])
+    await writer.run(lambda write: write.fetch("CREATE TABLE t (x)", ()))
+    started = threading.Event()
+
+    def slow(write: DirectWrite) -> None:
+        write.fetch("INSERT INTO t VALUES (1)", ())
+        started.set()
+        time.sleep(0.3)
+
+    task = asyncio.ensure_future(writer.run(slow))
+    await asyncio.to_thread(started.wait, 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # By now the transaction has ended (committed, as a write cut off by a crash may be): the lock is free.
+    with sqlite3.connect(path, timeout=0, isolation_level=None) as other:
+        other.execute("BEGIN IMMEDIATE")
+        assert other.execute("SELECT count(*) FROM t").fetchone() == (1,)
+        other.execute("ROLLBACK")
+    await writer.close()
+
+
+async def test_a_key_that_is_no_column_is_refused(sqlite_database: Database) -> None:
+    row = {"id": uuid.uuid4(), "creator": "ttd", "family": "Instant", "idempotency_id": "k", "idempotency_hash": "k",
+           "created": NOW, "creatd": NOW}  # fmt: skip
+    with pytest.raises(ValueError, match="creatd"):
+        await sqlite_database.sqlite_write(lambda write: write.insert(order_chains, [row]))

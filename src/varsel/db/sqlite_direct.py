@@ -55,7 +55,7 @@ class DirectWrite:
         """Insert the rows in one call whatever their number; the columns are those any row has."""
         if not rows:
             return
-        keys = tuple(c.name for c in table.columns if any(c.name in row for row in rows))
+        keys = columns_of(table, rows)
         self._cursor.executemany(insert_sql(table, keys), [self.values(table, keys, row) for row in rows])
 
     def fetch(self, sql: str, parameters: tuple[Any, ...]) -> list[Any]:
@@ -74,27 +74,48 @@ class SqliteWriter:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="varsel-sqlite-writer")
 
     async def run(self, work: Callable[[DirectWrite], T]) -> T:
-        """`work` in one transaction (BEGIN IMMEDIATE … COMMIT, rolled back when it raises), in the writer's thread.
-        A database error is raised as SQLAlchemy raises it, so that a locked database is the outage (503, a retry)
-        it is on SQLAlchemy's way. Cancelled meanwhile, the transaction still ends, committed or not, as a write cut
-        off by a crash would."""
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self._transaction, work)
+        """`work` in one transaction (BEGIN IMMEDIATE … COMMIT, rolled back when it or the COMMIT fails), in the
+        writer's thread. A database error is raised as SQLAlchemy raises it, so that a locked database is the outage
+        (503, a retry) it is on SQLAlchemy's way. A caller cancelled meanwhile is cancelled only once the transaction
+        has ended (committed or not, as a write cut off by a crash would be), so that the process's next writer
+        (Database.sqlite_write's turn) never finds it still holding SQLite's write lock."""
+        done = asyncio.get_running_loop().run_in_executor(self._thread, self._transaction, work)
+        try:
+            return await asyncio.shield(done)
+        except asyncio.CancelledError:
+            await asyncio.wait({done})
+            raise
 
     def _transaction(self, work: Callable[[DirectWrite], T]) -> T:
         try:
             if self._connection is None:
                 self._connection = self._open()
-            cursor = self._connection.cursor()
+            connection = self._connection
+            cursor = connection.cursor()
             cursor.execute("BEGIN IMMEDIATE")
             try:
                 result = work(DirectWrite(cursor, self._dialect))
+                cursor.execute("COMMIT")
             except BaseException:
-                cursor.execute("ROLLBACK")
+                self._end_failed(connection)
                 raise
-            cursor.execute("COMMIT")
             return result
         except sqlite3.Error as error:
             raise DBAPIError.instance(None, None, error, sqlite3.Error, hide_parameters=True) from error
+
+    def _end_failed(self, connection: sqlite3.Connection) -> None:
+        """After a failure inside the transaction, or of its COMMIT (SQLite keeps the transaction open then): roll
+        back if a transaction is still open (SQLite may have rolled back by itself, after a full disk or an I/O
+        error). A connection that cannot be brought out of its transaction is closed, never used again: held open,
+        it would keep the write lock from every writer of the file."""
+        try:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        if connection.in_transaction:
+            connection.close()
+            self._connection = None
 
     def _open(self) -> sqlite3.Connection:
         # Autocommit mode: the transaction is begun and ended above, as SQLAlchemy's are (see varsel.db.engine).
@@ -113,13 +134,32 @@ class SqliteWriter:
         self._thread.shutdown(wait=True)
 
 
+def quoted(name: str) -> str:
+    """A table or column name from the metadata, quoted (a future column named `order` stays a name)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def columns_of(table: Table, rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The table's columns the rows give, in its column order; a key that is no column is refused (as SQLAlchemy
+    refuses it), never dropped."""
+    present = {key for row in rows for key in row}
+    unknown = present - set(table.c.keys())
+    if unknown:
+        raise ValueError(f"not columns of {table.name}: {sorted(unknown)}")
+    return tuple(c.name for c in table.columns if c.name in present)
+
+
 def insert_sql(table: Table, keys: Sequence[str]) -> str:
-    return f"INSERT INTO {table.name} ({', '.join(keys)}) VALUES ({', '.join('?' for _ in keys)})"
+    names = ", ".join(quoted(key) for key in keys)
+    return f"INSERT INTO {quoted(table.name)} ({names}) VALUES ({', '.join('?' for _ in keys)})"
 
 
 @functools.lru_cache(maxsize=256)
 def _processors(table: Table, keys: tuple[str, ...], dialect: Dialect) -> tuple[Callable[[Any], Any] | None, ...]:
-    return tuple(table.c[key].type.bind_processor(dialect) for key in keys)
+    # The dialect's own implementation of each type, as SQLAlchemy binds it: a TypeDecorator's bind_processor alone
+    # falls back to the generic type (a DateTime then went to the driver unformatted, and a time at a whole second
+    # was stored without its ".000000", comparing below the same time written by SQLAlchemy).
+    return tuple(table.c[key].type.dialect_impl(dialect).bind_processor(dialect) for key in keys)
 
 
 class WalCheckpointer:
@@ -149,7 +189,7 @@ class WalCheckpointer:
             await asyncio.sleep(self._every)
             try:
                 await self.checkpoint()
-            except sqlite3.Error as error:
+            except Exception as error:
                 # The next round tries again; meanwhile the commits' own backstop bounds the WAL.
                 log.warning("SQLite WAL checkpoint failed: %s", error)
 

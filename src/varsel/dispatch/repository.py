@@ -43,7 +43,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from varsel.db.one_statement import parameters, shape, source
-from varsel.db.sqlite_direct import DirectWrite
+from varsel.db.sqlite_direct import DirectWrite, columns_of, quoted
 from varsel.db.tables import NOTIFICATION_TABLES, email_notifications, notification_attempts, orders, sms_notifications
 from varsel.notifications.statuses import EMAIL_PENDING, SMS_PENDING, EmailStatus, OrderStatus, SmsStatus
 from varsel.shipments.repository import ENDED_ORDER_COLUMNS, write_feed_entries_of
@@ -834,12 +834,12 @@ def record_pending_outcomes_sqlite(
     outcomes in one UPDATE … FROM a VALUES list (RETURNING the notifications still held by this worker as Sending),
     then the attempts of those in one executemany."""
     rows = [{"id": notification_id, **_outcome_values(values)} for notification_id, values in outcomes]
-    keys = shape(table, rows)
+    keys = columns_of(table, rows)
     marks = f"({', '.join('?' for _ in keys)})"
-    name = table.name
+    name = quoted(table.name)
     sql = (
-        f"WITH outcome ({', '.join(keys)}) AS (VALUES {', '.join(marks for _ in rows)}) "
-        f"UPDATE {name} SET {', '.join(f'{key} = outcome.{key}' for key in keys if key != 'id')}, "
+        f"WITH outcome ({', '.join(quoted(key) for key in keys)}) AS (VALUES {', '.join(marks for _ in rows)}) "
+        f"UPDATE {name} SET {', '.join(f'{quoted(key)} = outcome.{quoted(key)}' for key in keys if key != 'id')}, "
         "claimed_by = NULL, claimed_until = NULL FROM outcome "
         f"WHERE {name}.id = outcome.id AND {name}.status = ? AND {name}.claimed_by = ? RETURNING {name}.id"
     )

@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from varsel.db.one_statement import parameters, shape, source
-from varsel.db.sqlite_direct import DirectWrite
+from varsel.db.sqlite_direct import DirectWrite, columns_of, quoted
 from varsel.db.tables import NOTIFICATION_TABLES, order_chains, order_recipients, orders
 
 _TABLES = {table.name: table for table in (order_recipients, *NOTIFICATION_TABLES.values())}
@@ -96,10 +96,11 @@ def store_instant_orders_sqlite(
     """store_instant_orders on SQLite, run in the direct writer's transaction (Database.sqlite_write): the keys in
     one statement (those whose key is free come back), then the orders, recipients and notifications of those, one
     executemany per table."""
-    keys = tuple(c.name for c in order_chains.columns if any(c.name in row for row in chains))
+    keys = columns_of(order_chains, chains)
     row_marks = f"({', '.join('?' for _ in keys)})"
     sql = (
-        f"INSERT INTO {order_chains.name} ({', '.join(keys)}) VALUES {', '.join(row_marks for _ in chains)}"
+        f"INSERT INTO {quoted(order_chains.name)} ({', '.join(quoted(key) for key in keys)})"
+        f" VALUES {', '.join(row_marks for _ in chains)}"
         " ON CONFLICT (creator, family, idempotency_hash) DO NOTHING RETURNING id"
     )
     values = tuple(value for row in chains for value in write.values(order_chains, keys, row))
