@@ -22,15 +22,6 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
-def waiting_writes_at_once(dialect: str) -> int:
-    """How many group commits of a write a caller waits for (an instant order's store and its outcome) go to the
-    database at once. On PostgreSQL two: each is one statement on a connection of its own (varsel.db.one_statement),
-    and with one at a time an order arriving during a write waited for it before its own (bench, instant step at
-    200/s with no peer latency, same day: p99 +12.6 ms over the bare client with one, +8.6 ms with two). On SQLite
-    one: it has one writer anyway. (v1 intake keeps one on both: see varsel.orders.intake.)"""
-    return 2 if dialect == "postgresql" else 1
-
-
 class WriterStopped(ConnectionError):
     """The process is stopping and the write was not made. A ConnectionError, so that it is treated as the database
     being unavailable (503 with Retry-After at the API; given back, uncounted, by a worker), never as a bug."""

@@ -21,7 +21,7 @@ from sqlalchemy import Table
 
 from varsel.clock import Clock
 from varsel.db.engine import Database
-from varsel.db.group_commit import GroupCommit, waiting_writes_at_once
+from varsel.db.group_commit import GroupCommit
 from varsel.db.tables import NOTIFICATION_TABLES, email_notifications, sms_notifications
 from varsel.dispatch import repository
 from varsel.dispatch.attachments import AttachmentFetcher
@@ -120,7 +120,7 @@ class Sender:
         self._wait_limit = settings.lease_seconds / 4
         # The outcomes of held sends (instant orders) that end together are written together (group commit).
         self._held_writes: GroupCommit[tuple[_Outcome, float], None] = GroupCommit(
-            self._record_held, max_items=MAX_HELD_GROUP, parallel=waiting_writes_at_once(database.dialect)
+            self._record_held, max_items=MAX_HELD_GROUP
         )
         # Notifications of failed rounds that the provider may have taken, with when (monotonic) their lease ends:
         # `recover` leaves them to their lease, so that they are not sent twice.

@@ -38,7 +38,7 @@ from uuid import UUID
 
 from varsel.clock import Clock
 from varsel.db.engine import Database
-from varsel.db.group_commit import GroupCommit, waiting_writes_at_once
+from varsel.db.group_commit import GroupCommit
 from varsel.db.tables import NOTIFICATION_TABLES
 from varsel.dispatch import repository as dispatch_repository
 from varsel.dispatch.repository import NEW, SENDING
@@ -122,9 +122,7 @@ class InstantService:
         # Outcome writes still going on after their caller was answered (kept referenced until they end).
         self._writes: set[asyncio.Future[None]] = set()
         # Instant orders arriving together are stored together (group commit, as v1 and chain intake are).
-        self._writer: GroupCommit[_NewInstant, bool] = GroupCommit(
-            self._insert, max_items=MAX_BATCH_INSTANT, parallel=waiting_writes_at_once(database.dialect)
-        )
+        self._writer: GroupCommit[_NewInstant, bool] = GroupCommit(self._insert, max_items=MAX_BATCH_INSTANT)
 
     async def _insert(self, batch: list[_NewInstant]) -> list[bool]:
         """One write for the batch: the instant orders whose keys are free, their orders and notifications (held by
