@@ -273,6 +273,11 @@ class CountedDay:
     settled: bool
 
 
+def days(first: date, last: date) -> list[date]:
+    """The days first..last, inclusive."""
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
 def day_bounds(day: date) -> tuple[datetime, datetime]:
     """The UTC day as [start, end)."""
     start = datetime.combine(day, time(0), tzinfo=UTC)
@@ -333,9 +338,12 @@ async def usage_of_days(conn: AsyncConnection, first: date, last: date) -> list[
     ]
 
 
-async def counted_days(conn: AsyncConnection, first: date, last: date) -> dict[date, CountedDay]:
-    """The days first..last (inclusive) that are counted, with when and whether settled."""
-    c = usage_days_counted
+async def counted_days(
+    conn: AsyncConnection, first: date, last: date, counted: Table = usage_days_counted
+) -> dict[date, CountedDay]:
+    """The days first..last (inclusive) that are counted, with when and whether settled: of the usage rollup, or
+    of another rollup's table of counted days (day, counted_at, settled), as the status rollup's."""
+    c = counted
     result = await conn.execute(select(c.c.day, c.c.counted_at, c.c.settled).where(c.c.day >= first, c.c.day <= last))
     return {day: CountedDay(counted_at, bool(settled)) for day, counted_at, settled in result}
 
@@ -353,9 +361,12 @@ async def uncounted_days(conn: AsyncConnection, first: date, last: date, limit: 
     return missing
 
 
-async def unsettled_days(conn: AsyncConnection, before: datetime, limit: int) -> list[date]:
-    """Up to `limit` counted days not settled and counted before `before`, oldest count first."""
-    c = usage_days_counted
+async def unsettled_days(
+    conn: AsyncConnection, before: datetime, limit: int, counted: Table = usage_days_counted
+) -> list[date]:
+    """Up to `limit` counted days not settled and counted before `before`, oldest count first (of `counted`, as
+    counted_days)."""
+    c = counted
     result = await conn.execute(
         select(c.c.day)
         .where(c.c.settled == false(), c.c.counted_at < before)

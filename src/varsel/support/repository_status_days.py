@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import String, and_, bindparam, delete, false, func, insert, literal, select, union_all
+from sqlalchemy import String, and_, bindparam, delete, func, insert, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from varsel.db.tables import (
@@ -25,6 +25,7 @@ from varsel.db.tables import (
     status_days_counted,
 )
 from varsel.notifications.statuses import EmailStatus, OrderStatus, SmsStatus
+from varsel.support import repository as support_repository
 from varsel.support.repository import CountedDay, day_bounds
 
 ORDER = "order"
@@ -130,21 +131,12 @@ async def counts_of_days(conn: AsyncConnection, creator: str | None, first: date
 
 async def counted_days(conn: AsyncConnection, first: date, last: date) -> dict[date, CountedDay]:
     """The days first..last (inclusive) that are counted, with when and whether settled."""
-    c = status_days_counted
-    result = await conn.execute(select(c.c.day, c.c.counted_at, c.c.settled).where(c.c.day >= first, c.c.day <= last))
-    return {day: CountedDay(counted_at, bool(settled)) for day, counted_at, settled in result}
+    return await support_repository.counted_days(conn, first, last, status_days_counted)
 
 
 async def unsettled_days(conn: AsyncConnection, before: datetime, limit: int) -> list[date]:
     """Up to `limit` counted days not settled and counted before `before`, oldest count first."""
-    c = status_days_counted
-    result = await conn.execute(
-        select(c.c.day)
-        .where(c.c.settled == false(), c.c.counted_at < before)
-        .order_by(c.c.counted_at, c.c.day)
-        .limit(limit)
-    )
-    return list(result.scalars())
+    return await support_repository.unsettled_days(conn, before, limit, status_days_counted)
 
 
 async def forget_before(conn: AsyncConnection, day: date) -> int:

@@ -262,7 +262,7 @@ class UsageService:
         if first <= last:
             async with self._db.read() as conn:
                 counted = await repository.counted_days(conn, first, last)
-            for day in _days(first, last):
+            for day in repository.days(first, last):
                 if self._wants_count(counted.get(day), now):
                     await self._count_day(day, now)
         ahead = max(month.start, datetime.combine(today + timedelta(days=1), time(0), tzinfo=UTC))
@@ -361,10 +361,6 @@ class UsageService:
 
 def _day(day: date) -> tuple[datetime, datetime]:
     return repository.day_bounds(day)
-
-
-def _days(first: date, last: date) -> list[date]:
-    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
 
 
 def _merged(*parts: list[repository.OrgUsageRow]) -> tuple[OrgUsage, ...]:

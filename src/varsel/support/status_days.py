@@ -26,7 +26,7 @@ from varsel.clock import Clock
 from varsel.db.engine import Database
 from varsel.notifications.statuses import OrderStatus
 from varsel.support import repository_status_days as repository
-from varsel.support.repository import CountedDay
+from varsel.support.repository import CountedDay, day_bounds, days
 from varsel.support.repository_status_days import StatusCount
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class StatusDays:
             return []
         async with self._db.read() as conn:
             counted = await repository.counted_days(conn, first, last)
-        for day in _days(first, last):
+        for day in days(first, last):
             if self._wants_count(counted.get(day), now):
                 await self._count_day(day, now)
         async with self._db.read() as conn:
@@ -83,7 +83,7 @@ class StatusDays:
         async with self._db.read() as conn:
             stale = await repository.unsettled_days(conn, now - self.refresh_every, self._refresh_days)
             counted = await repository.counted_days(conn, first, yesterday)
-        missing = [day for day in reversed(_days(first, yesterday)) if day not in counted][: self._refresh_days]
+        missing = [day for day in reversed(days(first, yesterday)) if day not in counted][: self._refresh_days]
         due = sorted({day for day in (*stale, *missing) if first <= day <= yesterday})
         for day in due:
             await self._count_day(day, now)
@@ -99,7 +99,7 @@ class StatusDays:
         try:
             async with self._db.transaction() as conn:
                 rows = await repository.count_day(conn, day)
-                ended = now - (_start(day) + timedelta(days=1))
+                ended = now - day_bounds(day)[1]
                 # One statement counted the day, so its orders' statuses are one snapshot: none under way in it
                 # means none is (an order's status never goes back to Registered).
                 settled = ended >= self._settle_after and not _under_way(rows)
@@ -111,11 +111,3 @@ class StatusDays:
 
 def _under_way(rows: Sequence[StatusCount]) -> bool:
     return any(row.kind == repository.ORDER and row.status in _UNFINISHED for row in rows)
-
-
-def _start(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
-
-
-def _days(first: date, last: date) -> list[date]:
-    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
