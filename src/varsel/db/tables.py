@@ -453,3 +453,100 @@ status_days_counted = Table(
     Column("counted_at", UtcDateTime, nullable=False),
     Column("settled", Boolean, nullable=False),
 )
+
+# ---------------------------------------------------------------- status webhooks (migration 0012, issue #18)
+# A service owner's webhook endpoint: where its events go, signed with its secret (Standard Webhooks). The secret is
+# shown once, when created or rotated; after a rotation the previous one still signs (beside the new one) until
+# previous_secret_until, so a receiver can switch over without dropping deliveries.
+webhook_subscriptions = Table(
+    "webhook_subscriptions",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("creator", String(100), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("secret", String(100), nullable=False),
+    Column("previous_secret", String(100)),
+    Column("previous_secret_until", UtcDateTime),
+    Column("enabled", Boolean, nullable=False),
+    # Set when varsel disabled it (failures for the whole failure period) or the owner did; cleared on re-enabling.
+    Column("disabled_at", UtcDateTime),
+    Column("disabled_reason", Text),
+    # The first failed attempt since the last success: the failure period counts from here.
+    Column("failing_since", UtcDateTime),
+    # The delivery worker holding the endpoint (one at a time per endpoint, so its events go out in order).
+    Column("claimed_by", String(100)),
+    Column("claimed_until", UtcDateTime),
+    Column("created", UtcDateTime, nullable=False),
+    Column("updated", UtcDateTime, nullable=False),
+)
+Index("ix_webhook_subscriptions_creator", webhook_subscriptions.c.creator)
+# The event kinds a subscription takes, with its creator, so that a status change finds its subscribers with one
+# index range (creator, kind) in the transaction that makes the change.
+webhook_subscription_events = Table(
+    "webhook_subscription_events",
+    metadata,
+    Column(
+        "subscription_id",
+        Uuid,
+        ForeignKey("webhook_subscriptions.id", ondelete="CASCADE", name="fk_webhook_subscription_events_subscription"),
+        primary_key=True,
+    ),
+    Column("kind", String(40), primary_key=True),
+    Column("creator", String(100), nullable=False),
+)
+Index("ix_webhook_subscription_events_creator_kind", webhook_subscription_events.c.creator,
+      webhook_subscription_events.c.kind)  # fmt: skip
+# The outbox: one row per event and subscription, written in the transaction that makes the change it tells of.
+# `seq` orders one endpoint's events (numbered in commit order, as the status feed's are); `id` is the webhook-id,
+# the same on every attempt and replay.
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", Uuid, nullable=False, unique=True),
+    Column(
+        "subscription_id",
+        Uuid,
+        ForeignKey("webhook_subscriptions.id", ondelete="CASCADE", name="fk_webhook_events_subscription"),
+        nullable=False,
+    ),
+    Column("creator", String(100), nullable=False),
+    # order.completed, order.send_condition_not_met, order.cancelled, notification.status_changed
+    Column("kind", String(40), nullable=False),
+    # When the change happened (the payload's timestamp).
+    Column("occurred", UtcDateTime, nullable=False),
+    Column("payload", JSON, nullable=False),
+    # pending or delivered
+    Column("state", String(12), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    # When the next attempt is due (later after a failure).
+    Column("next_attempt", UtcDateTime, nullable=False),
+    Column("delivered_at", UtcDateTime),
+)
+Index("ix_webhook_events_subscription_id_seq", webhook_events.c.subscription_id, webhook_events.c.seq)
+Index("ix_webhook_events_occurred", webhook_events.c.occurred)
+# The delivery log: every attempt, what the receiver answered and how long it took.
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    Column(
+        "event_seq",
+        BigInteger,
+        ForeignKey("webhook_events.seq", ondelete="CASCADE", name="fk_webhook_attempts_event"),
+        nullable=False,
+    ),
+    Column(
+        "subscription_id",
+        Uuid,
+        ForeignKey("webhook_subscriptions.id", ondelete="CASCADE", name="fk_webhook_attempts_subscription"),
+        nullable=False,
+    ),
+    Column("attempt", Integer, nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("status_code", Integer),
+    Column("latency_ms", Integer),
+    Column("error", Text),
+)
+Index("ix_webhook_attempts_subscription_id_id", webhook_attempts.c.subscription_id, webhook_attempts.c.id)
+Index("ix_webhook_attempts_event_seq", webhook_attempts.c.event_seq)
