@@ -53,6 +53,10 @@ OPEN_CONNECTIONS = 128
 CLOSED_CONNECTIONS = {0.0: 32, 100.0: 200}
 PHONE = "+4799999999"
 TTL_SECONDS = 300
+# PostgreSQL only: raw durable commits per second made beside varsel's window (bench.commit_prober), and the latency
+# from which a commit of the prober's, or a request of varsel's, counts as slow.
+PROBE_RATE = 20
+SLOW_MS = 20.0
 SMS_TEXT = "Your code is 123456"
 PATH = "/notifications/api/v1/future/orders/instant/sms"
 
@@ -175,7 +179,12 @@ def _with_peer(ctx: Ctx, db_kind: str, url: str, latency: float, library: str) -
             ctx.say(f"{db_kind} instant, peer +{latency:g} ms: varsel at {rate} orders/s (open loop)")
             _clean(url)
             before = peer.stats()["sms"]
-            fixed = varsel(mode="open", rate=rate)
+            prober = _start_prober(ctx, url, rate) if db_kind == "postgres" else None
+            fixed = varsel(mode="open", rate=rate, slow_ms=SLOW_MS)
+            if prober is not None:
+                fixed["commit_probe"] = _attribute(fixed, _prober_result(prober))
+            else:
+                fixed["slow_requests"] = len(fixed.pop("slow", []))
             fixed.update(_stored(url))
             arrivals = sorted(t for _, t in peer.dump()["sms"][before:])
             fixed["sms_at_peer"] = len(arrivals)
@@ -210,6 +219,39 @@ def _with_peer(ctx: Ctx, db_kind: str, url: str, latency: float, library: str) -
             api.stop()
         peer.process.stop()
     return run
+
+
+def _start_prober(ctx: Ctx, url: str, rate: int) -> subprocess.Popen[bytes]:
+    """bench.commit_prober beside varsel for the load generator's warm-up and window (and a second more)."""
+    from bench.common import PYTHON, ROOT
+    from bench.run import child_env
+
+    config = {"dsn": url.replace("postgresql+asyncpg://", "postgresql://"), "rate": PROBE_RATE,
+              "duration": ctx.sizes.warmup_s + ctx.sizes.instant_s + 1.0, "slow_ms": SLOW_MS}  # fmt: skip
+    path = ctx.tmp / f"commit_prober_{rate}.json"
+    path.write_text(json.dumps(config))
+    return subprocess.Popen([PYTHON, "-m", "bench.commit_prober", str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=ROOT, env=child_env(ctx))  # fmt: skip
+
+
+def _prober_result(prober: subprocess.Popen[bytes]) -> dict[str, Any]:
+    out, err = prober.communicate(timeout=120)
+    if prober.returncode != 0:
+        return {"error": err.decode()[-500:]}
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
+
+
+def _attribute(run: dict[str, Any], probe: dict[str, Any]) -> dict[str, Any]:
+    """How many of varsel's slow requests were under way while a raw commit of the prober's was slow too (the
+    database's flush stalled): each request and each slow commit is a span of wall-clock time; overlapping spans
+    count. The load generator's list of slow requests is replaced by the counts."""
+    slow = run.pop("slow", [])
+    stalls = probe.get("stalls", [])
+    during = sum(1 for due, ms in slow if any(at < due + ms / 1000 and due < at + took / 1000 for at, took in stalls))
+    probe.update(slow_requests=len(slow), slow_requests_during_stalls=during, stall_count=len(stalls),
+                 stalls=stalls[:50])  # fmt: skip
+    return probe
 
 
 def _stored(url: str) -> dict[str, Any]:
@@ -273,7 +315,8 @@ def instant_rows(db: str, step: dict[str, Any]) -> Iterator[list[str]]:
         kept = f"{achieved:,.0f}/s at the peer" if achieved else f"{done:,.0f}/s done"
         yield [db, f"instant SMS, peer +{latency:g} ms, {rate}/s offered (guard cap {cap})",
                f"{_lat(varsel)}, max {varsel['latency'].get('max_ms')} ms ({kept}){cost}{_bad(varsel)}",
-               f"bare {bare.get('library', '')} client {_lat(bare)}{_bad(bare)}; peer alone (raw) {_lat(raw)}",
+               f"bare {bare.get('library', '')} client {_lat(bare)}{_bad(bare)}; peer alone (raw) {_lat(raw)}"
+               + _probe(varsel),
                f"p99 {_signed(run.get('p99_over_bare_ms'))} ms vs bare",
                f"p99 <= bare p99 + {step.get('goal_p99_over_bare_ms', GOAL_MS):g} ms",
                _cpu(varsel.get("cpu"))]  # fmt: skip
@@ -283,7 +326,7 @@ def instant_rows(db: str, step: dict[str, Any]) -> Iterator[list[str]]:
             yield [db, f"instant SMS, peer +{latency:g} ms, {lower}/s offered",
                    f"{_lat(low)}, max {low['latency'].get('max_ms')} ms"
                    + (f" ({achieved:,.0f}/s at the peer)" if achieved else "") + _cost(low) + _bad(low),
-                   f"bare {low_bare.get('library', '')} client {_lat(low_bare)}{_bad(low_bare)}",
+                   f"bare {low_bare.get('library', '')} client {_lat(low_bare)}{_bad(low_bare)}" + _probe(low),
                    f"p99 {_signed(pair.get('p99_over_bare_ms'))} ms vs bare", "", _cpu(low.get("cpu"))]  # fmt: skip
         top = run.get("varsel_max")
         if isinstance(top, dict):
@@ -291,6 +334,17 @@ def instant_rows(db: str, step: dict[str, Any]) -> Iterator[list[str]]:
             cost = _cost(top)
             yield [db, f"instant SMS, peer +{latency:g} ms, maximum (closed loop, {top['connections']} conn.)",
                    f"{done:,.0f} orders/s{cost}, {_lat(top)}{_bad(top)}", "", "", "", _cpu(top.get("cpu"))]  # fmt: skip
+
+
+def _probe(run: dict[str, Any]) -> str:
+    """The raw commits made beside varsel's window, and how many of its slow requests fell on a slow one."""
+    probe = run.get("commit_probe")
+    if not isinstance(probe, dict) or "latency" not in probe:
+        return ""
+    limit = f"{probe.get('slow_ms', SLOW_MS):g}"
+    return (f"; raw commits beside it ({probe['rate']:g}/s): {_lat(probe)}, max {probe['latency'].get('max_ms')} ms,"
+            f" {probe['stall_count']} over {limit} ms; {probe['slow_requests_during_stalls']} of varsel's"
+            f" {probe['slow_requests']} requests over {limit} ms were under way during one")  # fmt: skip
 
 
 def _cost(run: dict[str, Any]) -> str:

@@ -135,6 +135,9 @@ class Generator:
         self.record_until = float("inf")
         self.end = float("inf")
         self.clients: list[_Client] = []
+        # With "slow_ms": the wall-clock time each slower request was due and its latency (to line up with logs).
+        self.slow: float | None = config["slow_ms"] / 1000 if config.get("slow_ms") else None
+        self.slow_log: list[tuple[float, float]] = []
 
     def next_payload(self) -> bytes:
         if self.unique_parts is not None:
@@ -148,7 +151,10 @@ class Generator:
     def completed(self, client: _Client, status: int, body: bytes) -> None:
         now = self.loop.time()
         if self.record_from <= client.intended and now <= self.record_until:
-            self.latencies.append(now - client.intended)
+            took = now - client.intended
+            self.latencies.append(took)
+            if self.slow is not None and took > self.slow:
+                self.slow_log.append((round(time.time() - took, 4), round(1000 * took, 1)))
             self.statuses[status] += 1
             if status >= 300 and self.error_sample is None:
                 self.error_sample = f"{status} {body[:300]!r}"
@@ -255,6 +261,7 @@ class Generator:
             "latency": summarize_ms(self.latencies),
             "cpu_seconds": round(cpu_used, 3),
             "cpu_share": round(cpu_used / window, 3),
+            **({"slow": self.slow_log} if self.slow is not None else {}),
         }
 
 
