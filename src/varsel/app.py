@@ -26,6 +26,7 @@ from varsel.access_log import AccessLogMiddleware
 from varsel.api import metrics as metrics_endpoints
 from varsel.api.docs import mount_docs
 from varsel.api.v1 import endpoints as endpoints_v1
+from varsel.api.v1 import webhooks as webhook_endpoints
 from varsel.api.v1.models import (
     EmailNotificationOrderRequest,
     NotificationOrderRequest,
@@ -67,6 +68,7 @@ from varsel.observability import Telemetry
 from varsel.orders.chains import ChainService
 from varsel.orders.instant import InstantService
 from varsel.orders.service import OrderService
+from varsel.outbound import Resolver
 from varsel.problems import (
     Problem,
     ProblemDetails,
@@ -88,6 +90,10 @@ from varsel.settings import Settings
 from varsel.shipments.service import FeedRetention
 from varsel.support.service import UsageService
 from varsel.support.status_days import StatusDays
+from varsel.webhooks.addresses import WebhookHosts
+from varsel.webhooks.delivery import WebhookDelivery, WebhookRetention
+from varsel.webhooks.service import WebhookSubscriptions
+from varsel.webhooks.wakeup import wake_on_committed_events
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +121,8 @@ class Varsel:
     usage: UsageService
     # The status rollup the console's Overview adds a period's whole days up from (the workers keep it fresh).
     status_days: StatusDays
+    # Status webhooks: service owners' subscriptions (the v1 webhooks API, the console's Webhooks page).
+    webhooks: WebhookSubscriptions
 
     async def close(self, grace_seconds: float = 0.0) -> None:
         await self.workers.stop(grace_seconds)
@@ -167,6 +175,7 @@ def build(
     sms_provider: SmsProvider | None = None,
     registry: ContactRegistry | None = None,
     attachments: AttachmentFetcher | None = None,
+    webhook_resolver: Resolver | None = None,
 ) -> Varsel:
     clock = clock or SystemClock()
     database = database or Database(settings.resolved_database_url())
@@ -209,10 +218,26 @@ def build(
         freshness=timedelta(seconds=settings.usage.fresh_seconds),
         settle_after=timedelta(hours=dispatch.expiry_hours + 24),
     )
+    webhook_settings = settings.webhooks
+    # The resolver is DNS, the outside world: a test gives one answering what it needs (an internal address, say).
+    webhook_hosts = WebhookHosts(webhook_settings.allowed_hosts, webhook_resolver)
+    wake_on_committed_events(database.engine, wakeups.webhooks.set)
+    webhook_delivery = WebhookDelivery(
+        database,
+        clock,
+        webhook_hosts,
+        http,
+        worker,
+        timeout_seconds=webhook_settings.timeout_seconds,
+        lease_seconds=webhook_settings.lease_seconds,
+        failure_period=timedelta(hours=webhook_settings.failure_period_hours),
+        max_concurrent_endpoints=webhook_settings.max_concurrent_endpoints,
+        on_free=wakeups.webhooks.set,
+    )
     workers = Workers(
         OrderProcessor(database, clock, lookup, conditions, dispatch, worker, wakeups, telemetry),
-        email_sender(database, clock, email_guard, dispatch, worker, telemetry, fetcher),
-        sms_sender(database, clock, sms_guard, dispatch, worker, telemetry),
+        email_sender(database, clock, email_guard, dispatch, worker, telemetry, fetcher, reports),
+        sms_sender(database, clock, sms_guard, dispatch, worker, telemetry, reports),
         ExpirySweeper(database, clock, telemetry),
         reports,
         wakeups,
@@ -224,6 +249,8 @@ def build(
         FeedRetention(database, clock, dispatch.feed_retention_days),
         usage,
         status_days,
+        webhook_delivery,
+        WebhookRetention(database, clock, timedelta(days=webhook_settings.retention_days)),
     )
     orders = OrderService(
         database, clock, lookup, telemetry, on_registered=wakeups.orders.set, wake_within=dispatch.poll_seconds
@@ -233,8 +260,8 @@ def build(
     instant = InstantService(
         database,
         clock,
-        email_sender(database, clock, email_guard, dispatch, instant_holder, telemetry, fetcher),
-        sms_sender(database, clock, sms_guard, dispatch, instant_holder, telemetry),
+        email_sender(database, clock, email_guard, dispatch, instant_holder, telemetry, fetcher, reports),
+        sms_sender(database, clock, sms_guard, dispatch, instant_holder, telemetry, reports),
         telemetry,
         holder=instant_holder,
         lease_seconds=dispatch.lease_seconds,
@@ -267,6 +294,13 @@ def build(
         instant=instant,
         usage=usage,
         status_days=status_days,
+        webhooks=WebhookSubscriptions(
+            database,
+            clock,
+            webhook_hosts,
+            timedelta(hours=webhook_settings.secret_grace_hours),
+            wake=wakeups.webhooks.set,
+        ),
     )
 
 
@@ -405,6 +439,7 @@ def create_app(varsel: Varsel, *, run_workers: bool = False) -> FastAPI:
     app.include_router(registry_endpoints.router)
     app.include_router(operations.router)
     app.include_router(report_endpoints.router)
+    app.include_router(webhook_endpoints.router)
     # The web console (/console): HTML pages, kept out of the OpenAPI document.
     mount_console(app, varsel)
     app.add_middleware(BodyLimitMiddleware, max_bytes=varsel.settings.limits.max_body_bytes)

@@ -96,8 +96,50 @@ class AttachmentSettings(BaseModel):
     max_concurrent_emails: int = Field(default=8, ge=1)
 
 
-WorkKind = Literal["orders", "email", "sms", "expiry", "reports"]
-ALL_WORK_KINDS: tuple[WorkKind, ...] = ("orders", "email", "sms", "expiry", "reports")
+WorkKind = Literal["orders", "email", "sms", "expiry", "reports", "webhooks"]
+ALL_WORK_KINDS: tuple[WorkKind, ...] = ("orders", "email", "sms", "expiry", "reports", "webhooks")
+
+
+class WebhookSettings(BaseModel):
+    """Status webhooks (docs/webhooks.md): where service owners' endpoints may be, and how events are delivered."""
+
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Hosts a webhook URL may name although they are not public (internal names, IP literals, loopback for "
+            "tests), and the only hosts plain http is accepted for: exact names, or '*.' suffixes. A name listed "
+            "exactly is delivered to without the public-address check; a host matched only by a suffix must still "
+            "resolve to public addresses."
+        ),
+    )
+    timeout_seconds: float = Field(
+        default=10.0, gt=0, description="How long one delivery (DNS, connect, request, answer) may take."
+    )
+    failure_period_hours: float = Field(
+        default=72.0,
+        gt=0,
+        description=(
+            "An endpoint that has failed every attempt for this long (since its first failure after a success) is "
+            "disabled; its events wait until the owner enables it again."
+        ),
+    )
+    retention_days: float = Field(
+        default=7.0, gt=0, description="Delivered events (and their attempts) older than this are purged."
+    )
+    max_concurrent_endpoints: int = Field(
+        default=50, ge=1, description="Endpoints one worker process delivers to at once (each one event at a time)."
+    )
+    lease_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "How long a worker holds an endpoint before another may take it over (renewed before every attempt; "
+            "must exceed timeout_seconds)."
+        ),
+    )
+    secret_grace_hours: float = Field(
+        default=24.0, ge=0, description="After a secret rotation, how long the previous secret still signs."
+    )
 
 
 class DispatchSettings(BaseModel):
@@ -237,6 +279,8 @@ class Settings(BaseSettings):
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     usage: UsageSettings = Field(default_factory=UsageSettings)
+    # Status webhooks: VARSEL_WEBHOOKS__ALLOWED_HOSTS, VARSEL_WEBHOOKS__TIMEOUT_SECONDS, …
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
     @field_validator("trusted_hosts", mode="before")
     @classmethod

@@ -525,6 +525,15 @@ webhook_events = Table(
 )
 Index("ix_webhook_events_subscription_id_seq", webhook_events.c.subscription_id, webhook_events.c.seq)
 Index("ix_webhook_events_occurred", webhook_events.c.occurred)
+# Each endpoint's pending events in order: the delivery worker's head-of-line look-up reads the first, however many
+# delivered events the endpoint keeps (queries spell the condition out, literal, for SQLite to use it).
+Index(
+    "ix_webhook_events_pending",
+    webhook_events.c.subscription_id,
+    webhook_events.c.seq,
+    sqlite_where=text("state = 'pending'"),
+    postgresql_where=text("state = 'pending'"),
+)
 # The delivery log: every attempt, what the receiver answered and how long it took.
 webhook_attempts = Table(
     "webhook_attempts",

@@ -42,8 +42,10 @@ from varsel.providers.base import (
     TransientProviderError,
 )
 from varsel.providers.guard import ProviderGuard
+from varsel.providers.simulator import SIMULATOR, Simulator
 from varsel.reports import repository as report_repository
-from varsel.settings import AttachmentSettings, DispatchSettings
+from varsel.reports.service import DeliveryReports
+from varsel.settings import AttachmentSettings, DispatchSettings, ReportSettings
 
 log = logging.getLogger("varsel.dispatch")
 
@@ -100,6 +102,7 @@ class Sender:
         settings: DispatchSettings,
         worker: str,
         telemetry: Telemetry,
+        simulated: Callable[[Any], bool] | None = None,
     ) -> None:
         self._db = database
         self._clock = clock
@@ -107,6 +110,9 @@ class Sender:
         self._channel = "email" if table is email_notifications else "sms"
         self._send = send
         self._provider_name = provider.name
+        # Which claimed rows go to a simulated recipient: `send` hands those to the simulator, not the provider, and
+        # they are recorded as the simulator's (varsel.providers.simulator).
+        self._simulated = simulated or (lambda row: False)
         # As many sends under way as the guard lets through to the provider: more would only wait inside it.
         self._gate = asyncio.Semaphore(provider.max_concurrency)
         self._settings = settings
@@ -129,6 +135,12 @@ class Sender:
     @property
     def table(self) -> Table:
         return self._table
+
+    def _provider_of(self, row: Any) -> str:
+        """Who takes this notification's message: the provider, or the simulator for a simulated recipient (whose
+        notifications then await the simulator's report, whatever the provider's habits, as `leaves_pending` reads
+        the provider column)."""
+        return SIMULATOR if self._simulated(row) else self._provider_name
 
     async def run_once(self) -> int:
         if self._blocked_for() > 0:
@@ -319,7 +331,7 @@ class Sender:
             kind = "error" if outcome.unexpected else "retry"
         else:
             kind = "failed"
-        self._telemetry.provider_seconds.labels(self._channel, self._provider_name, kind).observe(
+        self._telemetry.provider_seconds.labels(self._channel, self._provider_of(row), kind).observe(
             time.perf_counter() - began
         )
         attempt = self._attempt(
@@ -338,7 +350,7 @@ class Sender:
             "attempt": row.attempts,
             "started": started,
             "finished": self._clock.now(),
-            "provider": self._provider_name,
+            "provider": self._provider_of(row),
             "outcome": outcome,
             "status": status,
             "provider_reference": reference,
@@ -389,7 +401,7 @@ class Sender:
             {
                 "status": accepted_status,
                 "status_changed": now,
-                "provider": self._provider_name,
+                "provider": self._provider_of(row),
                 "provider_reference": result.reference,
                 "status_detail": None,
             },
@@ -534,8 +546,10 @@ def email_sender(
     worker: str,
     telemetry: Telemetry,
     attachments: AttachmentFetcher | None = None,
+    reports: DeliveryReports | None = None,
 ) -> Sender:
     fetcher = attachments or AttachmentFetcher(AttachmentSettings())
+    simulator = _simulator(database, clock, telemetry, reports)
 
     def message(row: Any, template: Any, attachments: tuple[Attachment, ...] = ()) -> EmailMessage:
         return EmailMessage(
@@ -548,9 +562,14 @@ def email_sender(
             attachments=attachments,
         )
 
+    async def hand_over(row: Any, email: EmailMessage, wait_limit: float) -> Accepted:
+        if simulator.simulates_email(row.email_address):
+            return await simulator.send_email(email, row.attempts)
+        return await provider.send(email, wait_limit)
+
     async def send(row: Any, template: Any, now: datetime, wait_limit: float) -> Accepted:
         if not template.attachments:
-            return await provider.send(message(row, template), wait_limit)
+            return await hand_over(row, message(row, template), wait_limit)
         # Held in memory from the fetch until the provider has it: only so many such emails at once (the fetcher's
         # room), whatever the sender's concurrency. One that finds no room within its wait is given back unsent.
         room = fetcher.room()
@@ -563,11 +582,21 @@ def email_sender(
             # Fetched now, outside any transaction and before the provider's guard: a store's failure is raised as
             # the email's own (varsel.dispatch.attachments), never the provider's.
             attachments = await fetcher.fetch(template.attachments)
-            return await provider.send(message(row, template, attachments), wait_limit)
+            return await hand_over(row, message(row, template, attachments), wait_limit)
         finally:
             room.release()
 
-    return Sender(database, clock, email_notifications, send, provider, settings, worker, telemetry)
+    return Sender(
+        database,
+        clock,
+        email_notifications,
+        send,
+        provider,
+        settings,
+        worker,
+        telemetry,
+        simulated=lambda row: simulator.simulates_email(row.email_address),
+    )
 
 
 def sms_sender(
@@ -577,7 +606,10 @@ def sms_sender(
     settings: DispatchSettings,
     worker: str,
     telemetry: Telemetry,
+    reports: DeliveryReports | None = None,
 ) -> Sender:
+    simulator = _simulator(database, clock, telemetry, reports)
+
     async def send(row: Any, template: Any, now: datetime, wait_limit: float) -> Accepted:
         if template.sms_sending_time_policy == "Daytime":
             opening = settings.sms_daytime.next_send(now)
@@ -591,9 +623,33 @@ def sms_sender(
             body=row.body if row.body is not None else template.sms_body,
             expiry=row.expiry,
         )
+        if simulator.simulates_sms(row.mobile_number):
+            return await simulator.send_sms(message, row.attempts)
         return await provider.send(message, wait_limit)
 
-    return Sender(database, clock, sms_notifications, send, provider, settings, worker, telemetry)
+    return Sender(
+        database,
+        clock,
+        sms_notifications,
+        send,
+        provider,
+        settings,
+        worker,
+        telemetry,
+        simulated=lambda row: simulator.simulates_sms(row.mobile_number),
+    )
+
+
+def _simulator(database: Database, clock: Clock, telemetry: Telemetry, reports: DeliveryReports | None) -> Simulator:
+    """The simulator of a sender, which hands its reports to `reports` (the application's delivery-report service),
+    or, for a sender built alone (tests, tools), to one with the default report settings: a simulated recipient must
+    never reach a provider, so every sender has one."""
+    if reports is None:
+        defaults = ReportSettings()
+        reports = DeliveryReports(
+            database, clock, telemetry, defaults.retry_seconds, timedelta(minutes=defaults.retry_window_minutes)
+        )
+    return Simulator(reports.receive, clock)
 
 
 class ExpirySweeper:

@@ -13,6 +13,7 @@ from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, valida
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 
 from varsel.hostnames import dns_name, is_public_name
+from varsel.orders.simulated import simulated_email_address, simulated_mobile_number
 from varsel.orders.text import has_encoded_word
 
 _PHONE_CHARACTERS = re.compile(r"^\+[0-9 ()\-]+$")
@@ -50,13 +51,16 @@ def normalize_mobile_number(raw: str) -> str | None:
 
     It must carry a country code (+ or 00); Norwegian numbers must be mobiles (8 digits starting 4 or 9);
     other numbers must be valid by libphonenumber. Trailing blanks are trimmed, leading ones are not, as the
-    reference does: a number must start with + or 00, and " +4799999999" does not.
+    reference does: a number must start with + or 00, and " +4799999999" does not. The four simulated numbers
+    (varsel.orders.simulated), in a range libphonenumber does not count as valid, are accepted too.
     """
     value = raw.rstrip()
     if value.startswith("00"):
         value = "+" + value[2:]
     if _NORWEGIAN_E164_MOBILE.fullmatch(value):
         return value
+    if (simulated := simulated_mobile_number(value)) is not None:
+        return simulated
     return mobile_by_libphonenumber(value)
 
 
@@ -79,8 +83,11 @@ def mobile_by_libphonenumber(value: str) -> str | None:
 
 
 def normalize_email_address(raw: str) -> str | None:
-    """The address as it will be stored and sent to, or None when its syntax is invalid (no DNS look-up)."""
+    """The address as it will be stored and sent to, or None when its syntax is invalid (no DNS look-up). The four
+    simulated recipients (varsel.orders.simulated) are accepted though their domain is special-use (.invalid)."""
     address = raw.strip()
+    if (simulated := simulated_email_address(address)) is not None:
+        return simulated
     plain = _PLAIN_EMAIL.fullmatch(address)
     if (
         plain is not None
@@ -94,6 +101,13 @@ def normalize_email_address(raw: str) -> str | None:
         # What email-validator answers for such an address: the local part as written, the domain in lower case.
         return f"{plain['local']}@{plain['domain'].lower()}"
     return email_by_validator(address)
+
+
+def normalize_sender_address(raw: str) -> str | None:
+    """A sender's (From) address as normalize_email_address has it, but never a simulated recipient's: those are
+    accepted only as recipients, and a From address goes to the real provider with every real recipient's message."""
+    normalized = normalize_email_address(raw)
+    return None if normalized is not None and simulated_email_address(normalized) else normalized
 
 
 def email_by_validator(address: str) -> str | None:

@@ -23,6 +23,7 @@ from varsel.orders.addresses import (
     mobile_number_hint,
     normalize_email_address,
     normalize_mobile_number,
+    normalize_sender_address,
 )
 from varsel.orders.drafts import EmailTemplateSpec, OrderDraft, RecipientSpec, SmsTemplateSpec
 from varsel.orders.text import has_control_in_body, has_control_in_subject, is_sms_sender, stored_subject
@@ -171,7 +172,7 @@ class OrderValidator:
         before = len(errors)
         sender = self._defaults.email_from_address
         if not _blank(from_address):
-            normalized = normalize_email_address(from_address or "")
+            normalized = normalize_sender_address(from_address or "")
             if normalized is None:
                 errors[f"{prefix}FromAddress"].append("Invalid email address format.")
             else:

@@ -34,7 +34,12 @@ from varsel.api.v2.validation import (
     required_object,
     required_text,
 )
-from varsel.orders.addresses import mobile_number_hint, normalize_email_address, normalize_mobile_number
+from varsel.orders.addresses import (
+    mobile_number_hint,
+    normalize_email_address,
+    normalize_mobile_number,
+    normalize_sender_address,
+)
 from varsel.orders.drafts import EmailTemplateSpec, InstantDraft, InstantEmail, InstantSms, SmsTemplateSpec
 from varsel.orders.text import has_control_in_body, has_control_in_subject, is_sms_sender, stored_subject
 from varsel.orders.vocabulary import EmailContentType
@@ -131,7 +136,7 @@ class InstantValidator:
         sender = self._defaults.email_from_address
         if settings.sender_email_address is not None:
             # Present is checked, "" included (the reference's rule); only an absent or null one takes the default.
-            normalized = normalize_email_address(settings.sender_email_address)
+            normalized = normalize_sender_address(settings.sender_email_address)
             if normalized is None:
                 errors[f"{key}.SenderEmailAddress"].append("Invalid email address format.")
             else:

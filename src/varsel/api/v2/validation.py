@@ -38,6 +38,7 @@ from varsel.orders.addresses import (
     mobile_number_hint,
     normalize_email_address,
     normalize_mobile_number,
+    normalize_sender_address,
 )
 from varsel.orders.drafts import ChainDraft, EmailTemplateSpec, OrderDraft, RecipientSpec, SmsTemplateSpec
 from varsel.orders.text import has_control_in_body, has_control_in_subject, is_sms_sender, stored_subject
@@ -500,7 +501,7 @@ class ChainValidator:
         before = sum(len(v) for v in errors.values())
         sender = self._defaults.email_from_address
         if settings.sender_email_address is not None:
-            normalized = normalize_email_address(settings.sender_email_address)
+            normalized = normalize_sender_address(settings.sender_email_address)
             if normalized is None:
                 errors[f"{key}.SenderEmailAddress"].append("The sender email address is not valid.")
             else:

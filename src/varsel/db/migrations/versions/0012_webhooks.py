@@ -77,6 +77,13 @@ def upgrade() -> None:
     )
     op.create_index("ix_webhook_events_subscription_id_seq", "webhook_events", ["subscription_id", "seq"])
     op.create_index("ix_webhook_events_occurred", "webhook_events", ["occurred"])
+    op.create_index(
+        "ix_webhook_events_pending",
+        "webhook_events",
+        ["subscription_id", "seq"],
+        sqlite_where=sa.text("state = 'pending'"),
+        postgresql_where=sa.text("state = 'pending'"),
+    )
     op.create_table(
         "webhook_attempts",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
