@@ -10,7 +10,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from varsel.console import pages, pages_orders, pages_overview, reports_pages, support_pages
+from varsel.console import pages, pages_orders, pages_overview, pages_webhooks, reports_pages, support_pages
 from varsel.console.oidc import OidcSignIn
 from varsel.console.sessions import SHORTEST_KEY, SessionCodec, ensure_secret_key, secret_key_file
 from varsel.console.sign_in import SignInLinks
@@ -37,6 +37,7 @@ ROUTERS: list[APIRouter] = [
     support_pages.router,
     pages_orders.router,
     pages_overview.router,
+    pages_webhooks.router,
 ]
 
 _not_found = APIRouter(include_in_schema=False)

@@ -77,6 +77,7 @@ class NavItem:
 NAVIGATION = (
     NavItem("Overview", f"{PREFIX}/overview", False),
     NavItem("Orders", f"{PREFIX}/orders", False),
+    NavItem("Webhooks", f"{PREFIX}/webhooks", False),
     NavItem("Recipient lookup", f"{PREFIX}/recipients", True),
     NavItem("Delivery reports", f"{PREFIX}/reports", True),
     NavItem("Usage", f"{PREFIX}/usage", True),

@@ -18,6 +18,7 @@ from varsel.reports.service import DeliveryReports
 from varsel.shipments.service import FeedRetention
 from varsel.support.service import UsageService
 from varsel.support.status_days import StatusDays
+from varsel.webhooks.delivery import WebhookDelivery, WebhookRetention
 
 log = logging.getLogger("varsel.dispatch")
 
@@ -43,6 +44,8 @@ class Workers:
         feed_retention: FeedRetention | None = None,
         usage: UsageService | None = None,
         status_days: StatusDays | None = None,
+        webhooks: WebhookDelivery | None = None,
+        webhook_retention: WebhookRetention | None = None,
     ) -> None:
         self.email_provider = email_provider
         self.sms_provider = sms_provider
@@ -58,6 +61,8 @@ class Workers:
         self.feed_retention = feed_retention
         self.usage = usage
         self.status_days = status_days
+        self.webhooks = webhooks
+        self.webhook_retention = webhook_retention
         self._loops: list[asyncio.Task[None]] = []
         self._listening: asyncio.Task[None] | None = None
         self._stopping = False
@@ -75,7 +80,7 @@ class Workers:
             if done == 0:
                 return total
 
-    def start(self, kinds: Collection[str] = ("orders", "email", "sms", "expiry", "reports")) -> None:
+    def start(self, kinds: Collection[str] = ("orders", "email", "sms", "expiry", "reports", "webhooks")) -> None:
         async def no_due() -> datetime | None:
             return None
 
@@ -91,6 +96,7 @@ class Workers:
             "sms": lambda: self._loop("sms", self.sms.run_once, w.sms, self.sms.next_due, recover=self.sms.recover),
             "expiry": lambda: self._loop("expiry", self._sweep, w.sweeper, no_due, SWEEP_SECONDS),
             "reports": lambda: self._loop("reports", self.reports.run_once, w.reports, self.reports.next_due),
+            "webhooks": self._webhooks_loop,
         }
         unknown = set(kinds) - set(loops)
         if unknown:
@@ -112,12 +118,20 @@ class Workers:
         if self._listener is not None:
             self._listening = asyncio.create_task(self._listener.run())
 
+    async def _webhooks_loop(self) -> None:
+        # Each round starts deliveries to the endpoints claimed and returns; a delivery ending wakes the loop.
+        if self.webhooks is not None:
+            webhooks = self.webhooks
+            await self._loop("webhooks", webhooks.run_once, self._wakeups.webhooks, webhooks.next_due)
+
     async def _sweep(self) -> int:
         """The expiry worker's round: notifications past expiry, then one batch of old status feed entries (each
         its own short transaction; while a batch was full, the loop runs again at once)."""
         done = await self.sweeper.run_once()
         if self.feed_retention is not None:
             done += await self.feed_retention.run_once()
+        if self.webhook_retention is not None:
+            done += await self.webhook_retention.run_once()
         return done
 
     async def stop(self, grace_seconds: float = 0.0) -> None:
@@ -136,6 +150,9 @@ class Workers:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.webhooks is not None:
+            # Deliveries under way are tasks of their own: what is cut off is posted again once its hold runs out.
+            await self.webhooks.stop(grace_seconds)
         self._loops, self._listening = [], None
 
     async def _loop(

@@ -50,9 +50,12 @@ class Wakeups:
         self.reports = Signal()
         self.usage = Signal()
         self.status_days = Signal()
+        # Webhook events committed in this process (varsel.webhooks.wakeup), an endpoint enabled again, a replay.
+        self.webhooks = Signal()
 
     def all(self) -> None:
-        for signal in (self.orders, self.email, self.sms, self.sweeper, self.reports, self.usage, self.status_days):
+        signals = (self.orders, self.email, self.sms, self.sweeper, self.reports, self.usage, self.status_days)
+        for signal in (*signals, self.webhooks):
             signal.set()
 
 

@@ -1,0 +1,98 @@
+"""Which URLs a webhook subscription may name: one rule for the API (at creation and change) and the delivery worker.
+
+varsel posts to these URLs from inside its own network, so they must not be a way in. A URL is https, names its host
+by a public DNS name, and carries no credentials; the host must resolve to public addresses only, checked when the
+subscription is made (when the name resolves then) and again at every delivery, where the request goes to the very
+address checked (varsel.outbound). The operator's allow-list (settings.webhooks.allowed_hosts: exact names or `*.`
+suffixes) admits hosts that are not public names, and plain http, for those hosts only; an exact name is also
+delivered to without the address check (an internal receiver on purpose, a test's loopback peer), a host matched by
+a suffix must still resolve to public addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from varsel.hostnames import dns_name, is_public_name
+from varsel.outbound import OutboundGuard, RefusedAddress, Resolver, Unresolvable
+
+ALLOWED_HOSTS_SETTING = "VARSEL_WEBHOOKS__ALLOWED_HOSTS"
+MAX_URL_CHARS = 2_000
+# How long creation waits for the host's name to resolve; a name that does not answer in time is checked at delivery.
+RESOLVE_SECONDS = 3.0
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x20\x7f]")
+_HINT = f" (unless the operator of this service lists the host in {ALLOWED_HOSTS_SETTING})"
+
+
+def _read(entry: str) -> str:
+    try:
+        return dns_name(entry.strip("[]"))
+    except ValueError:
+        return entry.lower()  # matches nothing dns_name reads from a URL, which is what an unreadable entry is
+
+
+class WebhookHosts:
+    """The operator's allow-list and the outbound guard built on it."""
+
+    def __init__(self, allowed: Iterable[str], resolver: Resolver | None = None) -> None:
+        entries = [entry.strip() for entry in allowed if entry.strip()]
+        self.exact = frozenset(_read(entry) for entry in entries if not entry.startswith("*."))
+        self._suffixes = tuple("." + _read(entry[2:]) for entry in entries if entry.startswith("*."))
+        self.guard = OutboundGuard(self.exact, resolver, schemes=("http", "https"))
+
+    def allows(self, host: str) -> bool:
+        return host in self.exact or (bool(self._suffixes) and host.endswith(self._suffixes))
+
+    def url_problem(self, url: str) -> str | None:
+        """Why `url` cannot be a webhook endpoint (a sentence for the problem's errors), or None."""
+        if len(url) > MAX_URL_CHARS:
+            return f"The URL must be at most {MAX_URL_CHARS} characters long."
+        # urlsplit silently drops tabs and line breaks: the host checked would not be the host called.
+        if _CONTROL_CHARACTERS.search(url):
+            return "The URL must not contain spaces or control characters."
+        try:
+            parts = urlsplit(url)
+            written = parts.hostname or ""
+            _ = parts.port  # raises on a port that is no number
+        except ValueError:
+            return "The URL is not a valid URL."
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https") or not written.rstrip("."):
+            return "The URL must be an absolute https URL."
+        if parts.username is not None or parts.password is not None:
+            return "The URL must not carry credentials (user:password@): verify deliveries by their signature."
+        try:
+            host = dns_name(written)
+        except ValueError as error:
+            return f"The URL's host cannot be read as a DNS name: {error}."
+        if self.allows(host):
+            return None
+        if scheme != "https":
+            return f"The URL must use https{_HINT}."
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            pass
+        else:
+            return f"The URL must name its host by a DNS name, not an IP address{_HINT}."
+        if not is_public_name(host):
+            return f"The URL's host must be a public DNS name with a top-level domain{_HINT}."
+        return None
+
+    async def address_problem(self, url: str) -> str | None:
+        """Why `url` (which passed url_problem) may not be posted to, judged by what its host resolves to now;
+        None when it resolves to public addresses only, is trusted by name, or does not resolve (yet)."""
+        try:
+            async with asyncio.timeout(RESOLVE_SECONDS):
+                await self.guard.target(url)
+        except Unresolvable:
+            return None
+        except TimeoutError:
+            return None
+        except RefusedAddress as error:
+            return f"The URL's host is refused: {error}{_HINT}."
+        return None

@@ -1,0 +1,44 @@
+"""Waking this process's delivery worker when webhook events are committed, whoever wrote them.
+
+Events are written at every status change, by many services (varsel.webhooks.outbox), in their transactions: waking
+the worker before the commit would have it look too early. So the engine marks a connection that inserted into the
+outbox, and once that connection's transaction has committed and the connection is back in the pool, the worker is
+woken. Writes made past SQLAlchemy (SQLite's direct writer) and other processes' writes are found by polling
+(dispatch.poll_seconds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+_WRITTEN = "varsel_webhook_events_written"
+_COMMITTED = "varsel_webhook_events_committed"
+_OUTBOX_INSERT = "INSERT INTO webhook_events"
+
+
+def wake_on_committed_events(engine: AsyncEngine, wake: Callable[[], None]) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "after_cursor_execute")
+    def _executed(conn: Any, _cursor: Any, statement: str, _parameters: Any, _context: Any, _many: bool) -> None:
+        if _OUTBOX_INSERT in statement:
+            conn.info[_WRITTEN] = True
+
+    @event.listens_for(sync_engine, "commit")
+    def _committing(conn: Any) -> None:
+        # Fired before the COMMIT is sent: remembered, and acted on once the connection is given back.
+        if conn.info.pop(_WRITTEN, False):
+            conn.info[_COMMITTED] = True
+
+    @event.listens_for(sync_engine, "rollback")
+    def _rolled_back(conn: Any) -> None:
+        conn.info.pop(_WRITTEN, None)
+
+    @event.listens_for(sync_engine, "checkin")
+    def _given_back(_dbapi_connection: Any, record: Any) -> None:
+        if record.info.pop(_COMMITTED, False):
+            wake()

@@ -1,0 +1,338 @@
+"""The delivery worker against a real receiver on loopback, on both databases, with a frozen clock: every delivery
+verified with standardwebhooks' Webhook.verify, each endpoint's events once and in order, failures retried on the
+schedule with the same webhook-id, a worker cut off mid-delivery, the failure period, replay, the address check at
+delivery, secret rotation and retention."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import timedelta
+
+import httpx
+from sqlalchemy import func, select
+
+from tests.webhooks.conftest import ORG, OTHER_ORG, WEBHOOKS, FakeResolver, Receiver, numbers, write_events
+from varsel.app import Varsel
+from varsel.clock import FrozenClock
+from varsel.db.engine import Database
+from varsel.db.tables import webhook_attempts, webhook_events
+from varsel.webhooks.delivery import WebhookDelivery, retry_delay
+from varsel.webhooks.outbox import Event, fan_out
+from varsel.webhooks.repository import Subscription
+
+Auth = Callable[..., dict[str, str]]
+
+
+async def _subscribe(varsel: Varsel, receiver: Receiver, url: str | None = None, org: str = ORG) -> Subscription:
+    made = await varsel.webhooks.create(org, url or receiver.url, ["order.completed", "order.cancelled"])
+    receiver.secrets.append(made.secret)
+    return made
+
+
+def _delivery(varsel: Varsel) -> WebhookDelivery:
+    assert varsel.workers.webhooks is not None
+    return varsel.workers.webhooks
+
+
+async def _states(database: Database) -> list[tuple[int, str, int]]:
+    e = webhook_events
+    async with database.read() as conn:
+        rows = await conn.execute(select(e.c.seq, e.c.state, e.c.attempts).order_by(e.c.seq))
+        return [(row.seq, row.state, row.attempts) for row in rows]
+
+
+async def test_each_endpoints_events_are_delivered_once_in_order_and_signed(
+    varsel: Varsel, database: Database, clock: FrozenClock, receiver: Receiver
+) -> None:
+    other = Receiver()
+    other.start()
+    try:
+        await _subscribe(varsel, receiver)
+        await _subscribe(varsel, other)
+        await _subscribe(varsel, Receiver(), org=OTHER_ORG)  # never called: it subscribes to another owner's events
+        assert await write_events(database, clock, 3) == 6
+        assert await write_events(database, clock, 2, first=3, kind="order.cancelled") == 4
+
+        assert await _delivery(varsel).deliver_due() == 10
+        for peer in (receiver, other):
+            assert numbers(peer.deliveries) == [0, 1, 2, 3, 4]
+            assert all(d.verified_by == [0] for d in peer.deliveries)
+            assert all(d.timestamp == str(int(clock.now().timestamp())) for d in peer.deliveries)
+            assert len(set(peer.ids)) == 5
+        assert set(receiver.ids).isdisjoint(other.ids)  # one event row per subscriber, each its own webhook-id
+        assert receiver.deliveries[3].payload["type"] == "order.cancelled"
+        # Nothing is delivered twice.
+        assert await _delivery(varsel).deliver_due() == 0
+        assert len(receiver.deliveries) == 5
+        assert {state for _, state, _ in await _states(database)} == {"delivered"}
+    finally:
+        other.stop()
+
+
+async def test_a_failing_receiver_is_retried_on_schedule_with_the_same_id_and_order_kept(
+    varsel: Varsel, database: Database, clock: FrozenClock, receiver: Receiver, client: httpx.AsyncClient, auth: Auth
+) -> None:
+    made = await _subscribe(varsel, receiver)
+    await write_events(database, clock, 3)
+    receiver.mode = "fail"
+    assert await _delivery(varsel).deliver_due() == 1  # the head fails; the others wait behind it
+    for failures in (1, 2, 3):
+        clock.advance(retry_delay(failures) - timedelta(seconds=1))
+        assert await _delivery(varsel).deliver_due() == 0  # not due yet
+        clock.advance(timedelta(seconds=1))
+        assert await _delivery(varsel).deliver_due() == 1
+    assert len(set(receiver.ids)) == 1
+    assert numbers(receiver.deliveries) == [0] * 4
+    assert [d.timestamp for d in receiver.deliveries] == sorted({d.timestamp for d in receiver.deliveries})
+
+    receiver.mode = "ok"
+    clock.advance(retry_delay(4))
+    assert await _delivery(varsel).deliver_due() == 3
+    assert numbers(receiver.deliveries) == [0, 0, 0, 0, 0, 1, 2]
+    assert len(set(receiver.ids[:5])) == 1
+    assert all(d.verified_by == [0] for d in receiver.deliveries)
+
+    log = (await client.get(f"{WEBHOOKS}/{made.id}/attempts", headers=auth())).json()["attempts"]
+    assert [(a["attempt"], a.get("statusCode"), a.get("error")) for a in log] == [
+        (1, 204, None),
+        (1, 204, None),
+        (5, 204, None),
+        *[(n, 500, "HTTP 500.") for n in (4, 3, 2, 1)],
+    ]
+    subscription = (await client.get(f"{WEBHOOKS}/{made.id}", headers=auth())).json()
+    assert "failingSince" not in subscription  # a success cleared it
+
+
+async def test_a_receiver_that_is_down_slow_or_redirecting_fails_and_gets_it_later(
+    varsel: Varsel, database: Database, clock: FrozenClock, receiver: Receiver
+) -> None:
+    await _subscribe(varsel, receiver)
+    await write_events(database, clock, 2)
+    receiver.stop()  # down: the connection is refused
+    assert await _delivery(varsel).deliver_due() == 1
+    receiver.start()
+    receiver.mode = "slow"
+    clock.advance(retry_delay(1))
+    assert await _delivery(varsel).deliver_due() == 1
+    receiver.mode = "redirect"
+    clock.advance(retry_delay(2))
+    assert await _delivery(varsel).deliver_due() == 1
+    receiver.mode = "ok"
+    clock.advance(retry_delay(3))
+    assert await _delivery(varsel).deliver_due() == 2
+
+    async with database.read() as conn:
+        attempts = (
+            await conn.execute(
+                select(webhook_attempts.c.status_code, webhook_attempts.c.error).order_by(webhook_attempts.c.id)
+            )
+        ).all()
+    assert attempts[0].status_code is None
+    assert attempts[0].error.startswith("Request failed: ConnectError")
+    assert tuple(attempts[1]) == (None, "No answer within 0.5 s.")
+    assert tuple(attempts[2]) == (302, "HTTP 302: redirects are not followed.")
+    assert [tuple(a) for a in attempts[3:]] == [(204, None), (204, None)]
+    # The slow, the redirected and the last attempt reached the receiver, each with the head's webhook-id.
+    assert numbers(receiver.deliveries) == [0, 0, 0, 1]
+    assert len(set(receiver.ids[:3])) == 1
+
+
+async def test_a_worker_cut_off_mid_delivery_leaves_it_to_the_next_with_the_same_id(
+    varsel: Varsel, database: Database, clock: FrozenClock, receiver: Receiver
+) -> None:
+    await _subscribe(varsel, receiver)
+    await write_events(database, clock, 3)
+    receiver.mode = "hold"
+    cut_off = asyncio.create_task(_delivery(varsel).deliver_due())
+    assert await asyncio.to_thread(receiver.holding.wait, 10)
+    cut_off.cancel()  # the POST was received; the worker dies before it writes anything
+    await asyncio.gather(cut_off, return_exceptions=True)
+    receiver.mode = "ok"
+    receiver.release.set()
+    assert await _states(database) == [(s, "pending", 0) for s, _, _ in await _states(database)]
+
+    settings = varsel.settings.webhooks
+    other = WebhookDelivery(
+        database,
+        clock,
+        _delivery(varsel)._hosts,
+        varsel.http,
+        "another worker",
+        timeout_seconds=settings.timeout_seconds,
+        lease_seconds=settings.lease_seconds,
+        failure_period=timedelta(hours=settings.failure_period_hours),
+        max_concurrent_endpoints=5,
+    )
+    assert await other.deliver_due() == 0  # the dead worker's hold has not run out
+    clock.advance(timedelta(seconds=settings.lease_seconds))
+    assert await other.deliver_due() == 3
+    assert numbers(receiver.deliveries) == [0, 0, 1, 2]
+    assert receiver.ids[0] == receiver.ids[1]
+    assert {state for _, state, _ in await _states(database)} == {"delivered"}
+
+
+async def test_one_endpoint_is_held_by_one_worker_at_a_time(
+    varsel: Varsel, database: Database, clock: FrozenClock, receiver: Receiver
+) -> None:
+    await _subscribe(varsel, receiver)
+    await write_events(database, clock, 2)
+    receiver.mode = "hold"
+    first = _delivery(varsel)
+    assert await first.run_once() == 1
+    assert await asyncio.to_thread(receiver.holding.wait, 10)
+    settings = varsel.settings.webhooks
+    second = WebhookDelivery(
+        database,
+        clock,
+        first._hosts,
+        varsel.http,
+        "second",
+        timeout_seconds=settings.timeout_seconds,
+        lease_seconds=settings.lease_seconds,
+        failure_period=timedelta(hours=72),
+        max_concurrent_endpoints=5,
+    )
+    assert await second.run_once() == 0
+    receiver.mode = "ok"
+    receiver.release.set()
+    assert await first.deliver_due() == 2
+    assert numbers(receiver.deliveries) == [0, 1]
+
+
+async def test_an_endpoint_failing_for_the_failure_period_is_disabled_until_enabled_again(
+    varsel: Varsel, database: Database, clock: FrozenClock, receiver: Receiver, client: httpx.AsyncClient, auth: Auth
+) -> None:
+    made = await _subscribe(varsel, receiver)
+    await write_events(database, clock, 2)
+    receiver.mode = "fail"
+    started = clock.now()
+    failures = 0
+    while True:
+        assert await _delivery(varsel).deliver_due() == 1
+        failures += 1
+        read = (await client.get(f"{WEBHOOKS}/{made.id}", headers=auth())).json()
+        assert read["failingSince"] == "2026-03-02T10:00:00Z"
+        if not read["enabled"]:
+            break
+        assert clock.now() - started < timedelta(hours=72)
+        clock.advance(retry_delay(failures))
+    # Disabled by the first attempt that failed 72 hours or more after the first failure.
+    assert clock.now() - started >= timedelta(hours=72)
+    assert clock.now() - started - retry_delay(failures - 1) < timedelta(hours=72)
+    disabled = (await client.get(f"{WEBHOOKS}/{made.id}", headers=auth())).json()
+    assert disabled["disabledReason"].startswith("Every delivery failed for 72 hours (since 2026-03-02T10:00:00+00:00)")
+    assert disabled["disabledReason"].endswith("the last: HTTP 500.")
+    attempted = len(receiver.deliveries)
+    clock.advance(timedelta(days=2))
+    assert await _delivery(varsel).deliver_due() == 0
+    assert len(receiver.deliveries) == attempted
+    await write_events(database, clock, 1, first=2)  # written while disabled: kept for later
+
+    receiver.mode = "ok"
+    enabled = await client.patch(f"{WEBHOOKS}/{made.id}", json={"enabled": True}, headers=auth())
+    assert enabled.status_code == 200
+    assert enabled.json()["enabled"] is True
+    assert "failingSince" not in enabled.json()
+    assert await _delivery(varsel).deliver_due() == 3
+    assert numbers(receiver.deliveries)[attempted:] == [0, 1, 2]
+
+
+async def test_a_replay_delivers_the_asked_range_again_in_order_with_the_same_ids(
+    varsel: Varsel, database: Database, clock: FrozenClock, receiver: Receiver, client: httpx.AsyncClient, auth: Auth
+) -> None:
+    made = await _subscribe(varsel, receiver)
+    await write_events(database, clock, 2)
+    clock.advance(timedelta(hours=1))
+    await write_events(database, clock, 3, first=2)
+    assert await _delivery(varsel).deliver_due() == 5
+    first_ids = list(receiver.ids)
+
+    events = (await client.get(f"{WEBHOOKS}/{made.id}/events", headers=auth())).json()["events"]
+    assert [e["state"] for e in events] == ["delivered"] * 5
+    third = events[2]["sequenceNumber"]
+    replayed = await client.post(f"{WEBHOOKS}/{made.id}/replay", json={"fromSequenceNumber": third}, headers=auth())
+    assert replayed.status_code == 202
+    assert replayed.json() == {"replayed": 3}
+    assert await _delivery(varsel).deliver_due() == 3
+    assert receiver.ids[5:] == first_ids[2:]
+
+    since = await client.post(
+        f"{WEBHOOKS}/{made.id}/replay", json={"since": "2026-03-02T10:30:00+00:00"}, headers=auth()
+    )
+    assert since.json() == {"replayed": 3}
+    assert await _delivery(varsel).deliver_due() == 3
+    assert numbers(receiver.deliveries) == [0, 1, 2, 3, 4, 2, 3, 4, 2, 3, 4]
+
+    page = (await client.get(f"{WEBHOOKS}/{made.id}/events?pageSize=2", headers=auth())).json()
+    assert [e["sequenceNumber"] for e in page["events"]] == [e["sequenceNumber"] for e in events[:2]]
+    following = (await client.get(page["next"], headers=auth())).json()
+    assert [e["sequenceNumber"] for e in following["events"]] == [e["sequenceNumber"] for e in events[2:4]]
+
+
+async def test_an_address_turned_internal_is_refused_at_delivery(
+    varsel: Varsel, database: Database, clock: FrozenClock, receiver: Receiver, resolver: FakeResolver
+) -> None:
+    # Made while the name did not resolve (accepted, as DNS may come later); it resolves inside when delivered to.
+    await _subscribe(varsel, receiver, url="https://hooks.example.com/varsel")
+    await write_events(database, clock, 1)
+    resolver.answers["hooks.example.com"] = ["10.0.0.5"]
+    assert await _delivery(varsel).deliver_due() == 1
+    async with database.read() as conn:
+        (attempt,) = (await conn.execute(select(webhook_attempts.c.status_code, webhook_attempts.c.error))).all()
+    assert attempt.status_code is None
+    assert attempt.error == "Refused address: hooks.example.com resolves to an address that is not public (10.0.0.5)"
+    assert resolver.asked[-1] == "hooks.example.com"
+    assert await _states(database) == [(s, "pending", 1) for s, _, _ in await _states(database)]
+
+
+async def test_after_a_rotation_both_secrets_sign_for_the_grace_period(
+    varsel: Varsel, database: Database, clock: FrozenClock, receiver: Receiver
+) -> None:
+    made = await _subscribe(varsel, receiver)
+    rotated = await varsel.webhooks.rotate_secret(ORG, made.id)
+    receiver.secrets.append(rotated.secret)  # [old, new]
+    await write_events(database, clock, 1)
+    assert await _delivery(varsel).deliver_due() == 1
+    assert receiver.deliveries[0].verified_by == [0, 1]
+    assert len(receiver.deliveries[0].signature.split(" ")) == 2
+
+    clock.advance(timedelta(hours=24))
+    await write_events(database, clock, 1, first=1)
+    assert await _delivery(varsel).deliver_due() == 1
+    assert receiver.deliveries[1].verified_by == [1]
+
+
+async def test_delivered_events_past_retention_are_purged_and_pending_ones_kept(
+    varsel: Varsel, database: Database, clock: FrozenClock, receiver: Receiver
+) -> None:
+    await _subscribe(varsel, receiver)
+    await write_events(database, clock, 2)
+    assert await _delivery(varsel).deliver_due() == 2
+    await write_events(database, clock, 1, first=2)
+    receiver.mode = "fail"
+    assert await _delivery(varsel).deliver_due() == 1
+    retention = varsel.workers.webhook_retention
+    assert retention is not None
+    clock.advance(timedelta(days=7))
+    assert await retention.run_once() == 0  # 7 days old, not older
+    clock.advance(timedelta(seconds=1))
+    assert await retention.run_once() == 2
+    states = await _states(database)
+    assert [state for _, state, _ in states] == ["pending"]
+    async with database.read() as conn:
+        assert (await conn.execute(select(func.count()).select_from(webhook_attempts))).scalar() == 1
+
+
+async def test_events_committed_in_this_process_wake_the_worker(
+    varsel: Varsel, database: Database, clock: FrozenClock, receiver: Receiver
+) -> None:
+    await _subscribe(varsel, receiver)
+    signal = varsel.wakeups.webhooks
+    waiting = asyncio.create_task(signal.wait(clock, 600, None))
+    await asyncio.sleep(0)
+    async with database.transaction() as conn:
+        await fan_out(conn, [Event(ORG, "order.completed", clock.now(), {"type": "order.completed"})])
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # not before the commit
+    await asyncio.wait_for(waiting, 10)
