@@ -19,9 +19,11 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.console.conftest import (  # noqa: F401 (fixtures for the console tests here)
     browser,
+    console,
     page,
     page_problems,
     playwright,
+    screenshots,
     serve_console,
     sqlite_console,
     sqlite_database,
