@@ -235,7 +235,7 @@ def build(
         on_free=wakeups.webhooks.set,
     )
     workers = Workers(
-        OrderProcessor(database, clock, lookup, conditions, dispatch, worker, wakeups, telemetry),
+        OrderProcessor(database, clock, lookup, conditions, dispatch, worker, wakeups, telemetry, settings.fallback),
         email_sender(database, clock, email_guard, dispatch, worker, telemetry, fetcher, reports),
         sms_sender(database, clock, sms_guard, dispatch, worker, telemetry, reports),
         ExpirySweeper(database, clock, telemetry),

@@ -239,6 +239,35 @@ def _variable(prefix: str, item: str) -> str:
     return f"{prefix}{name.upper()}" + (f" {why}" if why else "")
 
 
+# The bounds of an order's fallbackAfterMinutes, and of the default window: at least a minute, at most the 48 hours a
+# notification lives by default (a longer window would only ever end as the notification's Failed_TTL).
+FALLBACK_WINDOW_MINUTES = (1, 2880)
+
+
+class FallbackSettings(BaseModel):
+    """Receipt-driven fallback for EmailPreferred / SmsPreferred orders (docs/pipeline.md)."""
+
+    enabled: bool = Field(
+        default=False,
+        description=(
+            "Send the other channel to the same recipient (if the registry has that address, once) when an "
+            "EmailPreferred or SmsPreferred order's notification fails without reaching the person (bounced, "
+            "suppressed, undelivered, barred, invalid recipient, expired, TTL) or has no delivery report within "
+            "the window. Off: only orders that ask with fallbackAfterMinutes fall back; Altinn's behaviour otherwise."
+        ),
+    )
+    window_minutes: int = Field(
+        default=60,
+        ge=FALLBACK_WINDOW_MINUTES[0],
+        le=FALLBACK_WINDOW_MINUTES[1],
+        description=(
+            "How long after the first notification was handed to the provider a delivery report may take before "
+            "the other channel is sent, for orders that give no fallbackAfterMinutes."
+        ),
+    )
+    batch_size: int = Field(default=50, ge=1, description="Fallbacks one worker round looks up and sends at most.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="VARSEL_", env_nested_delimiter="__", extra="ignore", case_sensitive=False
@@ -281,6 +310,8 @@ class Settings(BaseSettings):
     usage: UsageSettings = Field(default_factory=UsageSettings)
     # Status webhooks: VARSEL_WEBHOOKS__ALLOWED_HOSTS, VARSEL_WEBHOOKS__TIMEOUT_SECONDS, …
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    # Receipt-driven fallback: VARSEL_FALLBACK__ENABLED, VARSEL_FALLBACK__WINDOW_MINUTES.
+    fallback: FallbackSettings = Field(default_factory=FallbackSettings)
 
     @field_validator("trusted_hosts", mode="before")
     @classmethod

@@ -95,6 +95,11 @@ orders = Table(
     # are stored; the content is fetched when the email is sent (a SAS URL is valid for a while, the file may be
     # large, and a store's refusal then is the email's outcome).
     Column("attachments", JSON),
+    # Receipt-driven fallback (migration 0012, issue #18): the window in minutes after which an EmailPreferred or
+    # SmsPreferred order's notification without a delivery report is followed by the other channel; set by the
+    # order's fallbackAfterMinutes, null when it gave none (VARSEL_FALLBACK__ENABLED then decides; see
+    # varsel.dispatch.fallback).
+    Column("fallback_after_minutes", Integer),
 )
 Index("ix_orders_chain_id", orders.c.chain_id)
 # Monthly usage and the support look-up's time range (migration 0007).
@@ -184,6 +189,10 @@ def _notification_columns() -> list[Column[object]]:
         Column("provider", String(40)),
         Column("provider_reference", String(200)),
         Column("status_detail", Text),
+        # A notification made by receipt-driven fallback (migration 0012): the first notification, on the other
+        # channel, that did not reach the recipient, and why (its failed status, or NoDeliveryReport).
+        Column("fallback_of", Uuid),
+        Column("fallback_reason", String(40)),
     ]
 
 
@@ -559,3 +568,41 @@ webhook_attempts = Table(
 )
 Index("ix_webhook_attempts_subscription_id_id", webhook_attempts.c.subscription_id, webhook_attempts.c.id)
 Index("ix_webhook_attempts_event_seq", webhook_attempts.c.event_seq)
+
+# ---------------------------------------------------------------- receipt-driven fallback (migration 0012, issue #18)
+# One row per recipient of an EmailPreferred / SmsPreferred order that falls back (the setting, or the order's
+# fallbackAfterMinutes), written with the first notification: it watches that notification until it is reached
+# (closed), fails without reaching the person or has no delivery report within the window (due), and then the order
+# worker sends the other channel (sent) or finds no other address (no_address). The unique (order, recipient) makes
+# it once: however many reports or workers race, there is one row to move from due to sent.
+notification_fallbacks = Table(
+    "notification_fallbacks",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("order_id", Uuid, ForeignKey("orders.id", ondelete="CASCADE"), nullable=False),
+    Column("creator", String(100), nullable=False),
+    # The recipient's place in the order (order_recipients.position): who to look up for the other channel.
+    Column("recipient_position", Integer, nullable=False),
+    # The first notification: its channel ("email" or "sms") and id.
+    Column("channel", String(5), nullable=False),
+    Column("notification_id", Uuid, nullable=False),
+    Column("window_minutes", Integer, nullable=False),
+    # watching, due, sent, closed or no_address (see varsel.dispatch.fallback).
+    Column("state", String(12), nullable=False),
+    # When the worker next looks at it: watching, the earliest the window can end; due, now.
+    Column("due_at", UtcDateTime, nullable=False),
+    # Why it fell back: the first notification's failed status, or NoDeliveryReport.
+    Column("reason", String(40)),
+    Column("claimed_by", String(100)),
+    Column("claimed_until", UtcDateTime),
+    Column("created", UtcDateTime, nullable=False),
+    Column("resolved", UtcDateTime),
+    UniqueConstraint("order_id", "recipient_position"),
+)
+# The worker's look-up of rows to look at: only unfinished ones are in it.
+Index(
+    "ix_notification_fallbacks_due",
+    notification_fallbacks.c.due_at,
+    sqlite_where=text("state IN ('watching', 'due')"),
+    postgresql_where=text("state IN ('watching', 'due')"),
+)

@@ -15,8 +15,9 @@ from varsel.clock import Clock
 from varsel.db.engine import Database, database_unavailable
 from varsel.db.group_commit import GroupCommit
 from varsel.db.tables import email_notifications, sms_notifications
-from varsel.dispatch import repository
+from varsel.dispatch import repository, repository_fallback
 from varsel.dispatch.conditions import ConditionChecker, ConditionResult
+from varsel.dispatch.fallback import FallbackWorker, watches
 from varsel.dispatch.generation import GeneratedNotifications, generate, undeliverable
 from varsel.dispatch.retry import RetryPolicy
 from varsel.dispatch.wakeup import Wakeups
@@ -25,7 +26,7 @@ from varsel.observability import Telemetry
 from varsel.orders import repository as order_repository
 from varsel.orders.repository import StoredOrder
 from varsel.recipients.lookup import RecipientLookup
-from varsel.settings import DispatchSettings
+from varsel.settings import DispatchSettings, FallbackSettings
 from varsel.shipments.repository import write_feed_entries
 
 log = logging.getLogger("varsel.dispatch")
@@ -50,6 +51,8 @@ class _Processed:
     generated: GeneratedNotifications
     status: OrderStatus
     now: datetime
+    # Receipt-driven fallback's watching rows for the generated notifications (varsel.dispatch.fallback).
+    fallback_watches: tuple[dict[str, Any], ...] = ()
 
 
 class OrderProcessor:
@@ -63,10 +66,16 @@ class OrderProcessor:
         worker: str,
         wakeups: Wakeups,
         telemetry: Telemetry,
+        fallback: FallbackSettings | None = None,
     ) -> None:
         self._db = database
         self._clock = clock
         self._lookup = lookup
+        self._fallback_settings = fallback or FallbackSettings()
+        # Due fallbacks are sent by the order worker (each round first), which has the look-up they need.
+        self.fallback = FallbackWorker(
+            database, clock, lookup, settings, self._fallback_settings, worker, wakeups, telemetry
+        )
         self._conditions = conditions
         self._settings = settings
         self._worker = worker
@@ -85,7 +94,11 @@ class OrderProcessor:
         )
 
     async def run_once(self) -> int:
-        """Claim one batch of due orders and process it; answers how many orders were claimed."""
+        """Send the due fallbacks, then claim one batch of due orders and process it; answers how many fallbacks
+        moved and orders were claimed."""
+        return await self.fallback.run_once() + await self._run_orders()
+
+    async def _run_orders(self) -> int:
         now = self._clock.now()
         lease_until = now + timedelta(seconds=self._settings.lease_seconds)
         with self._telemetry.claim_seconds.labels("orders").time():
@@ -162,7 +175,9 @@ class OrderProcessor:
 
     async def next_due(self) -> datetime | None:
         async with self._db.read() as conn:
-            return await repository.next_due_order(conn)
+            due = await repository.next_due_order(conn)
+        fallback = await self.fallback.next_due()
+        return min(due, fallback) if due is not None and fallback is not None else due or fallback
 
     async def _process(self, order: StoredOrder) -> None:
         if order.condition_endpoint:
@@ -196,14 +211,21 @@ class OrderProcessor:
             timedelta(hours=self._settings.expiry_hours),
             sms_window=None if order.sms_sending_time_policy == "Anytime" else self._settings.sms_daytime,
         )
-        await self._write(order, generated, now)
+        fallback_watches = tuple(watches(order, lookup, generated, self._fallback_settings, now))
+        await self._write(order, generated, now, fallback_watches)
 
-    async def _write(self, order: StoredOrder, generated: GeneratedNotifications, now: datetime) -> None:
+    async def _write(
+        self,
+        order: StoredOrder,
+        generated: GeneratedNotifications,
+        now: datetime,
+        fallback_watches: tuple[dict[str, Any], ...] = (),
+    ) -> None:
         status = OrderStatus.PROCESSED if generated.pending else OrderStatus.COMPLETED
         # Raises _ClaimLost when another worker took the order over: nothing of it was written. The transitions
         # are logged by the group's writer (_log_processed), which knows what committed even if this round is
         # cancelled meanwhile.
-        await self._finished.write(_Processed(order, generated, status, now))
+        await self._finished.write(_Processed(order, generated, status, now, fallback_watches))
 
     async def _write_group(self, group: list[_Processed]) -> list[Exception | None]:
         """One transaction for a group of processed orders: each moves to its status if this worker still holds
@@ -218,6 +240,7 @@ class OrderProcessor:
             sms: list[dict[str, Any]] = [row for done in kept for row in done.generated.sms]
             await repository.insert_notifications(conn, email_notifications, email)
             await repository.insert_notifications(conn, sms_notifications, sms)
+            await repository_fallback.insert_watches(conn, [w for done in kept for w in done.fallback_watches])
             await repository.announce_work(conn, email=bool(email), sms=bool(sms))
             # Last: the orders completed at once (every recipient reserved or not found) get their feed entries.
             await write_feed_entries(

@@ -45,6 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from varsel.db.one_statement import parameters, shape, source
 from varsel.db.sqlite_direct import DirectWrite, columns_of, quoted
 from varsel.db.tables import NOTIFICATION_TABLES, email_notifications, notification_attempts, orders, sms_notifications
+from varsel.dispatch import repository_fallback
 from varsel.notifications.statuses import EMAIL_PENDING, SMS_PENDING, EmailStatus, OrderStatus, SmsStatus
 from varsel.shipments.repository import ENDED_ORDER_COLUMNS, write_feed_entries_of
 
@@ -236,10 +237,14 @@ async def complete_orders(conn: AsyncConnection, order_ids: Sequence[UUID], now:
     takes the feed's lock until commit: call this last in the transaction)."""
     if not order_ids:
         return []
+    # Receipt-driven fallback: notifications that ended make their watched fallbacks due or closed, in this
+    # transaction; an order with a fallback watching or due is not complete (varsel.dispatch.fallback).
+    await repository_fallback.decide(conn, order_ids, now)
     nothing_pending = [
         ~exists().where(and_(table.c.order_id == orders.c.id, _still_pending(table)))
         for table in (email_notifications, sms_notifications)
     ]
+    nothing_pending.append(~repository_fallback.unfinished_fallback(orders.c.id))
     result = await conn.execute(
         update(orders)
         .where(

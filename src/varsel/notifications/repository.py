@@ -32,6 +32,9 @@ class NotificationRow:
     # When it may next be handed to the provider, and how often it was: what a New notification waits for.
     send_after: datetime | None = None
     attempts: int = 0
+    # Receipt-driven fallback: the first notification (on the other channel) this one was sent for, and why.
+    fallback_of: UUID | None = None
+    fallback_reason: str | None = None
 
 
 async def channel_counts(conn: AsyncConnection, order_id: UUID) -> tuple[ChannelCounts, ChannelCounts]:
@@ -65,6 +68,8 @@ async def notifications_of(conn: AsyncConnection, table: Table, order_id: UUID) 
             table.c.is_reserved,
             table.c.send_after,
             table.c.attempts,
+            table.c.fallback_of,
+            table.c.fallback_reason,
         )
         .where(table.c.order_id == order_id)
         .order_by(table.c.created, table.c.id)
@@ -81,6 +86,8 @@ async def notifications_of(conn: AsyncConnection, table: Table, order_id: UUID) 
             r.is_reserved,
             r.send_after,
             r.attempts,
+            r.fallback_of,
+            r.fallback_reason,
         )
         for r in rows
     ]

@@ -67,6 +67,9 @@ class OrderDraft:
     use_stale_contact_information: bool = False
     # A composed email's attachments (order type Composed); fetched at send time.
     attachments: tuple[AttachmentSpec, ...] = ()
+    # varsel's own (ignored by Altinn): fall back to the other channel of a Preferred order after this many minutes
+    # without a delivery report, or at once when the first notification fails (varsel.dispatch.fallback).
+    fallback_after_minutes: int | None = None
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,8 @@ class StoredOrder:
     use_stale_contact_information: bool = False
     # When a Registered order is next taken up: its requested send time, or the time of a retry.
     process_after: datetime | None = None
+    # The order's fallbackAfterMinutes (varsel.dispatch.fallback); None when it gave none.
+    fallback_after_minutes: int | None = None
 
 
 def order_row(order_id: UUID, creator: str, draft: OrderDraft, now: datetime) -> dict[str, Any]:
@@ -69,6 +71,7 @@ def order_row(order_id: UUID, creator: str, draft: OrderDraft, now: datetime) ->
         "process_after": draft.requested_send_time,
         "attachments": [{"filename": a.filename, "mimeType": a.mime_type, "url": a.url} for a in draft.attachments]
         or None,
+        "fallback_after_minutes": draft.fallback_after_minutes,
     }
 
 
@@ -130,6 +133,7 @@ def _order(row: Any, recipients: tuple[RecipientSpec, ...]) -> StoredOrder:
         order_type=OrderType(row.order_type),
         use_stale_contact_information=bool(row.use_stale_contact_information),
         process_after=row.process_after,
+        fallback_after_minutes=row.fallback_after_minutes,
     )
 
 

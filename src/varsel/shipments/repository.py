@@ -58,6 +58,10 @@ class ShipmentRecipient:
     destination: str
     status: str
     last_update: datetime
+    # Receipt-driven fallback: the notification on the other channel this one was sent for, and why (its failed
+    # status, or NoDeliveryReport); None for any other notification.
+    fallback_of: UUID | None = None
+    fallback_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -141,18 +145,33 @@ async def _recipients_of(conn: AsyncConnection, order_ids: Sequence[UUID]) -> di
                 table.c.status_changed,
                 table.c.created,
                 table.c.id,
+                table.c.fallback_of,
+                table.c.fallback_reason,
             ).where(_among(conn, table.c.order_id, order_ids))
             for channel, table, address in ((EMAIL, email, email.c.email_address), (SMS, sms, sms.c.mobile_number))
         )
     ).subquery()
     result = await conn.execute(
-        select(both.c.channel, both.c.order_id, both.c.destination, both.c.status, both.c.status_changed).order_by(
-            both.c.order_id, both.c.channel, both.c.created, both.c.id
-        )
+        select(
+            both.c.channel,
+            both.c.order_id,
+            both.c.destination,
+            both.c.status,
+            both.c.status_changed,
+            both.c.fallback_of,
+            both.c.fallback_reason,
+        ).order_by(both.c.order_id, both.c.channel, both.c.created, both.c.id)
     )
     for row in result:
         found.setdefault(row.order_id, []).append(
-            ShipmentRecipient(row.channel, row.destination or "", row.status, row.status_changed)
+            ShipmentRecipient(
+                row.channel,
+                row.destination or "",
+                row.status,
+                row.status_changed,
+                row.fallback_of,
+                row.fallback_reason,
+            )
         )
     return found
 
@@ -191,11 +210,16 @@ async def write_feed_entries_of(conn: AsyncConnection, ended: Sequence[Any], now
 
 
 _FINAL_SQL = ", ".join(f"'{status}'" for status in sorted(_FINAL))
+# A notification sent by receipt-driven fallback carries "fallbackFor": {"notificationId", "reason"} (as stored: the
+# id as each database writes it, the reason its status; the API answers both as the manifest does); the others have
+# "fallbackFor": null.
 _RECIPIENT_SQL = {
     "sqlite": "json_object('channel', '{channel}', 'destination', coalesce(n.{address}, ''), 'status', n.status, "
-    "'lastUpdate', n.status_changed)",
+    "'lastUpdate', n.status_changed, 'fallbackFor', json(CASE WHEN n.fallback_of IS NOT NULL THEN "
+    "json_object('notificationId', n.fallback_of, 'reason', n.fallback_reason) END))",
     "postgresql": "json_build_object('channel', '{channel}', 'destination', coalesce(n.{address}, ''), "
-    "'status', n.status, 'lastUpdate', n.status_changed)",
+    "'status', n.status, 'lastUpdate', n.status_changed, 'fallbackFor', CASE WHEN n.fallback_of IS NOT NULL THEN "
+    "json_build_object('notificationId', n.fallback_of, 'reason', n.fallback_reason) END)",
 }
 
 
@@ -262,11 +286,23 @@ def _from_snapshot(seq: int, entry: Any) -> FeedEntry:
             status=data["status"],
             last_update=_utc(data["lastUpdate"]),
             recipients=tuple(
-                ShipmentRecipient(r["channel"], r["destination"], r["status"], _utc(r["lastUpdate"]))
+                ShipmentRecipient(
+                    r["channel"],
+                    r["destination"],
+                    r["status"],
+                    _utc(r["lastUpdate"]),
+                    *_fallback_for(r.get("fallbackFor")),
+                )
                 for r in data["recipients"]
             ),
         ),
     )
+
+
+def _fallback_for(snapshot: Any) -> tuple[UUID | None, str | None]:
+    if not snapshot:
+        return None, None
+    return UUID(snapshot["notificationId"]), snapshot.get("reason")
 
 
 async def read_feed(

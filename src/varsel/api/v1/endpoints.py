@@ -13,6 +13,7 @@ from varsel.api.v1.models import (
     ChannelSummary,
     EmailNotificationOrderRequest,
     EmailTemplate,
+    FallbackFor,
     NotificationOrder,
     NotificationOrderList,
     NotificationOrderRequest,
@@ -501,6 +502,14 @@ _EMAIL = _Channel(Medium.EMAIL, EmailStatus, EMAIL_STATUS_DESCRIPTIONS, EMAIL_SU
 _SMS = _Channel(Medium.SMS, SmsStatus, SMS_STATUS_DESCRIPTIONS, SMS_SUCCESS)
 
 
+def _fallback_for(row: NotificationRow, channel: _Channel) -> FallbackFor | None:
+    """Receipt-driven fallback: the notification this one was sent for (on the other channel), and why."""
+    if row.fallback_of is None:
+        return None
+    first = "Sms" if channel.medium is Medium.EMAIL else "Email"
+    return FallbackFor(notification_id=row.fallback_of, channel=first, reason=row.fallback_reason or "")
+
+
 async def _notification_summary(
     request: Request, caller: Caller, raw_id: str, channel: _Channel
 ) -> NotificationSummary:
@@ -521,6 +530,7 @@ async def _notification_summary(
                 succeeded=status in channel.success,
                 recipient=_recipient(row),
                 send_status=SendStatus(status=status.value, description=description, last_update=row.status_changed),
+                fallback_for=_fallback_for(row, channel),
             )
         )
     return NotificationSummary(

@@ -8,10 +8,19 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import Field, ValidationInfo, ValidatorFunctionWrapHandler, WrapValidator
+from pydantic import Field, Strict, ValidationInfo, ValidatorFunctionWrapHandler, WrapValidator
 
 from varsel.api_types import ApiModel, RequestDateTime, Text, UtcTimestamp, lenient_enum
 from varsel.orders.vocabulary import EmailContentType, NotificationChannel, RecipientLookupStatus
+from varsel.settings import FALLBACK_WINDOW_MINUTES
+
+# varsel's own order property (Altinn ignores it): a whole number of minutes, as a JSON integer, in range.
+FallbackMinutes = Annotated[int, Strict(), Field(ge=FALLBACK_WINDOW_MINUTES[0], le=FALLBACK_WINDOW_MINUTES[1])]
+FALLBACK_DESCRIPTION = (
+    "varsel only (Altinn ignores it): for EmailPreferred and SmsPreferred, send the other channel to the same "
+    "recipient, once, if the first notification fails without reaching the person or has no delivery report within "
+    "this many minutes (1-2880), even when VARSEL_FALLBACK__ENABLED is off. Ignored for other channels."
+)
 
 ChannelField = Annotated[NotificationChannel, lenient_enum(NotificationChannel)]
 ContentTypeField = Annotated[EmailContentType, lenient_enum(EmailContentType)]
@@ -71,6 +80,7 @@ class OrderRequestBase(ApiModel):
         default=None, description="Action users must be authorised for on the resource (default read)."
     )
     recipients: Annotated[list[RecipientRequest] | None, WrapValidator(_one_past_the_recipient_limit)] = None
+    fallback_after_minutes: FallbackMinutes | None = Field(default=None, description=FALLBACK_DESCRIPTION)
 
 
 class NotificationOrderRequest(OrderRequestBase):
@@ -206,11 +216,27 @@ class SendStatus(ApiModel):
     last_update: UtcTimestamp
 
 
+class FallbackFor(ApiModel):
+    """varsel only: why a notification exists that the order did not ask for directly (receipt-driven fallback)."""
+
+    notification_id: UUID = Field(description="The first notification, on the other channel, that did not reach.")
+    channel: str = Field(description="The first notification's channel: Email or Sms.")
+    reason: str = Field(
+        examples=["Failed_Bounced", "NoDeliveryReport"],
+        description="The first notification's failed status, or NoDeliveryReport: none within the window.",
+    )
+
+
 class NotificationWithResult(ApiModel):
     id: UUID
     succeeded: bool
     recipient: Recipient
     send_status: SendStatus
+    fallback_for: FallbackFor | None = Field(
+        default=None,
+        description="varsel only, and only on a notification sent by receipt-driven fallback (an EmailPreferred or "
+        "SmsPreferred order whose first notification did not reach the recipient): which one it follows, and why.",
+    )
 
 
 class NotificationSummary(ApiModel):

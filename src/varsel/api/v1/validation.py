@@ -125,6 +125,7 @@ class OrderValidator:
             resource_action=resource_action,
             email_template=email_template,
             sms_template=sms_template,
+            fallback_after_minutes=request.fallback_after_minutes,
         )
 
     def _send_time(self, errors: dict[str, list[str]], value: datetime | None) -> datetime | None:

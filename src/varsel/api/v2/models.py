@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from varsel.api.v2.shipments import NotificationDeliveryManifestExt
 from varsel.api_types import ApiModel, RequestDateTime, Text, lenient_enum
 from varsel.orders.vocabulary import EmailContentType, NotificationChannel, SendingTimePolicy
+from varsel.settings import FALLBACK_WINDOW_MINUTES
 
 # .NET's integer values: the channel and content type in declaration order from 0; the policy from 1.
 ChannelSchemaField = Annotated[NotificationChannel | int, lenient_enum(NotificationChannel)]
@@ -174,6 +175,17 @@ class NotificationOrderChainRequestExt(V2Model):
     dialogporten_association: DialogportenAssociationExt | None = None
     recipient: NotificationRecipientExt | None = None
     reminders: list[NotificationReminderExt] | None = None
+    fallback_after_minutes: (
+        Annotated[int, Field(ge=FALLBACK_WINDOW_MINUTES[0], le=FALLBACK_WINDOW_MINUTES[1])] | None
+    ) = Field(
+        default=None,
+        description=(
+            "varsel only (Altinn ignores it): for EmailPreferred and SmsPreferred recipients, send the other channel "
+            "to the same recipient, once, if the first notification fails without reaching the person or has no "
+            "delivery report within this many minutes (1-2880), even when VARSEL_FALLBACK__ENABLED is off. For the "
+            "main notification and its reminders; ignored for other channels."
+        ),
+    )
 
 
 # ---------------------------------------------------------------- responses

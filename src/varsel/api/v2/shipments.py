@@ -16,7 +16,7 @@ from varsel.api_types import ApiModel, UtcTimestamp
 from varsel.auth.tokens import Caller
 from varsel.http import problem_responses
 from varsel.problems import PROBLEM_MEDIA_TYPE, Problem, ValidationProblem, trace_id
-from varsel.shipments.repository import EMAIL, FeedEntry, Shipment, ShipmentRecipient
+from varsel.shipments.repository import EMAIL, SMS, FeedEntry, Shipment, ShipmentRecipient
 from varsel.shipments.service import ShipmentNotFound, Shipments
 
 PREFIX = "/notifications/api/v1/future"
@@ -57,12 +57,31 @@ def recipient_lifecycle(channel: str, status: str) -> str:
 # ---------------------------------------------------------------- response models
 
 
+class FallbackForExt(ApiModel):
+    """varsel only: why a notification exists that the order did not ask for directly (receipt-driven fallback)."""
+
+    notification_id: UUID = Field(description="The first notification, on the other channel, that did not reach.")
+    type: Literal["Email", "SMS"] = Field(description="The first notification's channel.")
+    reason: str = Field(
+        examples=["Email_Failed_Bounced", "NoDeliveryReport"],
+        description="The first notification's failed status (Email_*/SMS_*), or NoDeliveryReport: none within the "
+        "window.",
+    )
+
+
+_FALLBACK_FOR = (
+    "varsel only, and only on a notification sent by receipt-driven fallback (an EmailPreferred/SmsPreferred order "
+    "whose first notification did not reach the recipient): which notification it follows, and why."
+)
+
+
 class DeliveryManifestRecipientExt(ApiModel):
     # Declared first, so written first: Altinn's clients read it as the polymorphism discriminator.
     type: Literal["Email", "SMS"] = Field(description="Email or SMS; written first (a type discriminator).")
     destination: str = Field(description='The email address or mobile number; "" when none was found or reserved.')
     status: str = Field(examples=["Email_Delivered"], description="Email_* or SMS_* (reference 9.1).")
     last_update: UtcTimestamp = Field(description="When the notification reached this status.")
+    fallback_for: FallbackForExt | None = Field(default=None, description=_FALLBACK_FOR)
 
 
 class NotificationDeliveryManifestExt(ApiModel):
@@ -82,6 +101,7 @@ class StatusFeedRecipientExt(ApiModel):
     destination: str
     status: str = Field(examples=["SMS_Delivered"])
     last_update: UtcTimestamp
+    fallback_for: FallbackForExt | None = Field(default=None, description=_FALLBACK_FOR)
 
 
 class StatusFeedExt(ApiModel):
@@ -97,12 +117,27 @@ class StatusFeedExt(ApiModel):
     shipment_type: str = Field(examples=["Notification"])
 
 
+def fallback_for(r: ShipmentRecipient) -> FallbackForExt | None:
+    """The fallbackFor of a notification sent by receipt-driven fallback; None for any other."""
+    if r.fallback_of is None:
+        return None
+    first = SMS if r.channel == EMAIL else EMAIL
+    reason = r.fallback_reason or ""
+    return FallbackForExt(
+        notification_id=r.fallback_of,
+        type="Email" if first == EMAIL else "SMS",
+        # A failed status is named as the manifest names statuses; NoDeliveryReport as it is.
+        reason=recipient_lifecycle(first, reason) if reason.startswith("Failed") else reason,
+    )
+
+
 def _manifest_recipient(r: ShipmentRecipient) -> DeliveryManifestRecipientExt:
     return DeliveryManifestRecipientExt(
         type="Email" if r.channel == EMAIL else "SMS",
         destination=r.destination,
         status=recipient_lifecycle(r.channel, r.status),
         last_update=r.last_update,
+        fallback_for=fallback_for(r),
     )
 
 
@@ -126,7 +161,10 @@ def _feed_entry(entry: FeedEntry) -> StatusFeedExt:
         senders_reference=shipment.senders_reference or None,
         recipients=[
             StatusFeedRecipientExt(
-                destination=r.destination, status=recipient_lifecycle(r.channel, r.status), last_update=r.last_update
+                destination=r.destination,
+                status=recipient_lifecycle(r.channel, r.status),
+                last_update=r.last_update,
+                fallback_for=fallback_for(r),
             )
             for r in shipment.recipients
         ],

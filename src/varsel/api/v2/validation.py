@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -296,10 +296,13 @@ class ChainValidator:
             if shipment is None or reminder_time is None:
                 return dict(errors)  # not reached: such a reminder has errors
             drafts.append(_draft(shipment, reminder_time, OrderType.REMINDER, reference, reminder_condition))
+        # varsel's fallbackAfterMinutes (Altinn ignores it) applies to every order of the chain.
+        fallback = request.fallback_after_minutes
+        main_draft = _draft(main, send_time, OrderType.NOTIFICATION, request.senders_reference, condition)
         return ChainDraft(
             idempotency_id=request.idempotency_id,
-            main=_draft(main, send_time, OrderType.NOTIFICATION, request.senders_reference, condition),
-            reminders=tuple(drafts),
+            main=replace(main_draft, fallback_after_minutes=fallback),
+            reminders=tuple(replace(draft, fallback_after_minutes=fallback) for draft in drafts),
             dialogporten_association=association,
         )
 

@@ -110,9 +110,61 @@ def upgrade() -> None:
     )
     op.create_index("ix_webhook_attempts_subscription_id_id", "webhook_attempts", ["subscription_id", "id"])
     op.create_index("ix_webhook_attempts_event_seq", "webhook_attempts", ["event_seq"])
+    _upgrade_fallback()
+
+
+def _upgrade_fallback() -> None:
+    """Receipt-driven fallback (varsel.dispatch.fallback): the order's window, why a notification exists, and the
+    rows that watch first notifications. Plain ALTER TABLE ADD COLUMN, never batch mode (see 0005)."""
+    op.add_column("orders", sa.Column("fallback_after_minutes", sa.Integer(), nullable=True))
+    for table in ("email_notifications", "sms_notifications"):
+        op.add_column(table, sa.Column("fallback_of", sa.Uuid(), nullable=True))
+        op.add_column(table, sa.Column("fallback_reason", sa.String(40), nullable=True))
+    op.create_table(
+        "notification_fallbacks",
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("order_id", sa.Uuid(), nullable=False),
+        sa.Column("creator", sa.String(100), nullable=False),
+        sa.Column("recipient_position", sa.Integer(), nullable=False),
+        sa.Column("channel", sa.String(5), nullable=False),
+        sa.Column("notification_id", sa.Uuid(), nullable=False),
+        sa.Column("window_minutes", sa.Integer(), nullable=False),
+        sa.Column("state", sa.String(12), nullable=False),
+        sa.Column("due_at", UtcDateTime(), nullable=False),
+        sa.Column("reason", sa.String(40)),
+        sa.Column("claimed_by", sa.String(100)),
+        sa.Column("claimed_until", UtcDateTime()),
+        sa.Column("created", UtcDateTime(), nullable=False),
+        sa.Column("resolved", UtcDateTime()),
+        sa.ForeignKeyConstraint(
+            ["order_id"], ["orders.id"], name="fk_notification_fallbacks_order_id_orders", ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name="pk_notification_fallbacks"),
+        sa.UniqueConstraint(
+            "order_id", "recipient_position", name="uq_notification_fallbacks_order_id_recipient_position"
+        ),
+    )
+    op.create_index(
+        "ix_notification_fallbacks_due",
+        "notification_fallbacks",
+        ["due_at"],
+        sqlite_where=sa.text("state IN ('watching', 'due')"),
+        postgresql_where=sa.text("state IN ('watching', 'due')"),
+    )
+
+
+def _downgrade_fallback() -> None:
+    op.drop_index("ix_notification_fallbacks_due", table_name="notification_fallbacks")
+    op.drop_table("notification_fallbacks")
+    # Plain DROP COLUMN (SQLite 3.35+), never batch mode, as in upgrade.
+    for table in ("email_notifications", "sms_notifications"):
+        op.drop_column(table, "fallback_reason")
+        op.drop_column(table, "fallback_of")
+    op.drop_column("orders", "fallback_after_minutes")
 
 
 def downgrade() -> None:
+    _downgrade_fallback()
     op.drop_table("webhook_attempts")
     op.drop_table("webhook_events")
     op.drop_table("webhook_subscription_events")
