@@ -28,6 +28,8 @@ from varsel.orders.repository import StoredOrder
 from varsel.recipients.lookup import RecipientLookup
 from varsel.settings import DispatchSettings, FallbackSettings
 from varsel.shipments.repository import write_feed_entries
+from varsel.webhooks import outbox
+from varsel.webhooks.events import NotificationChange, facts_of
 
 log = logging.getLogger("varsel.dispatch")
 
@@ -53,6 +55,23 @@ class _Processed:
     now: datetime
     # Receipt-driven fallback's watching rows for the generated notifications (varsel.dispatch.fallback).
     fallback_watches: tuple[dict[str, Any], ...] = ()
+
+
+def _created(processed: list[_Processed]) -> list[NotificationChange]:
+    """The changes of generated notifications: none before, their first status when they were made."""
+    return [
+        NotificationChange(
+            channel,
+            row["id"],
+            None,
+            row["status"],
+            row["status_changed"],
+            facts_of(row, done.order.senders_reference, channel),
+        )
+        for done in processed
+        for channel, rows in (("email", done.generated.email), ("sms", done.generated.sms))
+        for row in rows
+    ]
 
 
 class OrderProcessor:
@@ -240,6 +259,9 @@ class OrderProcessor:
             sms: list[dict[str, Any]] = [row for done in kept for row in done.generated.sms]
             await repository.insert_notifications(conn, email_notifications, email)
             await repository.insert_notifications(conn, sms_notifications, sms)
+            # The webhook events of the notifications' first status (New, or a failure found now: reserved, no
+            # address, the order given up on), before the orders' (written with their feed entries, last).
+            await outbox.write_notification_changes(conn, _created(kept))
             await repository_fallback.insert_watches(conn, [w for done in kept for w in done.fallback_watches])
             await repository.announce_work(conn, email=bool(email), sms=bool(sms))
             # Last: the orders completed at once (every recipient reserved or not found) get their feed entries.

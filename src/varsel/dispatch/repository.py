@@ -48,6 +48,8 @@ from varsel.db.tables import NOTIFICATION_TABLES, email_notifications, notificat
 from varsel.dispatch import repository_fallback
 from varsel.notifications.statuses import EMAIL_PENDING, SMS_PENDING, EmailStatus, OrderStatus, SmsStatus
 from varsel.shipments.repository import ENDED_ORDER_COLUMNS, write_feed_entries_of
+from varsel.webhooks import outbox
+from varsel.webhooks.events import Event, NotificationChange
 
 _PENDING: dict[str, list[str]] = {
     email_notifications.name: [s.value for s in EMAIL_PENDING],
@@ -515,6 +517,8 @@ async def order_templates(conn: AsyncConnection, order_ids: Sequence[UUID]) -> d
             orders.c.sms_body,
             orders.c.sms_sending_time_policy,
             orders.c.attachments,
+            # For the webhook events of the notifications' changes (varsel.webhooks.events).
+            orders.c.senders_reference,
         ).where(orders.c.id.in_(sorted(set(order_ids))))
     )
     return {row.id: row for row in result}
@@ -775,15 +779,17 @@ async def record_pending_outcomes(
     worker: str,
     outcomes: Sequence[tuple[UUID, dict[str, Any]]],
     attempts: Sequence[dict[str, Any]],
+    events: Sequence[tuple[UUID, Event]] = (),
 ) -> set[UUID]:
     """PostgreSQL, one statement (see varsel.db.one_statement): record_outcomes and insert_attempts together, for
     outcomes that leave their notifications pending (no order to complete) and all set the same columns. Written
-    only for the notifications this worker still holds as Sending, and only their attempts; answers those ids."""
+    only for the notifications this worker still holds as Sending, and only their attempts and webhook events
+    (each event with the id of its notification: see varsel.webhooks.outbox.events_cte); answers those ids."""
     rows = [{"id": notification_id, **_outcome_values(values)} for notification_id, values in outcomes]
     keys = shape(table, rows)
     attempt_keys = shape(notification_attempts, attempts) if attempts else ()
     statement = _pending_outcomes_statement(table.name, keys, attempt_keys)
-    values = {**parameters(rows, keys, "outcome"), "worker": worker}
+    values = {**parameters(rows, keys, "outcome"), **outbox.event_arrays("events", events), "worker": worker}
     if attempts:
         values.update(parameters(attempts, attempt_keys, "attempt"))
     return {row.id for row in await conn.execute(statement, values)}
@@ -800,7 +806,8 @@ def _pending_outcomes_statement(table_name: str, keys: tuple[str, ...], attempt_
         .returning(table.c.id)
         .cte("recorded")
     )
-    statement = select(recorded.c.id)
+    # The webhook events of the outcomes recorded, in the same statement (no round trip more when nobody subscribes).
+    statement = select(recorded.c.id).add_cte(outbox.events_cte("events", select(recorded.c.id)))
     if attempt_keys:
         tried = source(notification_attempts, attempt_keys, "attempt")
         statement = statement.add_cte(
@@ -834,10 +841,12 @@ def record_pending_outcomes_sqlite(
     worker: str,
     outcomes: Sequence[tuple[UUID, dict[str, Any]]],
     attempts: Sequence[dict[str, Any]],
+    changes: Sequence[NotificationChange] = (),
 ) -> set[UUID]:
     """record_pending_outcomes on SQLite, run in the direct writer's transaction (Database.sqlite_write): the
     outcomes in one UPDATE … FROM a VALUES list (RETURNING the notifications still held by this worker as Sending),
-    then the attempts of those in one executemany."""
+    then the attempts of those in one executemany, then the webhook events of their `changes` (which must carry
+    their facts), for those someone subscribes to."""
     rows = [{"id": notification_id, **_outcome_values(values)} for notification_id, values in outcomes]
     keys = columns_of(table, rows)
     marks = f"({', '.join('?' for _ in keys)})"
@@ -852,4 +861,6 @@ def record_pending_outcomes_sqlite(
     returned = {row[0] for row in write.fetch(sql, (*values, SENDING, worker))}
     held = {row["id"] for row in rows if write.value(table, "id", row["id"]) in returned}
     write.insert(notification_attempts, [a for a in attempts if a["notification_id"] in held])
+    changed = [change for change in changes if change.notification_id in held and change.facts is not None]
+    outbox.write_notification_changes_direct(write, changed)
     return held

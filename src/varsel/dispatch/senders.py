@@ -46,6 +46,8 @@ from varsel.providers.simulator import SIMULATOR, Simulator
 from varsel.reports import repository as report_repository
 from varsel.reports.service import DeliveryReports
 from varsel.settings import AttachmentSettings, DispatchSettings, ReportSettings
+from varsel.webhooks import outbox
+from varsel.webhooks.events import NotificationChange, NotificationFacts, facts_of, notification_event
 
 log = logging.getLogger("varsel.dispatch")
 
@@ -70,6 +72,8 @@ class _Outcome:
     called: bool = True
     # The call raised an exception neither provider failure nor permanent failure (see `_unexpected`).
     unexpected: bool = False
+    # What the outcome's webhook event tells of the notification (varsel.webhooks.events).
+    facts: NotificationFacts | None = None
 
 
 async def finish_despite_cancellation(work: Awaitable[T]) -> T:
@@ -154,6 +158,10 @@ class Sender:
                     conn, self._table, self._worker, now, lease_until, self._settings.notification_batch_size
                 )
                 templates = await repository.order_templates(conn, [row.order_id for row in claimed])
+                # Their webhook events (a take-over, Sending again after a lease ran out, is no change).
+                await outbox.write_notification_changes(
+                    conn, [self._change(row, templates[row.order_id], SENDING, now) for row in claimed]
+                )
         if not claimed:
             return 0
         for row in claimed:
@@ -204,7 +212,10 @@ class Sender:
             unrecorded = [o for o, _ in _drain(finished) if o is not None]
             released = [
                 _Outcome(
-                    row.id, row.order_id, {"status": NEW, "send_after": row.send_after, "attempts": row.attempts - 1}
+                    row.id,
+                    row.order_id,
+                    {"status": NEW, "send_after": row.send_after, "attempts": row.attempts - 1},
+                    facts=self._facts(row, templates[row.order_id]),
                 )
                 for row in claimed
                 if row.id not in started
@@ -273,9 +284,13 @@ class Sender:
         to New now, not when its lease runs out (minutes); but for what the provider may have taken."""
         now = time.monotonic()
         self._uncertain = {i: until for i, until in self._uncertain.items() if until > now}
+        changed = self._clock.now()
         async with self._db.transaction() as conn:
             released = await repository.release_notifications_held_by(
                 conn, self._table, self._worker, list(self._uncertain)
+            )
+            await outbox.write_notification_changes(
+                conn, [NotificationChange(self._channel, i, SENDING, NEW, changed) for i in released]
             )
         self._telemetry.transitions_of(self._channel, released, SENDING, NEW, note="released after a failed round")
 
@@ -321,7 +336,7 @@ class Sender:
         now = self._clock.now()
         started.add(row.id)
         began = time.perf_counter()
-        outcome = await self._call(row, template, now)
+        outcome = replace(await self._call(row, template, now), facts=self._facts(row, template))
         status = outcome.values["status"]
         if not outcome.called:
             return outcome  # deferred to the SMS window
@@ -338,6 +353,20 @@ class Sender:
             row, now, kind, status, outcome.values.get("provider_reference"), outcome.values.get("status_detail")
         )
         return replace(outcome, attempt=attempt)
+
+    def _facts(self, row: Any, template: Any) -> NotificationFacts:
+        """What a webhook event of this notification tells of it (the template is its order's row)."""
+        return facts_of(row, getattr(template, "senders_reference", None), self._channel)
+
+    def _change(self, row: Any, template: Any, status: str, now: datetime) -> NotificationChange:
+        """The change of a notification row (with its previous_status) to `status`."""
+        return NotificationChange(self._channel, row.id, row.previous_status, status, now, self._facts(row, template))
+
+    def _outcome_change(self, outcome: _Outcome, now: datetime) -> NotificationChange:
+        """The change an outcome makes: from Sending to its status (at the time it set, else when it is recorded)."""
+        status: str = outcome.values["status"]
+        at = outcome.values.get("status_changed") or now
+        return NotificationChange(self._channel, outcome.notification_id, SENDING, status, at, outcome.facts)
 
     def _attempt(
         self, row: Any, started: datetime, outcome: str, status: str, reference: str | None, detail: str | None
@@ -446,9 +475,14 @@ class Sender:
             # PostgreSQL (one round trip), in a few direct calls on SQLite (an instant order's answer waits for this).
             pending = [(o.notification_id, o.values) for o in outcomes]
             attempts = [o.attempt for o in outcomes if o.attempt is not None]
+            changes = [self._outcome_change(o, now) for o in outcomes]
             if self._db.dialect == "postgresql":
+                # The webhook events go into the statement (no round trip more), so they are built beforehand.
+                events = [(c.notification_id, notification_event(c, c.facts)) for c in changes if c.facts is not None]
                 async with self._db.statement() as conn:
-                    held = await repository.record_pending_outcomes(conn, self._table, self._worker, pending, attempts)
+                    held = await repository.record_pending_outcomes(
+                        conn, self._table, self._worker, pending, attempts, events
+                    )
             else:
                 held = await self._db.sqlite_write(
                     functools.partial(
@@ -457,6 +491,7 @@ class Sender:
                         worker=self._worker,
                         outcomes=pending,
                         attempts=attempts,
+                        changes=changes,
                     )
                 )
             recorded = [outcome for outcome in outcomes if outcome.notification_id in held]
@@ -470,10 +505,12 @@ class Sender:
 
     def _pending_only(self, outcomes: list[_Outcome]) -> bool:
         """Whether the outcomes take the short way: none delivered at once, none ending its notification (so no
-        order to complete), all setting the same columns."""
+        order to complete), all setting the same columns, each with its webhook event's facts at hand."""
         shapes = {repository.outcome_shape(o.values) for o in outcomes}
         return len(shapes) == 1 and all(
-            not o.delivered and repository.leaves_pending(self._table, o.values["status"], o.values.get("provider"))
+            not o.delivered
+            and o.facts is not None
+            and repository.leaves_pending(self._table, o.values["status"], o.values.get("provider"))
             for o in outcomes
         )
 
@@ -486,6 +523,7 @@ class Sender:
     ) -> tuple[list[_Outcome], list[UUID]]:
         touched: set[UUID] = set()
         recorded: list[_Outcome] = []
+        changes: list[NotificationChange] = []
         async with self._db.transaction() as conn:
             held = await repository.record_outcomes(
                 conn, self._table, self._worker, [(o.notification_id, o.values) for o in outcomes]
@@ -495,13 +533,19 @@ class Sender:
                 if outcome.notification_id not in held:
                     continue
                 recorded.append(outcome)
-                if outcome.delivered:
+                changes.append(self._outcome_change(outcome, now))
+                if outcome.delivered and (
                     await repository.apply_delivery_report(conn, self._table, outcome.notification_id, delivered, now)
+                    is not None
+                ):
+                    changes.append(replace(changes[-1], previous=changes[-1].status, status=delivered, occurred=now))
                 final_status = delivered if outcome.delivered else outcome.values["status"]
                 if not repository.leaves_pending(self._table, final_status, outcome.values.get("provider")):
                     # Only a notification that reached a final status can complete its order: one still
                     # awaiting its delivery report (most SMS) cannot, and its order is not looked at.
                     touched.add(outcome.order_id)
+            # The webhook events of the changes, before the orders' (complete_orders writes those with the feed).
+            await outbox.write_notification_changes(conn, changes)
             completed = await repository.complete_orders(conn, sorted(touched), now)
             await report_repository.insert_attempts(conn, [o.attempt for o in recorded if o.attempt is not None])
         return recorded, completed
@@ -668,6 +712,14 @@ class ExpirySweeper:
         async with self._db.transaction() as conn:
             for channel, table in NOTIFICATION_TABLES.items():
                 expired[channel] = await repository.expire_notifications(conn, table, now, self.REPORT_GRACE)
+            await outbox.write_notification_changes(
+                conn,
+                [
+                    NotificationChange(channel, row.id, previous, repository.FAILED_TTL, now)
+                    for channel, rows in expired.items()
+                    for previous, row in rows
+                ],
+            )
             orders = sorted({row.order_id for rows in expired.values() for _, row in rows})
             completed = await repository.complete_orders(conn, orders, now)
         for channel, rows in expired.items():

@@ -57,6 +57,8 @@ from varsel.orders.drafts import (
     RecipientSpec,
 )
 from varsel.orders.vocabulary import IdempotencyFamily, NotificationChannel, OrderType, SendingTimePolicy
+from varsel.webhooks import outbox
+from varsel.webhooks.events import NotificationChange, NotificationFacts, facts_of, notification_event
 
 log = logging.getLogger(__name__)
 
@@ -138,12 +140,18 @@ class InstantService:
                 for channel, table in NOTIFICATION_TABLES.items()
             },
         )
+        # Each notification's webhook event: created Sending (an instant notification is never New).
+        changes = [_created(new) for new in batch]
         if self._db.dialect == "postgresql":
+            # Built beforehand: the events go into the store's one statement (no round trip more).
+            events = [(new.order["id"], notification_event(*made)) for new, made in zip(batch, changes, strict=True)]
             async with self._db.statement() as conn:
-                inserted = await instant_repository.store_instant_orders(conn, *rows)
+                inserted = await instant_repository.store_instant_orders(conn, *rows, events)
         else:
             inserted = await self._db.sqlite_write(
-                lambda write: instant_repository.store_instant_orders_sqlite(write, *rows)
+                lambda write: instant_repository.store_instant_orders_sqlite(
+                    write, *rows, [change for change, _ in changes]
+                )
             )
         return [new.chain["id"] in inserted for new in batch]
 
@@ -236,6 +244,12 @@ class InstantService:
                 claimed = await dispatch_repository.claim_parked_notification(
                     conn, order_id, self._holder, now, now + self._lease
                 )
+                if claimed is not None:
+                    channel, row, template = claimed
+                    facts = facts_of(row, template.senders_reference, channel)
+                    await outbox.write_notification_changes(
+                        conn, [NotificationChange(channel, row.id, NEW, SENDING, now, facts)]
+                    )
                 elsewhere = claimed is None and await dispatch_repository.being_sent(conn, order_id, now)
         except BaseException:
             self._done(order_id, outcome, (InstantAnswer.UNAVAILABLE, IN_FLIGHT_RETRY_AFTER))
@@ -308,6 +322,15 @@ class InstantService:
         self._writes.discard(write)
         if not write.cancelled() and write.exception() is not None:
             log.error("instant order: an outcome answered to its caller could not be written: %s", write.exception())
+
+
+def _created(new: _NewInstant) -> tuple[NotificationChange, NotificationFacts]:
+    """The change of an instant notification as it is stored (none before, Sending), with its facts."""
+    facts = facts_of(new.notification, new.order["senders_reference"], new.channel)
+    change = NotificationChange(
+        new.channel, new.notification["id"], None, SENDING, new.notification["status_changed"], facts
+    )
+    return change, facts
 
 
 def _order_draft(draft: InstantDraft, now: Any) -> OrderDraft:

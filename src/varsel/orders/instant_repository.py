@@ -20,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from varsel.db.one_statement import parameters, shape, source
 from varsel.db.sqlite_direct import DirectWrite, columns_of, quoted
 from varsel.db.tables import NOTIFICATION_TABLES, order_chains, order_recipients, orders
+from varsel.webhooks import outbox
+from varsel.webhooks.events import Event, NotificationChange
 
 _TABLES = {table.name: table for table in (order_recipients, *NOTIFICATION_TABLES.values())}
 
@@ -59,7 +61,9 @@ def _store_statement(
             )
             .cte(f"stored_{name}")
         )
-    return select(stored_chains.c.id).add_cte(stored_orders, *writes)
+    # The webhook events of the orders stored (their notifications' first status), in the same statement.
+    stored_events = outbox.events_cte("events", select(stored_orders.c.id))
+    return select(stored_chains.c.id).add_cte(stored_orders, *writes, stored_events)
 
 
 async def store_instant_orders(
@@ -68,11 +72,17 @@ async def store_instant_orders(
     order_rows: Sequence[Mapping[str, Any]],
     recipients: Sequence[Mapping[str, Any]],
     notifications: Mapping[Table, Sequence[Mapping[str, Any]]],
+    events: Sequence[tuple[UUID, Event]] = (),
 ) -> set[UUID]:
     """Store the instant orders whose keys are free, in one statement; answer the ids of the chains stored. Every
-    order row names its chain (chain_id), every recipient and notification row its order (order_id)."""
+    order row names its chain (chain_id), every recipient and notification row its order (order_id), every webhook
+    event the order whose change it tells of (written for the orders stored only)."""
     chain_keys, order_keys = shape(order_chains, chains), shape(orders, order_rows)
-    values = {**parameters(chains, chain_keys, "new_chains"), **parameters(order_rows, order_keys, "new_orders")}
+    values = {
+        **parameters(chains, chain_keys, "new_chains"),
+        **parameters(order_rows, order_keys, "new_orders"),
+        **outbox.event_arrays("events", events),
+    }
     children = []
     for table, rows in [(order_recipients, recipients), *notifications.items()]:
         if rows:
@@ -92,10 +102,12 @@ def store_instant_orders_sqlite(
     order_rows: Sequence[Mapping[str, Any]],
     recipients: Sequence[Mapping[str, Any]],
     notifications: Mapping[Table, Sequence[Mapping[str, Any]]],
+    changes: Sequence[NotificationChange] = (),
 ) -> set[UUID]:
     """store_instant_orders on SQLite, run in the direct writer's transaction (Database.sqlite_write): the keys in
     one statement (those whose key is free come back), then the orders, recipients and notifications of those, one
-    executemany per table."""
+    executemany per table, then the webhook events of the stored notifications' `changes` (which carry their facts)
+    that someone subscribes to."""
     keys = columns_of(order_chains, chains)
     row_marks = f"({', '.join('?' for _ in keys)})"
     sql = (
@@ -112,4 +124,6 @@ def store_instant_orders_sqlite(
     write.insert(order_recipients, [row for row in recipients if row["order_id"] in order_ids])
     for table, rows in notifications.items():
         write.insert(table, [row for row in rows if row["order_id"] in order_ids])
+    changed = [change for change in changes if change.facts is not None and change.facts.order_id in order_ids]
+    outbox.write_notification_changes_direct(write, changed)
     return stored

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -35,6 +35,8 @@ from varsel.notifications.statuses import EmailStatus, OrderStatus, SmsStatus
 from varsel.observability import Telemetry
 from varsel.providers.base import DeliveryReport
 from varsel.reports import repository
+from varsel.webhooks import outbox
+from varsel.webhooks.events import NotificationChange
 
 log = logging.getLogger("varsel.reports")
 
@@ -150,6 +152,8 @@ class DeliveryReports:
                     }
                 )
             await repository.insert_reports(conn, rows)
+            told = [(match, channel, row["status"]) for match, row in zip(matches, rows, strict=True)]
+            await self._tell(conn, told, now)
             completed = await self._complete(conn, matches, now)
         self._log(channel, zip(matches, (row["status"] for row in rows), strict=True), completed)
         return [match.state for match in matches]
@@ -218,6 +222,7 @@ class DeliveryReports:
                 [report.id for report in dead],
                 {"state": ReportState.DEAD.value, "notification_id": None, "next_attempt": None, "resolved": now},
             )
+            await self._tell(conn, tried, now)
             completed = await self._complete(conn, [match for match, _, _ in tried], now)
         if dead:
             log.warning(
@@ -282,6 +287,19 @@ class DeliveryReports:
             state = ReportState.DUPLICATE if again is not None and again.status == status else ReportState.SUPERSEDED
             return _Match(state, found.id, found.order_id, found.status)
         return _Match(ReportState.APPLIED, found.id, found.order_id, found.status)
+
+    @staticmethod
+    async def _tell(conn: AsyncConnection, matches: Iterable[tuple[_Match, str, str]], now: datetime) -> None:
+        """The webhook events of the reports applied (match, channel, reported status: each moved its notification
+        to that status), before the orders' (complete_orders writes those with the feed)."""
+        await outbox.write_notification_changes(
+            conn,
+            [
+                NotificationChange(channel, match.notification_id, match.previous, status, now)
+                for match, channel, status in matches
+                if match.state is ReportState.APPLIED and match.notification_id is not None
+            ],
+        )
 
     async def _complete(self, conn: AsyncConnection, matches: Sequence[_Match], now: datetime) -> list[UUID]:
         orders = sorted({m.order_id for m in matches if m.state is ReportState.APPLIED and m.order_id is not None})

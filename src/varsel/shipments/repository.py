@@ -38,6 +38,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from varsel.db.tables import email_notifications, orders, sms_notifications, status_feed
 from varsel.db.types import UtcDateTime
 from varsel.notifications.statuses import OrderStatus
+from varsel.webhooks import outbox
+from varsel.webhooks.events import ORDER_KINDS, order_event
 
 # The order statuses that end an order, and so write its feed entry.
 FINAL_ORDER_STATUSES = frozenset({OrderStatus.COMPLETED, OrderStatus.SEND_CONDITION_NOT_MET, OrderStatus.CANCELLED})
@@ -184,9 +186,10 @@ ENDED_ORDER_COLUMNS = (*_ORDER_COLUMNS, orders.c.creator)
 
 async def write_feed_entries(conn: AsyncConnection, order_ids: Sequence[UUID], now: datetime) -> int:
     """Write the feed entry of each of these orders that is now in a final state, with a snapshot of its
-    notifications; an order that has its entry already keeps it. Call it last in the transaction that ends the
-    orders (see the module's docstring: on PostgreSQL it takes the feed's lock, held until commit). Answers how
-    many entries were written.
+    notifications; an order that has its entry already keeps it, and the order.* webhook events of those written
+    (varsel.webhooks.events: an event's payload is the entry's snapshot, as the manifest). Call it last in the
+    transaction that ends the orders (see the module's docstring: on PostgreSQL it takes the feed's lock, held until
+    commit). Answers how many entries were written.
 
     One INSERT … SELECT builds every entry in the database (json_object / json_build_object), so that ending a
     batch of orders costs one statement more, not a read of their notifications into Python and back."""
@@ -199,8 +202,13 @@ async def write_feed_entries(conn: AsyncConnection, order_ids: Sequence[UUID], n
         await conn.execute(select(func.pg_advisory_xact_lock(FEED_LOCK_KEY)))
     statement = _INSERT_POSTGRESQL if postgres else _INSERT_SQLITE
     ids: Any = wanted if postgres else json.dumps([i.hex for i in wanted])
-    result = await conn.execute(statement, {"ids": ids, "now": now})
-    return len(result.all())
+    written = (await conn.execute(statement, {"ids": ids, "now": now})).all()
+    # The order.* webhook events, in the same transaction: only for the entries whose owner subscribes (the
+    # statement answered their snapshots), each with the manifest the entry's snapshot is.
+    watched = sorted((row for row in written if row.watched is not None), key=lambda row: row.seq)
+    if watched:
+        await outbox.fan_out(conn, [order_event(row.creator, row.watched, now) for row in watched])
+    return len(written)
 
 
 async def write_feed_entries_of(conn: AsyncConnection, ended: Sequence[Any], now: datetime) -> int:
@@ -221,6 +229,16 @@ _RECIPIENT_SQL = {
     "'status', n.status, 'lastUpdate', n.status_changed, 'fallbackFor', CASE WHEN n.fallback_of IS NOT NULL THEN "
     "json_build_object('notificationId', n.fallback_of, 'reason', n.fallback_reason) END)",
 }
+
+
+# Each entry's snapshot is answered back only when its owner subscribes to order events (the order.* webhook's
+# payload is built from it: varsel.webhooks.events); otherwise null, and ending an order costs nothing more for
+# webhooks than this index probe of (creator, kind), inside the feed's INSERT.
+_ORDER_KINDS_SQL = ", ".join(f"'{kind}'" for kind in ORDER_KINDS)
+_WATCHED_SQL = (
+    "CASE WHEN EXISTS (SELECT 1 FROM webhook_subscription_events s WHERE s.creator = status_feed.creator AND "
+    f"s.kind IN ({_ORDER_KINDS_SQL})) THEN status_feed.entry END AS watched"
+)
 
 
 def _recipients_sql(dialect: str) -> str:
@@ -248,7 +266,7 @@ _INSERT_SQLITE = text(
     WHERE o.id IN (SELECT value FROM json_each(:ids)) AND o.status IN ({_FINAL_SQL})
     ORDER BY o.id
     ON CONFLICT (order_id) DO NOTHING
-    RETURNING seq
+    RETURNING seq, creator, {_WATCHED_SQL}
     """
 ).bindparams(bindparam("now", type_=UtcDateTime()), bindparam("ids", type_=String()))
 
@@ -264,7 +282,7 @@ _INSERT_POSTGRESQL = text(
     WHERE o.id = ANY(:ids) AND o.status IN ({_FINAL_SQL})
     ORDER BY o.id
     ON CONFLICT (order_id) DO NOTHING
-    RETURNING seq
+    RETURNING seq, creator, {_WATCHED_SQL}
     """
 ).bindparams(bindparam("now", type_=UtcDateTime()), bindparam("ids", type_=ARRAY(Uuid)))
 

@@ -7,41 +7,90 @@ written. A change of a service owner with no subscription for its kind writes no
 (creator, kind) finds no subscriber.
 
 Rows are written for disabled subscriptions too: they wait, pending, until the owner enables the endpoint again.
+
+What a change costs when nobody subscribes, by the way it is written:
+
+- In a transaction of SQLAlchemy statements: one query. `write_notification_changes` looks the subscribers up for a
+  whole batch of changes at once (by creator when the writer has the notifications' facts at hand, else joined with
+  the changed notifications, which also reads their facts); the payloads are built, and rows written, only for
+  changes someone subscribes to. Order events cost nothing more: the status feed's INSERT answers, per entry, its
+  snapshot only when someone subscribes to its owner's order events (varsel.shipments.repository), and only then
+  are events written (`fan_out`).
+- PostgreSQL's one-statement writes (varsel.db.one_statement): no round trip more. The events go into the statement
+  as arrays, and a WITH clause of it (`events_cte`) inserts each for every subscriber of its kind, for the rows the
+  statement did change. The payloads are built beforehand, whether anyone subscribes or not.
+- SQLite's direct writes (varsel.db.sqlite_direct): one query in the writer's thread (`fan_out_direct`), the
+  payloads built only for changes someone subscribes to.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+import json
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
+from uuid import UUID
 
-from sqlalchemy import insert, select, tuple_
+from sqlalchemy import (
+    JSON,
+    Column,
+    String,
+    Text,
+    Uuid,
+    and_,
+    bindparam,
+    cast,
+    func,
+    insert,
+    literal,
+    select,
+    tuple_,
+    union_all,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.selectable import CTE
 
-from varsel.db.tables import webhook_events, webhook_subscription_events
+from varsel.db.sqlite_direct import DirectWrite, quoted
+from varsel.db.tables import NOTIFICATION_TABLES, orders, webhook_events, webhook_subscription_events
 from varsel.ids import new_id
+from varsel.webhooks.events import (
+    EVENT_KINDS,
+    NOTIFICATION_STATUS_CHANGED,
+    ORDER_CANCELLED,
+    ORDER_COMPLETED,
+    ORDER_KINDS,
+    ORDER_SEND_CONDITION_NOT_MET,
+    Event,
+    NotificationChange,
+    NotificationFacts,
+    notification_event,
+)
 
-# The kinds a subscription may take (issue #18).
-ORDER_COMPLETED = "order.completed"
-ORDER_SEND_CONDITION_NOT_MET = "order.send_condition_not_met"
-ORDER_CANCELLED = "order.cancelled"
-NOTIFICATION_STATUS_CHANGED = "notification.status_changed"
-EVENT_KINDS = (ORDER_COMPLETED, ORDER_SEND_CONDITION_NOT_MET, ORDER_CANCELLED, NOTIFICATION_STATUS_CHANGED)
+__all__ = [
+    "DELIVERED",
+    "EVENT_KINDS",
+    "NOTIFICATION_STATUS_CHANGED",
+    "ORDER_CANCELLED",
+    "ORDER_COMPLETED",
+    "ORDER_KINDS",
+    "ORDER_SEND_CONDITION_NOT_MET",
+    "PENDING",
+    "Event",
+    "event_arrays",
+    "events_cte",
+    "fan_out",
+    "fan_out_direct",
+    "insert_events",
+    "subscribers",
+    "write_notification_changes",
+    "write_notification_changes_direct",
+]
 
 PENDING = "pending"
 DELIVERED = "delivered"
 
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One change, for every subscriber of its creator and kind. `payload` is the body as delivered:
-    {"type": kind, "timestamp": ISO time of the change, "data": ...} (see docs/webhooks.md)."""
-
-    creator: str
-    kind: str
-    occurred: datetime
-    payload: dict[str, Any]
+# The subscribers of each (creator, kind) wanted: subscription ids, in id order.
+Subscribers = dict[tuple[str, str], list[UUID]]
 
 
 async def fan_out(conn: AsyncConnection, events: Sequence[Event]) -> int:
@@ -49,22 +98,31 @@ async def fan_out(conn: AsyncConnection, events: Sequence[Event]) -> int:
     the order given; answers how many rows were written (0, with one query, when nobody subscribes)."""
     if not events:
         return 0
-    wanted = {(event.creator, event.kind) for event in events}
-    found = await conn.execute(
+    return await insert_events(conn, events, await subscribers(conn, {(e.creator, e.kind) for e in events}))
+
+
+async def subscribers(conn: AsyncConnection, wanted: Collection[tuple[str, str]]) -> Subscribers:
+    """The subscriptions taking each of these (creator, kind): one index range each, in one query; empty when
+    nobody subscribes."""
+    found: Subscribers = {}
+    if not wanted:
+        return found
+    result = await conn.execute(
         select(
             webhook_subscription_events.c.creator,
             webhook_subscription_events.c.kind,
             webhook_subscription_events.c.subscription_id,
         )
-        .where(tuple_(webhook_subscription_events.c.creator, webhook_subscription_events.c.kind).in_(wanted))
+        .where(tuple_(webhook_subscription_events.c.creator, webhook_subscription_events.c.kind).in_(list(wanted)))
         .order_by(webhook_subscription_events.c.subscription_id)
     )
-    subscribers: dict[tuple[str, str], list[Any]] = {}
-    for row in found:
-        subscribers.setdefault((row.creator, row.kind), []).append(row.subscription_id)
-    if not subscribers:
-        return 0
-    rows = [
+    for row in result:
+        found.setdefault((row.creator, row.kind), []).append(row.subscription_id)
+    return found
+
+
+def _rows(events: Iterable[Event], found: Subscribers) -> list[dict[str, Any]]:
+    return [
         {
             "id": new_id(),
             "subscription_id": subscription_id,
@@ -77,8 +135,225 @@ async def fan_out(conn: AsyncConnection, events: Sequence[Event]) -> int:
             "next_attempt": event.occurred,
         }
         for event in events
-        for subscription_id in subscribers.get((event.creator, event.kind), ())
+        for subscription_id in found.get((event.creator, event.kind), ())
     ]
+
+
+async def insert_events(conn: AsyncConnection, events: Sequence[Event], found: Subscribers) -> int:
+    """Write the events for the subscribers `subscribers` found, in the order given; answers the rows written."""
+    rows = _rows(events, found)
     if rows:
         await conn.execute(insert(webhook_events), rows)
     return len(rows)
+
+
+# ---------------------------------------------------------------- notification changes (SQLAlchemy transactions)
+
+
+async def write_notification_changes(conn: AsyncConnection, changes: Sequence[NotificationChange]) -> int:
+    """Write the notification.status_changed events of these changes, in the order given, in the caller's
+    transaction, after the changes themselves (the notifications' row locks then order each one's events). Answers
+    the rows written. A change from a status to itself (a sender taking over a lease that ran out) tells nothing.
+
+    Changes with their facts at hand cost one look-up of their creators' subscriptions; the others one query that
+    reads their facts joined with the subscriptions (only the notifications someone subscribes to come back).
+    Nothing more is done when nobody subscribes: no payload is built."""
+    told = [change for change in changes if change.previous != change.status]
+    if not told:
+        return 0
+    known = {(_facts(change).creator, NOTIFICATION_STATUS_CHANGED) for change in told if change.facts is not None}
+    found = await subscribers(conn, known)
+    facts: dict[UUID, NotificationFacts] = {}
+    unknown = [change for change in told if change.facts is None]
+    if unknown:
+        read, subscribed = await _facts_of_subscribed(conn, unknown)
+        facts.update(read)
+        for key, ids in subscribed.items():
+            found[key] = sorted({*found.get(key, ()), *ids})
+    if not found:
+        return 0
+    events = []
+    for change in told:
+        of = change.facts or facts.get(change.notification_id)
+        if of is not None and (of.creator, NOTIFICATION_STATUS_CHANGED) in found:
+            events.append(notification_event(change, of))
+    return await insert_events(conn, events, found)
+
+
+def _among(conn: AsyncConnection, column: Any, ids: Sequence[UUID]) -> Any:
+    """`column` is one of `ids`, as one bound value whatever their number (an expiry sweep may end thousands at
+    once): an array on PostgreSQL, a JSON array of the stored hex form on SQLite."""
+    if conn.dialect.name == "postgresql":
+        wanted = (
+            func.unnest(bindparam(None, list(ids), type_=ARRAY(Uuid)))
+            .table_valued(Column("id", Uuid))
+            .render_derived(name="wanted")
+        )
+        return column.in_(select(wanted.c.id))
+    return column.in_(select(func.json_each(json.dumps([i.hex for i in ids])).table_valued("value").c.value))
+
+
+async def _facts_of_subscribed(
+    conn: AsyncConnection, changes: Sequence[NotificationChange]
+) -> tuple[dict[UUID, NotificationFacts], Subscribers]:
+    """The facts of the changed notifications whose creator subscribes to notification.status_changed, and those
+    subscriptions: one statement (each channel's notifications joined with the subscriptions and their orders)."""
+    subscription = webhook_subscription_events
+    parts = []
+    for channel, table in NOTIFICATION_TABLES.items():
+        ids = sorted({change.notification_id for change in changes if change.channel == channel})
+        if not ids:
+            continue
+        address = table.c.email_address if channel == "email" else table.c.mobile_number
+        parts.append(
+            select(
+                subscription.c.subscription_id,
+                table.c.id,
+                table.c.order_id,
+                table.c.creator,
+                address.label("destination"),
+                table.c.national_identity_number,
+                table.c.organization_number,
+                orders.c.senders_reference,
+            )
+            .select_from(
+                table.join(
+                    subscription,
+                    and_(subscription.c.creator == table.c.creator, subscription.c.kind == NOTIFICATION_STATUS_CHANGED),
+                ).join(orders, orders.c.id == table.c.order_id)
+            )
+            .where(_among(conn, table.c.id, ids))
+        )
+    statement = parts[0] if len(parts) == 1 else union_all(*parts)
+    facts: dict[UUID, NotificationFacts] = {}
+    found: Subscribers = {}
+    for row in await conn.execute(statement):
+        facts[row.id] = NotificationFacts(
+            order_id=row.order_id,
+            creator=row.creator,
+            senders_reference=row.senders_reference,
+            destination=row.destination,
+            national_identity_number=row.national_identity_number,
+            organization_number=row.organization_number,
+        )
+        subscribed = found.setdefault((row.creator, NOTIFICATION_STATUS_CHANGED), [])
+        if row.subscription_id not in subscribed:
+            subscribed.append(row.subscription_id)
+    for ids in found.values():
+        ids.sort()
+    return facts, found
+
+
+# ---------------------------------------------------------------- PostgreSQL one-statement writes
+
+
+def events_cte(name: str, changed: Any) -> CTE:
+    """A WITH clause for a one-statement write (varsel.db.one_statement): the events bound as arrays named `name`
+    (see `event_arrays`), each written once per subscriber of its creator and kind, in the order given, but only
+    those whose key is among `changed` (a select of the ids the statement did change: the rows it stored, the
+    outcomes it recorded). Ids are the database's own (gen_random_uuid)."""
+    event = (
+        func.unnest(
+            bindparam(f"{name}_key", type_=ARRAY(Uuid)),
+            bindparam(f"{name}_creator", type_=ARRAY(String)),
+            bindparam(f"{name}_kind", type_=ARRAY(String)),
+            bindparam(f"{name}_occurred", type_=ARRAY(webhook_events.c.occurred.type)),
+            bindparam(f"{name}_payload", type_=ARRAY(Text)),
+        )
+        .table_valued(
+            Column("key", Uuid),
+            Column("creator", String),
+            Column("kind", String),
+            Column("occurred", webhook_events.c.occurred.type),
+            Column("payload", Text),
+            with_ordinality="position",
+        )
+        .render_derived(name=f"{name}_given")
+    )
+    subscription = webhook_subscription_events
+    keys = ("id", "subscription_id", "creator", "kind", "occurred", "payload", "state", "attempts", "next_attempt")
+    rows = (
+        select(
+            func.gen_random_uuid(),
+            subscription.c.subscription_id,
+            event.c.creator,
+            event.c.kind,
+            event.c.occurred,
+            cast(event.c.payload, JSON),
+            literal(PENDING),
+            literal(0),
+            event.c.occurred,
+        )
+        .select_from(
+            event.join(
+                subscription, and_(subscription.c.creator == event.c.creator, subscription.c.kind == event.c.kind)
+            )
+        )
+        .where(event.c.key.in_(changed))
+        .order_by(event.c.position, subscription.c.subscription_id)
+    )
+    return insert(webhook_events).from_select(keys, rows).cte(name)
+
+
+def event_arrays(name: str, events: Sequence[tuple[UUID, Event]]) -> dict[str, list[Any]]:
+    """The arrays `events_cte(name, …)` reads: each event with its key (the id of the row whose change it tells
+    of, as `changed` names it)."""
+    return {
+        f"{name}_key": [key for key, _ in events],
+        f"{name}_creator": [event.creator for _, event in events],
+        f"{name}_kind": [event.kind for _, event in events],
+        f"{name}_occurred": [event.occurred for _, event in events],
+        f"{name}_payload": [json.dumps(event.payload) for _, event in events],
+    }
+
+
+# ---------------------------------------------------------------- SQLite direct writes
+
+
+def fan_out_direct(
+    write: DirectWrite, wanted: Collection[tuple[str, str]], build: Callable[[Subscribers], Sequence[Event]]
+) -> int:
+    """fan_out in the direct writer's transaction (varsel.db.sqlite_direct): the subscribers of the (creator, kind)
+    pairs `wanted`, in one query; then, only if there are any, `build(subscribers)` makes the events (so nobody's
+    payload is built when nobody subscribes) and they are written. Answers the rows written."""
+    if not wanted:
+        return 0
+    pairs = sorted(wanted)
+    table = quoted(webhook_subscription_events.name)
+    sql = (
+        f"SELECT creator, kind, subscription_id FROM {table} WHERE (creator, kind) IN "
+        f"(VALUES {', '.join('(?, ?)' for _ in pairs)}) ORDER BY subscription_id"
+    )
+    found: Subscribers = {}
+    for creator, kind, subscription_id in write.fetch(sql, tuple(value for pair in pairs for value in pair)):
+        found.setdefault((creator, kind), []).append(_stored_uuid(subscription_id))
+    if not found:
+        return 0
+    rows = _rows(build(found), found)
+    write.insert(webhook_events, rows)
+    return len(rows)
+
+
+def write_notification_changes_direct(write: DirectWrite, changes: Sequence[NotificationChange]) -> int:
+    """write_notification_changes in the direct writer's transaction, for changes that carry their facts (a change
+    without them, or from a status to itself, tells nothing and is left out)."""
+    told = [change for change in changes if change.facts is not None and change.previous != change.status]
+    return fan_out_direct(
+        write,
+        {(_facts(change).creator, NOTIFICATION_STATUS_CHANGED) for change in told},
+        lambda found: [
+            notification_event(change, _facts(change))
+            for change in told
+            if (_facts(change).creator, NOTIFICATION_STATUS_CHANGED) in found
+        ],
+    )
+
+
+def _facts(change: NotificationChange) -> NotificationFacts:
+    assert change.facts is not None
+    return change.facts
+
+
+def _stored_uuid(value: Any) -> UUID:
+    """A Uuid column's value as the SQLite driver gives it (32 hex digits, as SQLAlchemy stores it there)."""
+    return value if isinstance(value, UUID) else UUID(str(value))

@@ -18,6 +18,7 @@ from varsel.http import problem_responses
 from varsel.problems import PROBLEM_MEDIA_TYPE, Problem, ValidationProblem, trace_id
 from varsel.shipments.repository import EMAIL, SMS, FeedEntry, Shipment, ShipmentRecipient
 from varsel.shipments.service import ShipmentNotFound, Shipments
+from varsel.webhooks.events import order_lifecycle, recipient_lifecycle
 
 PREFIX = "/notifications/api/v1/future"
 MAX_PAGE_SIZE = 500
@@ -33,25 +34,8 @@ async def authenticated(request: Request) -> Caller:
 CallerDep = Annotated[Caller, Depends(authenticated)]
 
 
-# ---------------------------------------------------------------- the lifecycle vocabulary (reference 9.1)
-
-# Stored values whose lifecycle name is not the channel's prefix and the stored value.
-_RENAMED = {
-    "Email_Failed_InvalidEmailFormat": "Email_Failed_InvalidFormat",
-    "Email_Failed_SupressedRecipient": "Email_Failed_SuppressedRecipient",
-    "SMS_Failed_InvalidReceiver": "SMS_Failed_InvalidRecipient",
-}
-
-
-def order_lifecycle(status: str) -> str:
-    """Registered -> Order_Registered, …; Processed is shown as it is (Order_Processed), unlike v1."""
-    return f"Order_{status}"
-
-
-def recipient_lifecycle(channel: str, status: str) -> str:
-    """Delivered -> Email_Delivered or SMS_Delivered, with the reference's few renamings."""
-    name = f"{'Email' if channel == EMAIL else 'SMS'}_{status}"
-    return _RENAMED.get(name, name)
+# The lifecycle vocabulary (reference 9.1): order_lifecycle and recipient_lifecycle, shared with the webhook events'
+# payloads (varsel.webhooks.events), which say the same as the manifest and the feed.
 
 
 # ---------------------------------------------------------------- response models
