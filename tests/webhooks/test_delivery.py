@@ -20,6 +20,7 @@ from varsel.db.tables import webhook_attempts, webhook_events
 from varsel.webhooks.delivery import WebhookDelivery, retry_delay
 from varsel.webhooks.outbox import Event, fan_out
 from varsel.webhooks.repository import Subscription
+from varsel.webhooks.service import SubscriptionChange
 
 Auth = Callable[..., dict[str, str]]
 
@@ -336,3 +337,21 @@ async def test_events_committed_in_this_process_wake_the_worker(
         await asyncio.sleep(0.05)
         assert not waiting.done()  # not before the commit
     await asyncio.wait_for(waiting, 10)
+
+
+async def test_enabling_again_makes_the_pending_events_due_at_once(
+    varsel: Varsel, database: Database, clock: FrozenClock, receiver: Receiver
+) -> None:
+    made = await _subscribe(varsel, receiver)
+    await write_events(database, clock, 2)
+    receiver.mode = "fail"
+    assert await _delivery(varsel).deliver_due() == 1  # the head is due again only in 5 s
+    disabled = await varsel.webhooks.change(ORG, made.id, SubscriptionChange(enabled=False))
+    assert disabled.enabled is False
+    assert disabled.failing_since == clock.now()
+    receiver.mode = "ok"
+    enabled = await varsel.webhooks.enable(ORG, made.id)
+    assert enabled.enabled is True
+    assert enabled.failing_since is None
+    assert await _delivery(varsel).deliver_due() == 2
+    assert numbers(receiver.deliveries) == [0, 0, 1]
