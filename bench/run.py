@@ -16,7 +16,9 @@ Each figure is measured beside its baseline in the same run, on the same machine
 * dispatch: varsel's workers (`varsel worker`) against a bare client sending as many messages to the same peers
   with the same concurrency, with and without 100 ms of peer latency;
 * scheduling lag: from an order's requested send time to the provider call, for a steady rate and for a burst;
-* scaling: dispatch with 1, 2 and 4 worker processes on PostgreSQL.
+* scaling: dispatch with 1, 2 and 4 worker processes on PostgreSQL;
+* webhooks: events delivered per second by the webhook delivery worker to a loopback receiver, beside a bare client
+  posting the same signed bodies (bench/webhooks.py).
 
 Every server, worker, peer, load generator and baseline runs in a process of its own; CPU shares come from /proc.
 Results go to bench/results/<time>/ (results.json, chart.png, table.md, logs/) and bench/results/latest.
@@ -62,7 +64,7 @@ from bench.data import BenchDb
 T = TypeVar("T")
 
 API = "/notifications/api/v1"
-BENCHMARKS = ("intake", "chain", "feed", "instant", "dispatch", "lag", "scaling", "console")
+BENCHMARKS = ("intake", "chain", "feed", "instant", "dispatch", "lag", "scaling", "console", "webhooks")
 # Where each chain request's own idempotencyId goes (the load generator writes a value as long as this there).
 UNIQUE_MARKER = "@@@@@@@@@@@@@@@@@@@@@@@@"
 # Orders a chain stores: the main notification and two reminders.
@@ -1023,6 +1025,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     from bench.console import bench_console
     from bench.instant import bench_instant  # it imports this module's helpers
+    from bench.webhooks import bench_webhooks
 
     args = parse_args(argv)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -1074,6 +1077,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("dispatch", functools.partial(bench_dispatch, ctx, url, db_kind)),
                 ("lag", functools.partial(bench_lag, ctx, url, db_kind)),
                 ("console", functools.partial(bench_console, ctx, db_kind, url)),
+                ("webhooks", functools.partial(bench_webhooks, ctx, db_kind, url)),
             ]
             if db_kind == "postgres":
                 steps.append(("scaling", functools.partial(bench_scaling, ctx, url)))

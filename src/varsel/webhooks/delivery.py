@@ -25,6 +25,7 @@ from typing import Any
 from uuid import UUID
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from varsel.clock import Clock
 from varsel.db.engine import Database
@@ -147,35 +148,52 @@ class WebhookDelivery:
             self._on_free()
 
     async def _deliver_in_order(self, subscription_id: UUID) -> None:
-        while True:
-            now = self._clock.now()
-            async with self._db.transaction() as conn:
-                held = await repository.renew_claim(conn, subscription_id, self.worker, now, now + self._lease)
-                event = await repository.head_event(conn, subscription_id) if held is not None else None
-            if held is None:
-                return  # taken over, disabled or deleted meanwhile: nothing more of it is ours
-            if event is None or event.next_attempt > now:
-                break
-            outcome = await self._post(held, event, now)
+        # One transaction per attempt: the attempt's record, then (in the same one) the hold renewed and the next
+        # event read, or the endpoint released when nothing more is due.
+        now = self._clock.now()
+        async with self._db.transaction() as conn:
+            held, event = await self._next(conn, subscription_id, now)
+        while held is not None and event is not None:
+            attempted = event
+            outcome = await self._post(held, attempted, now)
+            after = self._clock.now()
             async with self._db.transaction() as conn:
                 recorded = await repository.record_attempt(
                     conn,
                     subscription_id,
-                    event,
+                    attempted,
                     self.worker,
                     now,
                     outcome,
-                    now + retry_delay(event.attempts + 1),
+                    now + retry_delay(attempted.attempts + 1),
                     self._failure_period,
                 )
+                if not recorded:
+                    held = None  # taken over, disabled or deleted meanwhile: nothing more of it is ours
+                elif outcome.delivered:
+                    held, event = await self._next(conn, subscription_id, after)
+                else:
+                    # The events behind a failed one wait for it: the endpoint's turn ends here.
+                    await repository.release_endpoint(conn, subscription_id, self.worker)
+                    held = None
             self.attempts += 1
-            if not recorded:
-                return
             if not outcome.delivered:
-                log.info("webhooks: event %s to endpoint %s failed: %s", event.id, subscription_id, outcome.error)
-                break
-        async with self._db.transaction() as conn:
+                log.info("webhooks: event %s to endpoint %s failed: %s", attempted.id, subscription_id, outcome.error)
+            now = after
+
+    async def _next(
+        self, conn: AsyncConnection, subscription_id: UUID, now: datetime
+    ) -> tuple[HeldEndpoint | None, PendingEvent | None]:
+        """The hold renewed and the endpoint's head event when it is due; the endpoint released when none is due.
+        (None, None) when the hold was lost."""
+        held = await repository.renew_claim(conn, subscription_id, self.worker, now, now + self._lease)
+        if held is None:
+            return None, None
+        event = await repository.head_event(conn, subscription_id)
+        if event is None or event.next_attempt > now:
             await repository.release_endpoint(conn, subscription_id, self.worker)
+            return None, None
+        return held, event
 
     async def _post(self, endpoint: HeldEndpoint, event: PendingEvent, at: datetime) -> AttemptOutcome:
         body = body_of(event.payload)
