@@ -355,3 +355,16 @@ async def test_enabling_again_makes_the_pending_events_due_at_once(
     assert enabled.failing_since is None
     assert await _delivery(varsel).deliver_due() == 2
     assert numbers(receiver.deliveries) == [0, 0, 1]
+
+
+async def test_events_written_by_a_single_statement_wake_the_worker_on_postgresql(
+    varsel: Varsel, database: Database, clock: FrozenClock, receiver: Receiver
+) -> None:
+    if database.dialect != "postgresql":
+        return  # one-statement writes are PostgreSQL's (Database.statement)
+    await _subscribe(varsel, receiver)
+    waiting = asyncio.create_task(varsel.wakeups.webhooks.wait(clock, 600, None))
+    await asyncio.sleep(0)
+    async with database.statement() as conn:
+        await fan_out(conn, [Event(ORG, "order.completed", clock.now(), {"type": "order.completed"})])
+    await asyncio.wait_for(waiting, 10)

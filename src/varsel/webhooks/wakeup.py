@@ -26,7 +26,10 @@ def wake_on_committed_events(engine: AsyncEngine, wake: Callable[[], None]) -> N
     @event.listens_for(sync_engine, "after_cursor_execute")
     def _executed(conn: Any, _cursor: Any, statement: str, _parameters: Any, _context: Any, _many: bool) -> None:
         if _OUTBOX_INSERT in statement:
-            conn.info[_WRITTEN] = True
+            # A statement on an AUTOCOMMIT connection (Database.statement: PostgreSQL's one-statement writes) is
+            # committed once it has run; in a transaction, only if the transaction commits.
+            autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+            conn.info[_COMMITTED if autocommit else _WRITTEN] = True
 
     @event.listens_for(sync_engine, "commit")
     def _committing(conn: Any) -> None:
