@@ -346,6 +346,8 @@ async def test_the_summary_as_json(client: httpx.AsyncClient, database: Database
                 "successfulEmailNotifications": ok_emails,
                 "smsNotificationsCreated": segments,
                 "successfulSmsNotifications": ok_sms,
+                "simulatedEmailNotifications": 0,
+                "simulatedSmsNotifications": 0,
             }
             for org, orders, emails, ok_emails, segments, ok_sms in MARCH
         ],
@@ -373,8 +375,10 @@ async def test_the_summary_as_csv(
             "Successful email notifications",
             "Total SMS notifications",
             "Successful SMS notifications",
+            "Simulated email notifications",
+            "Simulated SMS notifications",
         ],
-        *[[str(value) for value in row] for row in MARCH],
+        *[[str(value) for value in row] + ["0", "0"] for row in MARCH],
     ]
 
 
@@ -422,7 +426,9 @@ async def test_the_html_table_with_the_export_button(client: httpx.AsyncClient, 
     for column in ("Organization", "Total orders", "Successful SMS notifications"):
         assert f'<th scope="col">{column}</th>' in page
     assert '<tr><td>ttd</td><td class="number">2</td><td class="number">4</td><td class="number">2</td>' in page
-    assert '<td class="number">6</td><td class="number">2</td></tr>' in page
+    # ... segments, successful SMS, and nothing to simulated recipients.
+    number = '<td class="number">{}</td>'.format
+    assert "".join(number(n) for n in (6, 2, 0, 0)) + "</tr>" in page
     # A service owner's name is text, never markup.
     assert "<script>" not in page
     assert "<td>&lt;script&gt;alert(1)&lt;/script&gt;</td>" in page

@@ -170,6 +170,9 @@ def _usage_json(usage: MonthlyUsage) -> dict[str, Any]:
                 "successfulEmailNotifications": org.successful_emails,
                 "smsNotificationsCreated": org.sms,
                 "successfulSmsNotifications": org.successful_sms,
+                # varsel's: notifications to simulated recipients, left out of the figures before (issue #18).
+                "simulatedEmailNotifications": org.simulated_emails,
+                "simulatedSmsNotifications": org.simulated_sms,
             }
             for org in usage.orgs
         ],

@@ -142,7 +142,8 @@ async def usage_page(request: Request, principal: Principal = Depends(admin_only
     rows = usage_rows(usage)
     orgs = usage.orgs
     totals = [sum(o.orders for o in orgs), sum(o.emails for o in orgs), sum(o.successful_emails for o in orgs),
-              sum(o.sms for o in orgs), sum(o.successful_sms for o in orgs)]  # fmt: skip
+              sum(o.sms for o in orgs), sum(o.successful_sms for o in orgs), sum(o.simulated_emails for o in orgs),
+              sum(o.simulated_sms for o in orgs)]  # fmt: skip
     context = {"year": month.year, "month": month.month, "error": None, "rows": rows, "totals": totals,
                "columns": USAGE_COLUMNS, "fresh_seconds": f"{varsel.settings.usage.fresh_seconds:g}",
                "counted_at": usage.counted_at.strftime("%Y-%m-%d %H:%M:%S") if usage.counted_at else None}  # fmt: skip

@@ -428,6 +428,9 @@ usage_days = Table(
     Column("successful_emails", BigInteger, nullable=False),
     Column("sms_segments", BigInteger, nullable=False),
     Column("successful_sms", BigInteger, nullable=False),
+    # Notifications to simulated recipients (migration 0013, issue #18): left out of the columns above, counted here.
+    Column("simulated_emails", BigInteger, nullable=False, server_default="0"),
+    Column("simulated_sms", BigInteger, nullable=False, server_default="0"),
 )
 # The days counted (a day without orders too): when, and whether for good (settled: never counted again).
 usage_days_counted = Table(

@@ -21,6 +21,9 @@ USAGE_COLUMNS = (
     "Successful email notifications",
     "Total SMS notifications",
     "Successful SMS notifications",
+    # varsel's: notifications to simulated recipients, which the columns before leave out (issue #18).
+    "Simulated email notifications",
+    "Simulated SMS notifications",
 )
 
 
@@ -28,8 +31,11 @@ def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def usage_rows(usage: MonthlyUsage) -> list[tuple[str, int, int, int, int, int]]:
-    return [(o.org, o.orders, o.emails, o.successful_emails, o.sms, o.successful_sms) for o in usage.orgs]
+def usage_rows(usage: MonthlyUsage) -> list[tuple[str, int, int, int, int, int, int, int]]:
+    return [
+        (o.org, o.orders, o.emails, o.successful_emails, o.sms, o.successful_sms, o.simulated_emails, o.simulated_sms)
+        for o in usage.orgs
+    ]
 
 
 def usage_csv(usage: MonthlyUsage) -> str:

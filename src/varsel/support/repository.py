@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from varsel.db.tables import email_notifications, orders, sms_notifications, usage_days, usage_days_counted
 from varsel.db.types import UtcDateTime
 from varsel.notifications.statuses import EmailStatus, OrderStatus, SmsStatus
+from varsel.orders.simulated import SIMULATED_EMAIL_ADDRESSES, SIMULATED_MOBILE_NUMBERS
 
 EMAIL = "email"
 SMS = "sms"
@@ -49,6 +50,20 @@ SMS_SUCCESS_STATUSES = (SmsStatus.ACCEPTED.value, SmsStatus.DELIVERED.value)
 # New/Sending/Accepted), because a later delivery report may still change them.
 EMAIL_NOT_FINAL = (EmailStatus.NEW.value, EmailStatus.SENDING.value, EmailStatus.SUCCEEDED.value)
 SMS_NOT_FINAL = (SmsStatus.NEW.value, SmsStatus.SENDING.value, SmsStatus.ACCEPTED.value)
+
+
+def _to_simulated_recipient(table: Table) -> Any:
+    """Whether a notification goes to a simulated recipient (varsel.orders.simulated): stored exactly as listed
+    there, so one IN; NULL (not true) for a notification without an address, which CASE counts as false."""
+    if table is email_notifications:
+        return table.c.email_address.in_(sorted(SIMULATED_EMAIL_ADDRESSES))
+    return table.c.mobile_number.in_(sorted(SIMULATED_MOBILE_NUMBERS))
+
+
+def _to_real_recipient(table: Table) -> Any:
+    """The daily exports' rows: notifications to anyone but a simulated recipient (an unknown address included)."""
+    column = table.c.email_address if table is email_notifications else table.c.mobile_number
+    return column.is_(None) | ~_to_simulated_recipient(table)
 
 
 @dataclass(frozen=True)
@@ -186,12 +201,17 @@ async def recipient_notifications(
 
 @dataclass(frozen=True)
 class OrgUsageRow:
+    """A service owner's usage. Notifications to simulated recipients are not in emails, sms_segments or the
+    successful counts: they cost nothing and reach nobody; simulated_emails and simulated_sms count them apart."""
+
     creator: str
     orders: int
     emails: int
     successful_emails: int
     sms_segments: int
     successful_sms: int
+    simulated_emails: int = 0
+    simulated_sms: int = 0
 
 
 def _owner_group(conn: AsyncConnection) -> Any:
@@ -206,8 +226,9 @@ def _owner_group(conn: AsyncConnection) -> Any:
 
 async def usage_between(conn: AsyncConnection, start: datetime, end: datetime) -> list[OrgUsageRow]:
     """Per service owner, for the orders requested in [start, end): orders, email notifications and the successful
-    ones, SMS segments (summed) and successful SMS notifications; by owner name. Three grouped statements, each
-    walking the orders of the range by ix_orders_requested_send_time and their notifications by order_id.
+    ones, SMS segments (summed) and successful SMS notifications, and apart from those the email and SMS
+    notifications to simulated recipients; by owner name. Three grouped statements, each walking the orders of the
+    range by ix_orders_requested_send_time and their notifications by order_id.
 
     The rollup counts one UTC day with it (count_usage_day); the monthly summary counts the month's days still
     ahead with it (their orders are scheduled ones, few)."""
@@ -217,44 +238,51 @@ async def usage_between(conn: AsyncConnection, start: datetime, end: datetime) -
 
     def row_of(creator: str) -> dict[str, int]:
         return found.setdefault(
-            creator, {"orders": 0, "emails": 0, "successful_emails": 0, "sms_segments": 0, "successful_sms": 0}
-        )
+            creator,
+            {"orders": 0, "emails": 0, "successful_emails": 0, "sms_segments": 0, "successful_sms": 0,
+             "simulated_emails": 0, "simulated_sms": 0},
+        )  # fmt: skip
 
     counted = await conn.execute(select(owner, func.count()).where(in_range).group_by(owner))
     for creator, count in counted:
         row_of(creator)["orders"] = int(count)
 
     email = email_notifications
+    simulated_email = _to_simulated_recipient(email)
     emails = await conn.execute(
         select(
             owner,
-            # count(*), not of a column: an index holding order_id and status answers the statement alone.
             func.count(),
-            func.sum(case((email.c.status.in_(EMAIL_SUCCESS_STATUSES), 1), else_=0)),
+            func.sum(case((simulated_email, 0), (email.c.status.in_(EMAIL_SUCCESS_STATUSES), 1), else_=0)),
+            func.sum(case((simulated_email, 1), else_=0)),
         )
         .select_from(orders.join(email, email.c.order_id == orders.c.id))
         .where(in_range)
         .group_by(owner)
     )
-    for creator, total, successful in emails:
+    for creator, total, successful, simulated in emails:
         usage = row_of(creator)
-        usage["emails"], usage["successful_emails"] = int(total), int(successful or 0)
+        usage["emails"], usage["successful_emails"] = int(total) - int(simulated or 0), int(successful or 0)
+        usage["simulated_emails"] = int(simulated or 0)
 
     sms = sms_notifications
+    simulated_sms = _to_simulated_recipient(sms)
     texts = await conn.execute(
         select(
             owner,
             # A notification whose segments were never counted (none are: generation counts them) is one message.
-            func.sum(func.coalesce(sms.c.segments, 1)),
-            func.sum(case((sms.c.status.in_(SMS_SUCCESS_STATUSES), 1), else_=0)),
+            func.sum(case((simulated_sms, 0), else_=func.coalesce(sms.c.segments, 1))),
+            func.sum(case((simulated_sms, 0), (sms.c.status.in_(SMS_SUCCESS_STATUSES), 1), else_=0)),
+            func.sum(case((simulated_sms, 1), else_=0)),
         )
         .select_from(orders.join(sms, sms.c.order_id == orders.c.id))
         .where(in_range)
         .group_by(owner)
     )
-    for creator, segments, successful in texts:
+    for creator, segments, successful, simulated in texts:
         usage = row_of(creator)
         usage["sms_segments"], usage["successful_sms"] = int(segments or 0), int(successful or 0)
+        usage["simulated_sms"] = int(simulated or 0)
 
     return [OrgUsageRow(creator=creator, **found[creator]) for creator in sorted(found)]
 
@@ -308,6 +336,8 @@ async def replace_usage_day(
                     "successful_emails": row.successful_emails,
                     "sms_segments": row.sms_segments,
                     "successful_sms": row.successful_sms,
+                    "simulated_emails": row.simulated_emails,
+                    "simulated_sms": row.simulated_sms,
                 }
                 for row in rows
             ],
@@ -327,15 +357,14 @@ async def usage_of_days(conn: AsyncConnection, first: date, last: date) -> list[
             func.sum(u.c.successful_emails),
             func.sum(u.c.sms_segments),
             func.sum(u.c.successful_sms),
+            func.sum(u.c.simulated_emails),
+            func.sum(u.c.simulated_sms),
         )
         .where(u.c.day >= first, u.c.day <= last)
         .group_by(u.c.creator)
         .order_by(u.c.creator)
     )
-    return [
-        OrgUsageRow(creator, int(orders_), int(emails), int(ok_emails), int(segments), int(ok_sms))
-        for creator, orders_, emails, ok_emails, segments, ok_sms in result
-    ]
+    return [OrgUsageRow(creator, *(int(value) for value in counts)) for creator, *counts in result]
 
 
 async def counted_days(
@@ -456,7 +485,13 @@ async def final_sms_between(conn: AsyncConnection, start: datetime, end: datetim
             sms.c.body.label("custom_body"),
         )
         .select_from(sms.join(orders, orders.c.id == sms.c.order_id))
-        .where(sms.c.status_changed >= start, sms.c.status_changed < end, sms.c.status.not_in(SMS_NOT_FINAL))
+        .where(
+            sms.c.status_changed >= start,
+            sms.c.status_changed < end,
+            sms.c.status.not_in(SMS_NOT_FINAL),
+            # Billing and the data warehouse: a simulated recipient's notification cost nothing and reached nobody.
+            _to_real_recipient(sms),
+        )
         .order_by(sms.c.status_changed, sms.c.id)
     )
     return [FinalSmsRow(**row._mapping) for row in await conn.execute(statement)]
@@ -468,7 +503,12 @@ async def final_emails_between(conn: AsyncConnection, start: datetime, end: date
     statement = (
         select(email.c.id, email.c.order_id, *_ORDER_FIELDS, email.c.status, email.c.provider_reference)
         .select_from(email.join(orders, orders.c.id == email.c.order_id))
-        .where(email.c.status_changed >= start, email.c.status_changed < end, email.c.status.not_in(EMAIL_NOT_FINAL))
+        .where(
+            email.c.status_changed >= start,
+            email.c.status_changed < end,
+            email.c.status.not_in(EMAIL_NOT_FINAL),
+            _to_real_recipient(email),
+        )
         .order_by(email.c.status_changed, email.c.id)
     )
     return [FinalEmailRow(**row._mapping) for row in await conn.execute(statement)]

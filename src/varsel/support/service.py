@@ -159,7 +159,8 @@ class UsageMonth:
 @dataclass(frozen=True)
 class OrgUsage:
     """A service owner's month: orders, email notifications and the successful ones (Succeeded + Delivered), SMS as
-    segments (summed), and the successful SMS notifications (Accepted + Delivered), as the reference counts them."""
+    segments (summed), and the successful SMS notifications (Accepted + Delivered), as the reference counts them;
+    but for the notifications to simulated recipients (issue #18), which are counted apart, by channel."""
 
     org: str
     orders: int
@@ -167,6 +168,8 @@ class OrgUsage:
     successful_emails: int
     sms: int
     successful_sms: int
+    simulated_emails: int = 0
+    simulated_sms: int = 0
 
 
 @dataclass(frozen=True)
@@ -368,7 +371,9 @@ def _merged(*parts: list[repository.OrgUsageRow]) -> tuple[OrgUsage, ...]:
     totals: dict[str, list[int]] = {}
     for part in parts:
         for r in part:
-            into = totals.setdefault(r.creator, [0, 0, 0, 0, 0])
-            for i, value in enumerate((r.orders, r.emails, r.successful_emails, r.sms_segments, r.successful_sms)):
+            into = totals.setdefault(r.creator, [0] * 7)
+            counts = (r.orders, r.emails, r.successful_emails, r.sms_segments, r.successful_sms, r.simulated_emails,
+                      r.simulated_sms)  # fmt: skip
+            for i, value in enumerate(counts):
                 into[i] += value
     return tuple(OrgUsage(org, *totals[org]) for org in sorted(totals))
