@@ -36,6 +36,22 @@ def _delivery(varsel: Varsel) -> WebhookDelivery:
     return varsel.workers.webhooks
 
 
+def _worker(varsel: Varsel, name: str, max_concurrent_endpoints: int = 5) -> WebhookDelivery:
+    """Another delivery worker on the same database (another process, as far as the claims go)."""
+    settings = varsel.settings.webhooks
+    return WebhookDelivery(
+        varsel.database,
+        varsel.clock,
+        _delivery(varsel)._hosts,
+        varsel.http,
+        name,
+        timeout_seconds=settings.timeout_seconds,
+        lease_seconds=settings.lease_seconds,
+        failure_period=timedelta(hours=settings.failure_period_hours),
+        max_concurrent_endpoints=max_concurrent_endpoints,
+    )
+
+
 async def _states(database: Database) -> list[tuple[int, str, int]]:
     e = webhook_events
     async with database.read() as conn:
@@ -368,3 +384,21 @@ async def test_events_written_by_a_single_statement_wake_the_worker_on_postgresq
     async with database.statement() as conn:
         await fan_out(conn, [Event(ORG, "order.completed", clock.now(), {"type": "order.completed"})])
     await asyncio.wait_for(waiting, 10)
+
+
+async def test_the_endpoint_waiting_longest_is_taken_first(
+    varsel: Varsel, database: Database, clock: FrozenClock, receiver: Receiver
+) -> None:
+    made = [
+        await varsel.webhooks.create(ORG, receiver.url + "/a", ["order.completed"]),
+        await varsel.webhooks.create(ORG, receiver.url + "/b", ["order.cancelled"]),
+    ]
+    receiver.secrets += [s.secret for s in made]
+    # The endpoint later in id order has the older event: it goes first.
+    later_id, earlier_id = sorted(made, key=lambda s: s.id, reverse=True)
+    await write_events(database, clock, 1, kind=later_id.kinds[0])
+    clock.advance(timedelta(seconds=1))
+    await write_events(database, clock, 1, first=1, kind=earlier_id.kinds[0])
+    one_at_a_time = _worker(varsel, "one at a time", max_concurrent_endpoints=1)
+    assert await one_at_a_time.deliver_due() == 2
+    assert numbers(receiver.deliveries) == [0, 1]

@@ -172,6 +172,13 @@ async def subscriptions(
     ]
 
 
+async def owned_ids(conn: AsyncConnection, creator: str | None, subscription_ids: Sequence[UUID]) -> list[UUID]:
+    """Those of the ids that are the owner's subscriptions (any owner's for None)."""
+    s = webhook_subscriptions
+    found = await conn.execute(select(s.c.id).where(and_(s.c.id.in_(list(subscription_ids)), _owned(creator))))
+    return [row.id for row in found]
+
+
 async def lock_subscription(conn: AsyncConnection, creator: str | None, subscription_id: UUID) -> bool:
     """Lock the owner's subscription for a change in this transaction; False when it has none by that id."""
     s = webhook_subscriptions
@@ -303,17 +310,16 @@ async def replay(
 # ---------------------------------------------------------------- the delivery worker
 
 
-def _head_due(now: datetime) -> Any:
-    """The endpoint's first pending event (its head of line) is due: later ones wait behind it, in order."""
+def _head_due_time() -> Any:
+    """When the endpoint's first pending event (its head of line) is due: later ones wait behind it, in order."""
     e, s = webhook_events, webhook_subscriptions
-    head = (
+    return (
         select(e.c.next_attempt)
         .where(and_(e.c.subscription_id == s.c.id, _PENDING))
         .order_by(e.c.seq)
         .limit(1)
         .scalar_subquery()
     )
-    return head <= now
 
 
 def _free(now: datetime) -> Any:
@@ -325,12 +331,13 @@ async def claim_endpoints(
     conn: AsyncConnection, worker: str, now: datetime, lease_until: datetime, limit: int
 ) -> list[HeldEndpoint]:
     """Take up to `limit` enabled endpoints whose head event is due and that nobody holds (or whose holder's lease
-    ran out), the longest waiting first."""
+    ran out), the longest waiting first (so that endpoints always busy do not keep the others waiting)."""
     s = webhook_subscriptions
+    head = _head_due_time()
     candidates = (
         select(s.c.id)
-        .where(and_(s.c.enabled.is_(True), _free(now), _head_due(now)))
-        .order_by(s.c.claimed_until.nulls_first(), s.c.id)
+        .where(and_(s.c.enabled.is_(True), _free(now), head <= now))
+        .order_by(head, s.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True, of=s)
     )
@@ -461,13 +468,7 @@ async def next_due(conn: AsyncConnection, now: datetime) -> datetime | None:
     """When the delivery worker next has an endpoint to claim: the earliest head event of an enabled endpoint, or
     the end of a lease on one with pending events."""
     s, e = webhook_subscriptions, webhook_events
-    head = (
-        select(e.c.next_attempt)
-        .where(and_(e.c.subscription_id == s.c.id, _PENDING))
-        .order_by(e.c.seq)
-        .limit(1)
-        .scalar_subquery()
-    )
+    head = _head_due_time()
     rows = await conn.execute(
         select(head.label("head"), s.c.claimed_until).where(
             and_(s.c.enabled.is_(True), exists().where(and_(e.c.subscription_id == s.c.id, _PENDING)))

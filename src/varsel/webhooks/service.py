@@ -59,6 +59,9 @@ class WebhookSubscriptions:
         errors: dict[str, list[str]] = {}
         if not kinds:
             errors[field] = [f"At least one event kind is required: {', '.join(EVENT_KINDS)}."]
+        if len(kinds) > len(EVENT_KINDS):
+            # Each kind at most once: more entries than kinds is refused whole (one message, not one per entry).
+            return {field: [f"At most {len(EVENT_KINDS)} event kinds, each once: {', '.join(EVENT_KINDS)}."]}
         seen: set[str] = set()
         for index, kind in enumerate(kinds):
             if kind not in EVENT_KINDS:
@@ -169,7 +172,7 @@ class WebhookSubscriptions:
     ) -> list[AttemptRow]:
         """The delivery log of these subscriptions of the owner (any owner's for None), newest first."""
         async with self._db.read() as conn:
-            owned = [s.id for s in await repository.subscriptions(conn, creator) if s.id in set(subscription_ids)]
+            owned = await repository.owned_ids(conn, creator, subscription_ids)
             if not owned:
                 raise SubscriptionNotFound()
             return await repository.attempts_page(conn, owned, before_id, limit)
