@@ -259,10 +259,10 @@ class FallbackSettings(BaseModel):
     window_minutes: int = Field(
         default=60,
         ge=FALLBACK_WINDOW_MINUTES[0],
-        le=FALLBACK_WINDOW_MINUTES[1],
         description=(
             "How long after the first notification was handed to the provider a delivery report may take before "
-            "the other channel is sent, for orders that give no fallbackAfterMinutes."
+            "the other channel is sent, for orders that give no fallbackAfterMinutes (a window past the "
+            "notification's expiry ends as its Failed_TTL, which falls back too)."
         ),
     )
     batch_size: int = Field(default=50, ge=1, description="Fallbacks one worker round looks up and sends at most.")

@@ -46,7 +46,9 @@ Auth = Callable[..., dict[str, str]]
 BOTH = "01017012345"
 EMAIL_ONLY = "03039012345"
 MOBILE_ONLY = "02028012345"
+NOT_REGISTERED = "14029112345"
 OLA_EMAIL, OLA_MOBILE = "ola.nordmann@example.com", "+4798765432"
+KARI_MOBILE = "+4741234567"
 
 REGISTRY: list[dict[str, Any]] = [
     {"kind": "person", "nationalIdentityNumber": BOTH, "name": "Ola Nordmann", "emailAddress": OLA_EMAIL,
@@ -384,6 +386,49 @@ async def test_no_report_within_the_window_sends_the_other_channel(make_pipeline
             "type": "Email",
             "reason": "NoDeliveryReport",
         }
+
+
+async def test_the_window_counts_from_the_hand_over(make_pipeline: Callable[..., Any]) -> None:
+    async with make_pipeline(enabled=True, window_minutes=30) as p:
+        p.link.fail_next(1, status=503)
+        order_id = await p.v1_order("SmsPreferred", BOTH)
+        await p.drain()
+        # The gateway failed the first attempt: the SMS goes out on its retry, 5 seconds later.
+        assert [s.status for s in await p.notifications(order_id)] == ["New"]
+        p.clock.advance(timedelta(seconds=5))
+        await p.drain()
+        assert [s.status for s in await p.notifications(order_id)] == ["Accepted"]
+
+        p.clock.advance(timedelta(minutes=30, seconds=-5))
+        await p.drain()
+        assert p.emails_taken() == Counter()
+        p.clock.advance(timedelta(seconds=5))
+        await p.drain()
+        assert p.emails_taken() == Counter({OLA_EMAIL: 1})
+
+
+async def test_only_the_recipient_not_reached_falls_back(make_pipeline: Callable[..., Any]) -> None:
+    async with make_pipeline(enabled=True) as p:
+        body = {"recipients": [{"nationalIdentityNumber": n} for n in (NOT_REGISTERED, BOTH, MOBILE_ONLY)]}
+        order_id = await p.v1_order("EmailPreferred", BOTH, **body)
+        await p.drain()
+        sent = {s.address: s for s in await p.notifications(order_id)}
+        assert {(s.channel, s.address, s.status) for s in sent.values()} == {
+            ("email", None, "Failed_RecipientNotIdentified"),
+            ("email", OLA_EMAIL, "Succeeded"),
+            ("sms", KARI_MOBILE, "Accepted"),
+        }
+        await p.report_email(sent[OLA_EMAIL], "Bounced")
+        await p.report_sms(sent[KARI_MOBILE], DELIVERED)
+        await p.drain()
+
+        assert p.sms_taken() == Counter({KARI_MOBILE: 1, OLA_MOBILE: 1})
+        assert p.emails_taken() == Counter({OLA_EMAIL: 1})
+        fallback = next(s for s in await p.notifications(order_id) if s.address == OLA_MOBILE)
+        assert fallback.fallback_of == sent[OLA_EMAIL].id
+        assert await p.order_status(order_id) == "Processed"
+        await p.report_sms(fallback, DELIVERED)
+        assert await p.order_status(order_id) == "Completed"
 
 
 async def test_a_success_report_within_the_window_ends_it(make_pipeline: Callable[..., Any]) -> None:
