@@ -33,6 +33,7 @@ from varsel.clock import FrozenClock
 from varsel.db.engine import Database
 from varsel.db.tables import NOTIFICATION_TABLES, notification_fallbacks, orders
 from varsel.providers.acs import AcsSettings
+from varsel.recipients.registry import LocalRegistry
 from varsel.settings import FallbackSettings, Settings
 
 V1 = "/notifications/api/v1"
@@ -197,6 +198,17 @@ class Pipeline:
             return list(await conn.execute(select(notification_fallbacks)))
 
 
+class SwitchableRegistry(LocalRegistry):
+    """The local registry, answering as a remote one would when it is unreachable (`down`): a connection error."""
+
+    down = False
+
+    async def persons(self, numbers: Any) -> Any:
+        if self.down:
+            raise ConnectionRefusedError("the registry is unreachable")
+        return await super().persons(numbers)
+
+
 def _configured(settings: Settings, link: LinkMobilityPeer, acs: AcsPeer, fallback: FallbackSettings) -> Settings:
     acs_settings = AcsSettings(
         connection_string=SecretStr(acs.connection_string),
@@ -225,10 +237,10 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def make_pipeline(settings: Settings, database: Database, clock: FrozenClock, auth: Auth) -> Callable[..., Any]:
     @asynccontextmanager
-    async def make(**fallback: Any) -> AsyncIterator[Pipeline]:
+    async def make(registry: LocalRegistry | None = None, **fallback: Any) -> AsyncIterator[Pipeline]:
         async with LinkMobilityPeer() as link, AcsPeer(clock=clock) as acs:
             chosen = _configured(settings, link, acs, FallbackSettings(**fallback))
-            varsel = build(chosen, clock=clock, database=database)
+            varsel = build(chosen, clock=clock, database=database, registry=registry)
             summary = await load(database, clock, list(REGISTRY))
             assert summary.rejected == []
             try:
@@ -459,6 +471,44 @@ async def test_the_orders_own_window_applies_with_the_setting_off(make_pipeline:
         assert p.emails_taken() == Counter({OLA_EMAIL: 1})
         email, _ = await p.notifications(order_id)
         assert (email.fallback_of, email.fallback_reason) == (sms.id, "NoDeliveryReport")
+
+
+async def test_a_registry_away_delays_the_fallback_and_a_long_outage_gives_it_up(
+    make_pipeline: Callable[..., Any], database: Database
+) -> None:
+    registry = SwitchableRegistry(database)
+    async with make_pipeline(registry=registry, enabled=True) as p:
+        order_id = await p.v1_order("EmailPreferred", BOTH)
+        email = await _sent_first(p, order_id, "email")
+        second_id = await p.v1_order("EmailPreferred", BOTH)
+        second = await _sent_first_of(p, second_id)
+
+        registry.down = True
+        await p.report_email(email, "Bounced")
+        await p.drain()
+        assert p.sms_taken() == Counter()
+        assert [row.state for row in await p.fallback_rows() if str(row.order_id) == order_id] == ["due"]
+        # Back within the backoff: the SMS goes out.
+        registry.down = False
+        p.advance(1)
+        await p.drain()
+        assert p.sms_taken() == Counter({OLA_MOBILE: 1})
+
+        # Away for longer than a notification lives (twice the expiry after the row was written): given up, and
+        # the order completes with what it has.
+        registry.down = True
+        await p.report_email(second, "Bounced")
+        await p.drain()
+        p.advance(60 * 97)
+        await p.drain()
+        assert p.sms_taken() == Counter({OLA_MOBILE: 1})
+        assert await p.order_status(second_id) == "Completed"
+
+
+async def _sent_first_of(p: Pipeline, order_id: str) -> Sent:
+    await p.drain()
+    (sent,) = await p.notifications(order_id)
+    return sent
 
 
 # ---------------------------------------------------------------- nothing more

@@ -186,6 +186,12 @@ class FallbackWorker:
                     use_stale_contact_information=order.use_stale_contact_information,
                 )
             except Exception:
+                if self._clock.now() >= due.created + 2 * timedelta(hours=self._settings.expiry_hours):
+                    # A registry away for longer than a notification lives: give up rather than hold the order
+                    # open for ever (its first notification has long ended).
+                    log.exception("fallback %s of order %s: the look-up failed; given up", due.id, due.order_id)
+                    no_address.append(due)
+                    continue
                 log.exception("fallback %s of order %s: the look-up failed; tried again later", due.id, due.order_id)
                 await self._retry_later(due.id)
                 continue

@@ -217,6 +217,7 @@ async def claim_due(conn: AsyncConnection, worker: str, now: datetime, lease_unt
             _t.c.channel,
             _t.c.notification_id,
             _t.c.reason,
+            _t.c.created,
         )
     )
     return list(result)
