@@ -355,6 +355,37 @@ async def test_an_undelivered_sms_of_a_v2_order_is_followed_by_one_email(make_pi
         ]
 
 
+async def test_an_address_the_provider_refuses_at_send_falls_back(make_pipeline: Callable[..., Any]) -> None:
+    async with make_pipeline(enabled=True) as p:
+        p.acs.answer_next(400, code="InvalidEmailAddress", message="Invalid format for email address.")
+        order_id = await p.v1_order("EmailPreferred", BOTH)
+        await p.drain()
+
+        email, sms = await p.notifications(order_id)
+        assert (email.status, sms.address, sms.fallback_of, sms.fallback_reason) == (
+            "Failed_InvalidEmailFormat",
+            OLA_MOBILE,
+            email.id,
+            "Failed_InvalidEmailFormat",
+        )
+        assert p.sms_taken() == Counter({OLA_MOBILE: 1})
+
+
+async def test_an_sms_expired_without_a_report_falls_back(make_pipeline: Callable[..., Any]) -> None:
+    # A window longer than the SMS lives: the expiry sweeper's Failed_TTL decides it.
+    async with make_pipeline(enabled=True, window_minutes=5000) as p:
+        order_id = await p.v1_order("SmsPreferred", BOTH)
+        sms = await _sent_first(p, order_id, "sms")
+
+        p.advance(48 * 60 + 6)
+        await p.drain()
+
+        email, sms_after = await p.notifications(order_id)
+        assert sms_after.status == "Failed_TTL"
+        assert (email.address, email.fallback_of, email.fallback_reason) == (OLA_EMAIL, sms.id, "Failed_TTL")
+        assert p.emails_taken() == Counter({OLA_EMAIL: 1})
+
+
 async def test_concurrent_duplicate_reports_make_one_fallback(make_pipeline: Callable[..., Any]) -> None:
     async with make_pipeline(enabled=True) as p:
         order_id = await p.v1_order("EmailPreferred", BOTH)
