@@ -165,7 +165,8 @@ class FallbackWorker:
             if verdict.state == repository.DUE:
                 log.info("fallback %s of order %s is due: %s", verdict.fallback_id, verdict.order_id, verdict.reason)
         self._telemetry.transitions_of("order", completed, OrderStatus.PROCESSED.value, OrderStatus.COMPLETED.value)
-        moved = sum(1 for v in looked_at if v.state != repository.WATCHING)
+        # Every row looked at moved (to due or closed, or its due time past now): a full batch may have more.
+        moved = len(looked_at)
         if not claimed:
             return moved
         sent: dict[UUID, GeneratedNotifications] = {}
