@@ -402,3 +402,24 @@ async def test_the_endpoint_waiting_longest_is_taken_first(
     one_at_a_time = _worker(varsel, "one at a time", max_concurrent_endpoints=1)
     assert await one_at_a_time.deliver_due() == 2
     assert numbers(receiver.deliveries) == [0, 1]
+
+
+async def test_endpoints_are_delivered_to_at_the_same_time_up_to_the_cap(
+    varsel: Varsel, database: Database, clock: FrozenClock, receiver: Receiver
+) -> None:
+    for _ in range(3):
+        await _subscribe(varsel, receiver)
+    await write_events(database, clock, 1)
+    receiver.mode = "hold"
+    two_at_a_time = _worker(varsel, "two at a time", max_concurrent_endpoints=2)
+    delivering = asyncio.create_task(two_at_a_time.deliver_due())
+    # Two endpoints' POSTs are under way together, both held by the receiver; the third waits for a free place.
+    for _ in range(500):
+        if len(receiver.deliveries) >= 2:
+            break
+        await asyncio.sleep(0.02)
+    assert len(receiver.deliveries) == 2
+    receiver.mode = "ok"
+    receiver.release.set()
+    assert await asyncio.wait_for(delivering, 30) == 3
+    assert len(receiver.deliveries) == 3
