@@ -28,7 +28,14 @@ from tests.recipients.registry_data import load
 from varsel.app import Varsel, build, create_app
 from varsel.clock import FrozenClock
 from varsel.db.engine import Database
-from varsel.db.tables import sms_notifications, webhook_events, webhook_subscription_events, webhook_subscriptions
+from varsel.db.tables import (
+    email_notifications,
+    sms_notifications,
+    webhook_events,
+    webhook_subscription_events,
+    webhook_subscriptions,
+)
+from varsel.dispatch import repository
 from varsel.providers.guard import GuardSettings
 from varsel.settings import Settings
 from varsel.webhooks.events import EVENT_KINDS, NOTIFICATION_STATUS_CHANGED, ORDER_COMPLETED
@@ -398,7 +405,10 @@ async def test_delivery_reports_are_told_and_the_order_end_after_them(
         }
         assert events[-1].kind == ORDER_COMPLETED
         assert events[-1].data == await manifest(p.client, auth, order_id)
-        assert [r["status"] for r in events[-1].data["recipients"]] == ["SMS_Delivered", "SMS_Failed_Undelivered"]
+        assert {(r["destination"], r["status"]) for r in events[-1].data["recipients"]} == {
+            ("+4790000001", "SMS_Delivered"),
+            ("+4790000002", "SMS_Failed_Undelivered"),
+        }
 
 
 async def test_a_transient_failure_goes_back_to_new_and_the_retry_is_told(
@@ -554,3 +564,43 @@ async def test_an_instant_sms_is_told_as_stored_sent_parked_and_sent_again(
         events = await events_of(database, subscription)
         assert (events[-2].data["status"], events[-1].kind) == ("SMS_Delivered", ORDER_COMPLETED)
         assert await events_of(database, theirs) == []
+
+
+# ---------------------------------------------------------------- a sender's recovery after a failed round
+
+
+async def test_a_notification_a_sender_gives_back_after_a_failed_round_is_told_back_to_new(
+    client: httpx.AsyncClient, auth: Auth, varsel: Varsel, database: Database, clock: FrozenClock
+) -> None:
+    subscription = await subscribe(database)
+    await v1_order(client, auth, "/orders/email", email_order("a@example.com"))
+    await varsel.workers.processor.run_once()
+    sender = varsel.workers.email
+    # Claimed by this sender in a round that then failed (the database away): as varsel.dispatch.senders claims.
+    async with database.transaction() as conn:
+        await repository.claim_notifications(
+            conn, email_notifications, sender._worker, clock.now(), clock.now() + timedelta(seconds=120), 10
+        )
+    await sender.recover()
+    await varsel.workers.drain()
+    [told] = steps(await events_of(database, subscription)).values()
+    # The claim above was made behind the sender's back (no event of its own); its release is told.
+    assert told == [(None, "Email_New"), ("Email_Sending", "Email_New"), *EMAIL_STEPS[1:]]
+
+
+async def test_a_sender_taking_over_a_lease_that_ran_out_tells_no_change(
+    client: httpx.AsyncClient, auth: Auth, varsel: Varsel, database: Database, clock: FrozenClock
+) -> None:
+    subscription = await subscribe(database)
+    await v1_order(client, auth, "/orders/email", email_order("a@example.com"))
+    await varsel.workers.processor.run_once()
+    # Another worker's claim (made behind the senders' back, so no event of its own), whose worker then died.
+    async with database.transaction() as conn:
+        await repository.claim_notifications(
+            conn, email_notifications, "dead-worker", clock.now(), clock.now() + timedelta(seconds=120), 10
+        )
+    clock.advance(timedelta(seconds=121))
+    await varsel.workers.drain()
+    [told] = steps(await events_of(database, subscription)).values()
+    # Sending again is no change: the take-over is not told (no Email_Sending -> Email_Sending).
+    assert told == [(None, "Email_New"), *EMAIL_STEPS[2:]]

@@ -47,6 +47,8 @@ from varsel.orders.repository import StoredOrder
 from varsel.orders.vocabulary import NotificationChannel
 from varsel.recipients.lookup import LookupResult, Outcome, RecipientLookup
 from varsel.settings import DispatchSettings, FallbackSettings
+from varsel.webhooks import outbox
+from varsel.webhooks.events import NotificationChange
 
 log = logging.getLogger("varsel.dispatch")
 
@@ -223,6 +225,15 @@ class FallbackWorker:
             sms = [row for fallback_id in moved for row in sent[fallback_id].sms]
             await dispatch_repository.insert_notifications(conn, email_notifications, email)
             await dispatch_repository.insert_notifications(conn, sms_notifications, sms)
+            # Their webhook events (created New, each telling the notification it follows: fallbackFor).
+            await outbox.write_notification_changes(
+                conn,
+                [
+                    NotificationChange(channel, row["id"], None, row["status"], row["status_changed"])
+                    for channel, rows in (("email", email), ("sms", sms))
+                    for row in rows
+                ],
+            )
             ended = await repository.finish(conn, [d.id for d in no_address], self._worker, repository.NO_ADDRESS, now)
             # Nothing more for those recipients: their order may be complete now.
             completed = await dispatch_repository.complete_orders(

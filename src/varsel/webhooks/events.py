@@ -101,6 +101,9 @@ class NotificationFacts:
     destination: str | None
     national_identity_number: str | None = None
     organization_number: str | None = None
+    # A notification sent by receipt-driven fallback: the first one it follows, and why (as stored).
+    fallback_of: UUID | None = None
+    fallback_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +133,8 @@ def facts_of(row: Any, senders_reference: str | None, channel: str) -> Notificat
         destination=get("email_address" if channel == EMAIL else "mobile_number"),
         national_identity_number=get("national_identity_number"),
         organization_number=get("organization_number"),
+        fallback_of=get("fallback_of"),
+        fallback_reason=get("fallback_reason"),
     )
 
 
@@ -152,6 +157,8 @@ def notification_event(change: NotificationChange, facts: NotificationFacts) -> 
         data["nationalIdentityNumber"] = facts.national_identity_number
     if facts.organization_number:
         data["organizationNumber"] = facts.organization_number
+    if facts.fallback_of is not None:
+        data["fallbackFor"] = fallback_for(change.channel, facts.fallback_of, facts.fallback_reason)
     return Event(
         facts.creator,
         NOTIFICATION_STATUS_CHANGED,

@@ -214,6 +214,8 @@ async def _facts_of_subscribed(
                 address.label("destination"),
                 table.c.national_identity_number,
                 table.c.organization_number,
+                table.c.fallback_of,
+                table.c.fallback_reason,
                 orders.c.senders_reference,
             )
             .select_from(
@@ -235,6 +237,8 @@ async def _facts_of_subscribed(
             destination=row.destination,
             national_identity_number=row.national_identity_number,
             organization_number=row.organization_number,
+            fallback_of=row.fallback_of,
+            fallback_reason=row.fallback_reason,
         )
         subscribed = found.setdefault((row.creator, NOTIFICATION_STATUS_CHANGED), [])
         if row.subscription_id not in subscribed:
