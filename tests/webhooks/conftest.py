@@ -109,7 +109,7 @@ class Receiver:
                     threading.Event().wait(TIMEOUT_SECONDS * 3)
                 if receiver.mode == "hold":
                     receiver.holding.set()
-                    receiver.release.wait(10)
+                    receiver.release.wait(60)
                 self.send_response(status)
                 if status == 302:
                     self.send_header("Location", "http://127.0.0.1:1/elsewhere")
