@@ -36,7 +36,9 @@ def _delivery(varsel: Varsel) -> WebhookDelivery:
     return varsel.workers.webhooks
 
 
-def _worker(varsel: Varsel, name: str, max_concurrent_endpoints: int = 5) -> WebhookDelivery:
+def _worker(
+    varsel: Varsel, name: str, max_concurrent_endpoints: int = 5, timeout_seconds: float | None = None
+) -> WebhookDelivery:
     """Another delivery worker on the same database (another process, as far as the claims go)."""
     settings = varsel.settings.webhooks
     return WebhookDelivery(
@@ -45,7 +47,7 @@ def _worker(varsel: Varsel, name: str, max_concurrent_endpoints: int = 5) -> Web
         _delivery(varsel)._hosts,
         varsel.http,
         name,
-        timeout_seconds=settings.timeout_seconds,
+        timeout_seconds=timeout_seconds or settings.timeout_seconds,
         lease_seconds=settings.lease_seconds,
         failure_period=timedelta(hours=settings.failure_period_hours),
         max_concurrent_endpoints=max_concurrent_endpoints,
@@ -411,7 +413,8 @@ async def test_endpoints_are_delivered_to_at_the_same_time_up_to_the_cap(
         await _subscribe(varsel, receiver)
     await write_events(database, clock, 1)
     receiver.mode = "hold"
-    two_at_a_time = _worker(varsel, "two at a time", max_concurrent_endpoints=2)
+    # A timeout longer than the test: a held POST ends only when the receiver lets it go.
+    two_at_a_time = _worker(varsel, "two at a time", max_concurrent_endpoints=2, timeout_seconds=120)
     delivering = asyncio.create_task(two_at_a_time.deliver_due())
     # Two endpoints' POSTs are under way together, both held by the receiver; the third waits for a free place.
     for _ in range(250):  # the receiver holds each POST for up to 60 s
