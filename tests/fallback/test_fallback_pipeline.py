@@ -48,6 +48,7 @@ BOTH = "01017012345"
 EMAIL_ONLY = "03039012345"
 MOBILE_ONLY = "02028012345"
 NOT_REGISTERED = "14029112345"
+ANNE = "05059012345"
 OLA_EMAIL, OLA_MOBILE = "ola.nordmann@example.com", "+4798765432"
 KARI_MOBILE = "+4741234567"
 
@@ -58,6 +59,8 @@ REGISTRY: list[dict[str, Any]] = [
      "emailAddress": "per.epost@example.com", "isReserved": False},
     {"kind": "person", "nationalIdentityNumber": MOBILE_ONLY, "name": "Kari Nordmann",
      "mobileNumber": "41234567", "isReserved": False},
+    {"kind": "person", "nationalIdentityNumber": ANNE, "name": "Anne Begge", "emailAddress": "anne@example.com",
+     "mobileNumber": "90000005", "isReserved": False},
 ]  # fmt: skip
 
 # LINK Mobility result codes (varsel.providers.linkmobility): delivered, and "not delivered".
@@ -202,8 +205,11 @@ class SwitchableRegistry(LocalRegistry):
     """The local registry, answering as a remote one would when it is unreachable (`down`): a connection error."""
 
     down = False
+    # The numbers of each call, as a remote registry would see its requests.
+    calls: list[list[str]]
 
     async def persons(self, numbers: Any) -> Any:
+        self.calls = [*getattr(self, "calls", []), sorted(numbers)]
         if self.down:
             raise ConnectionRefusedError("the registry is unreachable")
         return await super().persons(numbers)
@@ -534,6 +540,23 @@ async def test_a_registry_away_delays_the_fallback_and_a_long_outage_gives_it_up
         await p.drain()
         assert p.sms_taken() == Counter({OLA_MOBILE: 1})
         assert await p.order_status(second_id) == "Completed"
+
+
+async def test_due_fallbacks_are_looked_up_together(make_pipeline: Callable[..., Any], database: Database) -> None:
+    registry = SwitchableRegistry(database)
+    async with make_pipeline(registry=registry, enabled=True) as p:
+        first = await p.v1_order("EmailPreferred", BOTH)
+        second = await p.v1_order("EmailPreferred", ANNE)
+        await p.drain()
+        emails = [(await p.notifications(order_id))[0] for order_id in (first, second)]
+        for email in emails:
+            await p.report_email(email, "Bounced")
+        registry.calls = []
+        await p.drain()
+
+        # One registry call for both recipients (as the order worker asks once per order, never per recipient).
+        assert registry.calls == [sorted([BOTH, ANNE])]
+        assert p.sms_taken() == Counter({OLA_MOBILE: 1, "+4790000005": 1})
 
 
 async def _sent_first_of(p: Pipeline, order_id: str) -> Sent:

@@ -43,6 +43,7 @@ from varsel.ids import new_id
 from varsel.notifications.statuses import OrderStatus
 from varsel.observability import Telemetry
 from varsel.orders import repository as order_repository
+from varsel.orders.drafts import RecipientSpec
 from varsel.orders.repository import StoredOrder
 from varsel.orders.vocabulary import NotificationChannel
 from varsel.recipients.lookup import LookupResult, Outcome, RecipientLookup
@@ -173,47 +174,60 @@ class FallbackWorker:
             return moved
         sent: dict[UUID, GeneratedNotifications] = {}
         no_address: list[Any] = []
+        # Looked up together: one registry call per kind of look-up (the other channel and the order's look-up
+        # settings), never one per recipient.
+        groups: dict[tuple[Any, ...], list[tuple[Any, StoredOrder, RecipientSpec]]] = {}
         for due in claimed:
             order, spec = orders.get(due.order_id), recipients.get((due.order_id, due.recipient_position))
             if order is None or spec is None:
                 no_address.append(due)
                 continue
-            other = OTHER_CHANNEL[due.channel]
+            kind = (
+                OTHER_CHANNEL[due.channel],
+                bool(order.ignore_reservation),
+                order.resource_id,
+                order.resource_action,
+                order.use_stale_contact_information,
+            )
+            groups.setdefault(kind, []).append((due, order, spec))
+        for (other, ignore_reservation, resource_id, resource_action, stale), members in groups.items():
             try:
                 lookup = await self._lookup.resolve(
-                    [spec],
+                    [spec for _, _, spec in members],
                     other,
-                    ignore_reservation=bool(order.ignore_reservation),
-                    resource_id=order.resource_id,
-                    resource_action=order.resource_action,
-                    use_stale_contact_information=order.use_stale_contact_information,
+                    ignore_reservation=ignore_reservation,
+                    resource_id=resource_id,
+                    resource_action=resource_action,
+                    use_stale_contact_information=stale,
                 )
             except Exception:
-                if self._clock.now() >= due.created + 2 * timedelta(hours=self._settings.expiry_hours):
-                    # A registry away for longer than a notification lives: give up rather than hold the order
-                    # open for ever (its first notification has long ended).
-                    log.exception("fallback %s of order %s: the look-up failed; given up", due.id, due.order_id)
-                    no_address.append(due)
-                    continue
-                log.exception("fallback %s of order %s: the look-up failed; tried again later", due.id, due.order_id)
-                await self._retry_later(due.id)
-                continue
-            self._failures.pop(due.id, None)
-            resolved = lookup.recipients[0]
-            if resolved.outcome not in (Outcome.FOUND, Outcome.ADDRESSED) or not resolved.addresses:
-                no_address.append(due)
+                log.exception("%d fallbacks: the look-up failed", len(members))
+                give_up_before = self._clock.now() - 2 * timedelta(hours=self._settings.expiry_hours)
+                for due, _, _ in members:
+                    if due.created <= give_up_before:
+                        # A registry away for longer than a notification lives: given up rather than hold the
+                        # order open for ever (its first notification has long ended).
+                        log.warning("fallback %s of order %s: given up, the registry is away", due.id, due.order_id)
+                        no_address.append(due)
+                    else:
+                        await self._retry_later(due.id)
                 continue
             now = self._clock.now()
-            generated = generate(
-                replace(order, channel=other, recipients=(spec,)),
-                lookup,
-                now,
-                timedelta(hours=self._settings.expiry_hours),
-                sms_window=None if order.sms_sending_time_policy == "Anytime" else self._settings.sms_daytime,
-            )
-            for row in (*generated.email, *generated.sms):
-                row.update(fallback_of=due.notification_id, fallback_reason=due.reason)
-            sent[due.id] = generated
+            for (due, order, spec), resolved in zip(members, lookup.recipients, strict=True):
+                self._failures.pop(due.id, None)
+                if resolved.outcome not in (Outcome.FOUND, Outcome.ADDRESSED) or not resolved.addresses:
+                    no_address.append(due)
+                    continue
+                generated = generate(
+                    replace(order, channel=other, recipients=(spec,)),
+                    LookupResult((resolved,)),
+                    now,
+                    timedelta(hours=self._settings.expiry_hours),
+                    sms_window=None if order.sms_sending_time_policy == "Anytime" else self._settings.sms_daytime,
+                )
+                for row in (*generated.email, *generated.sms):
+                    row.update(fallback_of=due.notification_id, fallback_reason=due.reason)
+                sent[due.id] = generated
         await self._write(claimed, sent, no_address)
         return moved + len(claimed)
 
