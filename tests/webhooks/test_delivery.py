@@ -163,7 +163,8 @@ async def test_a_worker_cut_off_mid_delivery_leaves_it_to_the_next_with_the_same
     await _subscribe(varsel, receiver)
     await write_events(database, clock, 3)
     receiver.mode = "hold"
-    cut_off = asyncio.create_task(_delivery(varsel).deliver_due())
+    # A timeout longer than the test: the held POST is cut off by the test, not by the worker's timeout.
+    cut_off = asyncio.create_task(_worker(varsel, "cut off", timeout_seconds=120).deliver_due())
     assert await asyncio.to_thread(receiver.holding.wait, 10)
     cut_off.cancel()  # the POST was received; the worker dies before it writes anything
     await asyncio.gather(cut_off, return_exceptions=True)
@@ -172,17 +173,7 @@ async def test_a_worker_cut_off_mid_delivery_leaves_it_to_the_next_with_the_same
     assert await _states(database) == [(s, "pending", 0) for s, _, _ in await _states(database)]
 
     settings = varsel.settings.webhooks
-    other = WebhookDelivery(
-        database,
-        clock,
-        _delivery(varsel)._hosts,
-        varsel.http,
-        "another worker",
-        timeout_seconds=settings.timeout_seconds,
-        lease_seconds=settings.lease_seconds,
-        failure_period=timedelta(hours=settings.failure_period_hours),
-        max_concurrent_endpoints=5,
-    )
+    other = _worker(varsel, "another worker")
     assert await other.deliver_due() == 0  # the dead worker's hold has not run out
     clock.advance(timedelta(seconds=settings.lease_seconds))
     assert await other.deliver_due() == 3
@@ -197,21 +188,11 @@ async def test_one_endpoint_is_held_by_one_worker_at_a_time(
     await _subscribe(varsel, receiver)
     await write_events(database, clock, 2)
     receiver.mode = "hold"
-    first = _delivery(varsel)
+    # A timeout longer than the test: the held POST ends only when the receiver lets it go.
+    first = _worker(varsel, "first", timeout_seconds=120)
     assert await first.run_once() == 1
     assert await asyncio.to_thread(receiver.holding.wait, 10)
-    settings = varsel.settings.webhooks
-    second = WebhookDelivery(
-        database,
-        clock,
-        first._hosts,
-        varsel.http,
-        "second",
-        timeout_seconds=settings.timeout_seconds,
-        lease_seconds=settings.lease_seconds,
-        failure_period=timedelta(hours=72),
-        max_concurrent_endpoints=5,
-    )
+    second = _worker(varsel, "second")
     assert await second.run_once() == 0
     receiver.mode = "ok"
     receiver.release.set()
