@@ -33,6 +33,9 @@ SIGNED_IN = {
     ("GET", "/console/orders"),
     ("GET", "/console/orders/{order_id}"),
     ("POST", "/console/orders/{order_id}/cancel"),
+    # An org sees and enables its own webhook subscriptions only: tests/webhooks/test_console.py.
+    ("GET", "/console/webhooks"),
+    ("POST", "/console/webhooks/{subscription_id}/enable"),
 }
 # Admins only: an org session gets the console's 404.
 ADMIN = {
@@ -43,7 +46,11 @@ ADMIN = {
     ("GET", "/console/usage"),
     ("GET", "/console/usage.csv"),
 }
-_FILLED = {"{token}": "0" * 64, "{order_id}": "00000000-0000-0000-0000-000000000001"}
+_FILLED = {
+    "{token}": "0" * 64,
+    "{order_id}": "00000000-0000-0000-0000-000000000001",
+    "{subscription_id}": "00000000-0000-0000-0000-000000000002",
+}
 
 
 def _served(varsel: Varsel) -> set[tuple[str, str]]:
