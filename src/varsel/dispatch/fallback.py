@@ -278,4 +278,4 @@ class FallbackWorker:
 
     async def next_due(self) -> datetime | None:
         async with self._db.read() as conn:
-            return await repository.next_due(conn)
+            return await repository.next_due(conn, self._clock.now())

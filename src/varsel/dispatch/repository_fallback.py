@@ -269,10 +269,21 @@ async def retry_later(conn: AsyncConnection, fallback_id: UUID, worker: str, at:
     )
 
 
-async def next_due(conn: AsyncConnection) -> datetime | None:
-    """When the worker next has something to do: a watched row's due time, a due row's (or the end of the lease
-    another worker holds it under)."""
-    when = func.coalesce(_t.c.claimed_until, _t.c.due_at)
-    result = await conn.execute(select(func.min(when)).where(_UNFINISHED))
-    moment: datetime | None = result.scalar()
-    return moment
+async def next_due(conn: AsyncConnection, now: datetime) -> datetime | None:
+    """When the worker next has something to do: a watched row's due time, a due row's, or the end of the lease
+    another worker holds a due row under.
+
+    Most of the time the earliest due time is in the future: one probe of the partial index's first entry answers
+    it, however many rows are watched. Only when something is due now are the leases looked at."""
+    earliest: datetime | None = (await conn.execute(select(func.min(_t.c.due_at)).where(_UNFINISHED))).scalar()
+    if earliest is None or earliest > now:
+        return earliest
+    free = or_(_t.c.state == WATCHING, _t.c.claimed_until.is_(None), _t.c.claimed_until < now)
+    unclaimed: datetime | None = (
+        await conn.execute(select(func.min(_t.c.due_at)).where(and_(_UNFINISHED, free)))
+    ).scalar()
+    leased: datetime | None = (
+        await conn.execute(select(func.min(_t.c.claimed_until)).where(and_(_UNFINISHED, _t.c.claimed_until >= now)))
+    ).scalar()
+    known = [moment for moment in (unclaimed, leased) if moment is not None]
+    return min(known) if known else None
