@@ -604,3 +604,68 @@ async def test_a_sender_taking_over_a_lease_that_ran_out_tells_no_change(
     [told] = steps(await events_of(database, subscription)).values()
     # Sending again is no change: the take-over is not told (no Email_Sending -> Email_Sending).
     assert told == [(None, "Email_New"), *EMAIL_STEPS[2:]]
+
+
+# ---------------------------------------------------------------- a v2 order chain
+
+
+async def test_a_v2_chain_tells_its_main_order_and_its_reminder_each_in_its_time(
+    client: httpx.AsyncClient, auth: Auth, varsel: Varsel, database: Database, clock: FrozenClock
+) -> None:
+    subscription = await subscribe(database)
+    body = {
+        "idempotencyId": "chain-1",
+        "sendersReference": "case-42",
+        "recipient": {"recipientSms": {"phoneNumber": "+4799999999", "smsSettings": {"body": "News"}}},
+        "reminders": [
+            {
+                "delayDays": 1,
+                "sendersReference": "case-42-r1",
+                "recipient": {
+                    "recipientEmail": {
+                        "emailAddress": "ola@example.com",
+                        "emailSettings": {"subject": "Reminder", "body": "Still news"},
+                    }
+                },
+            }
+        ],
+    }
+    created = await client.post(f"{V1}/future/orders", json=body, headers=auth())
+    assert created.status_code == 201, created.text
+    receipt = created.json()["notification"]
+    main, reminder = receipt["shipmentId"], receipt["reminders"][0]["shipmentId"]
+    await varsel.workers.drain()
+    events = await events_of(database, subscription)
+    assert [(e.kind, e.data["shipmentId"]) for e in events][-1] == (ORDER_COMPLETED, main)
+    assert {e.data["sendersReference"] for e in events} == {"case-42"}
+    assert list(steps(events).values()) == [[*SMS_ACCEPTED_STEPS, ("SMS_Accepted", "SMS_Delivered")]]
+    assert events[-1].data == await manifest(client, auth, main)
+
+    clock.advance(timedelta(days=1))
+    await varsel.workers.drain()
+    later = (await events_of(database, subscription))[len(events) :]
+    assert {e.data["sendersReference"] for e in later} == {"case-42-r1"}
+    assert list(steps(later).values()) == [EMAIL_STEPS]
+    assert (later[-1].kind, later[-1].data) == (ORDER_COMPLETED, await manifest(client, auth, reminder))
+    assert later[-1].data["type"] == "Reminder"
+
+
+async def test_an_organisations_notification_is_told_with_its_organisation_number(
+    client: httpx.AsyncClient, auth: Auth, varsel: Varsel, database: Database, clock: FrozenClock
+) -> None:
+    record = {"kind": "organization", "organizationNumber": "311000179", "name": "Testbedrift AS",
+              "emailAddresses": ["post@testbedrift.example.com"], "mobileNumbers": []}  # fmt: skip
+    assert (await load(database, clock, [record])).rejected == []
+    subscription = await subscribe(database)
+    body = {
+        "notificationChannel": "Email",
+        "recipients": [{"organizationNumber": "311000179"}],
+        "emailTemplate": {"subject": "Hei", "body": "Hallo"},
+    }
+    await v1_order(client, auth, "/orders", body)
+    await varsel.workers.drain()
+    told = [e.data for e in await events_of(database, subscription) if e.kind == NOTIFICATION_STATUS_CHANGED]
+    assert [(d["previousStatus"], d["status"]) for d in told] == EMAIL_STEPS
+    told_to = {(d["destination"], d["organizationNumber"]) for d in told}
+    assert told_to == {("post@testbedrift.example.com", "311000179")}
+    assert not any("nationalIdentityNumber" in d or "sendersReference" in d for d in told)
