@@ -320,3 +320,22 @@ async def test_instant_orders_to_simulated_recipients_end_as_documented_and_writ
     path, body = _instant(channel, "real", REAL[channel])
     assert (await client.post(path, json=body, headers=auth())).status_code == 201
     assert len(_outbox(settings)) == 1
+
+
+@pytest.mark.parametrize("provider", ["smtp", "linkmobility"])
+async def test_the_provider_s_rate_limit_and_concurrency_cap_are_not_spent_on_simulated_recipients(
+    make_pipeline: Callable[..., Any], provider: str
+) -> None:
+    # One call to the provider a minute: the real recipient's takes it; the simulated ones, past the guard, go on.
+    async with make_pipeline(provider, max_concurrency=1, rate_per_second=1 / 60, burst=1) as p:
+        names = simulated(p.channel)
+        await p.v1_order(REAL[p.channel], names["delivered"], names["bounced"], names["silent"])
+        await p.v1_order(REAL[p.channel].replace("kari", "ola").replace("99999999", "99999998"))
+        await p.drain()
+        statuses = await p.statuses()
+        accepted = ACCEPTED[p.channel]
+        assert [statuses[names[n]] for n in ("delivered", "bounced", "silent")] == [accepted] * 3
+        # Of the two real ones, one went through and the other waits for the rate limit.
+        real = [status for address, status in statuses.items() if address not in names.values()]
+        assert sorted(real) == sorted([accepted, "New"])
+        assert p.peer.attempts() == 1
