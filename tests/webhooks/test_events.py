@@ -301,6 +301,17 @@ async def test_a_subscription_gets_only_the_kinds_it_takes_and_each_subscription
     assert not {e.id for e in both} & {e.id for e in [*told, end]}
 
 
+async def test_a_subscription_to_notification_changes_alone_is_told_every_change(
+    client: httpx.AsyncClient, auth: Auth, varsel: Varsel, database: Database
+) -> None:
+    subscription = await subscribe(database, kinds=[NOTIFICATION_STATUS_CHANGED])
+    await v1_order(client, auth, "/orders/email", email_order("a@example.com"))
+    await varsel.workers.drain()
+    events = await events_of(database, subscription)
+    assert set(kinds(events)) == {NOTIFICATION_STATUS_CHANGED}
+    assert list(steps(events).values()) == [EMAIL_STEPS]
+
+
 async def test_recipients_not_found_at_generation_are_told_with_their_identifier_then_the_order_completes(
     client: httpx.AsyncClient, auth: Auth, varsel: Varsel, database: Database, clock: FrozenClock
 ) -> None:

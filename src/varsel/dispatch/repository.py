@@ -49,7 +49,7 @@ from varsel.dispatch import repository_fallback
 from varsel.notifications.statuses import EMAIL_PENDING, SMS_PENDING, EmailStatus, OrderStatus, SmsStatus
 from varsel.shipments.repository import ENDED_ORDER_COLUMNS, write_feed_entries_of
 from varsel.webhooks import outbox
-from varsel.webhooks.events import Event, NotificationChange
+from varsel.webhooks.events import NOTIFICATION_STATUS_CHANGED, Event, NotificationChange
 
 _PENDING: dict[str, list[str]] = {
     email_notifications.name: [s.value for s in EMAIL_PENDING],
@@ -517,8 +517,10 @@ async def order_templates(conn: AsyncConnection, order_ids: Sequence[UUID]) -> d
             orders.c.sms_body,
             orders.c.sms_sending_time_policy,
             orders.c.attachments,
-            # For the webhook events of the notifications' changes (varsel.webhooks.events).
+            # For the webhook events of the notifications' changes (varsel.webhooks.events): what they tell of the
+            # order, and whether its owner subscribes to them at all (if not, the claim writes none, with no query).
             orders.c.senders_reference,
+            outbox.watched(orders.c.creator, NOTIFICATION_STATUS_CHANGED).label("watched"),
         ).where(orders.c.id.in_(sorted(set(order_ids))))
     )
     return {row.id: row for row in result}

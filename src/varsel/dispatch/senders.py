@@ -158,10 +158,12 @@ class Sender:
                     conn, self._table, self._worker, now, lease_until, self._settings.notification_batch_size
                 )
                 templates = await repository.order_templates(conn, [row.order_id for row in claimed])
-                # Their webhook events (a take-over, Sending again after a lease ran out, is no change).
-                await outbox.write_notification_changes(
-                    conn, [self._change(row, templates[row.order_id], SENDING, now) for row in claimed]
-                )
+                # Their webhook events (a take-over, Sending again after a lease ran out, is no change), if any of
+                # their owners subscribes (the templates' query says whether).
+                if any(template.watched for template in templates.values()):
+                    await outbox.write_notification_changes(
+                        conn, [self._change(row, templates[row.order_id], SENDING, now) for row in claimed]
+                    )
         if not claimed:
             return 0
         for row in claimed:

@@ -244,7 +244,7 @@ class InstantService:
                 claimed = await dispatch_repository.claim_parked_notification(
                     conn, order_id, self._holder, now, now + self._lease
                 )
-                if claimed is not None:
+                if claimed is not None and claimed[2].watched:
                     channel, row, template = claimed
                     facts = facts_of(row, template.senders_reference, channel)
                     await outbox.write_notification_changes(

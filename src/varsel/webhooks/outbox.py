@@ -39,6 +39,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     cast,
+    exists,
     func,
     insert,
     literal,
@@ -82,6 +83,7 @@ __all__ = [
     "fan_out_direct",
     "insert_events",
     "subscribers",
+    "watched",
     "write_notification_changes",
     "write_notification_changes_direct",
 ]
@@ -119,6 +121,13 @@ async def subscribers(conn: AsyncConnection, wanted: Collection[tuple[str, str]]
     for row in result:
         found.setdefault((row.creator, row.kind), []).append(row.subscription_id)
     return found
+
+
+def watched(creator: Any, kind: str) -> Any:
+    """SQL: whether the service owner `creator` (a column) has a subscription taking `kind` (one index probe), for a
+    query the writer makes anyway to answer, so that nobody's subscribing costs no query of its own."""
+    subscription = webhook_subscription_events
+    return exists().where(and_(subscription.c.creator == creator, subscription.c.kind == kind))
 
 
 def _rows(events: Iterable[Event], found: Subscribers) -> list[dict[str, Any]]:
