@@ -12,7 +12,7 @@ import functools
 import json
 import random
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -538,25 +538,35 @@ _OUTCOME_COLUMNS = (
 )
 
 
+class Held(set[UUID]):
+    """The notifications an outcome write found still held by its worker (and wrote), and whether the owner of any
+    of them subscribes to notification changes (`watched`: only then are webhook events to be written)."""
+
+    def __init__(self, ids: Iterable[UUID] = (), watched: bool = False) -> None:
+        super().__init__(ids)
+        self.watched = watched
+
+
 async def record_outcomes(
     conn: AsyncConnection, table: Table, worker: str, outcomes: Sequence[tuple[UUID, dict[str, Any]]]
-) -> set[UUID]:
-    """Write send outcomes, only for the notifications this worker still holds as Sending; answers those ids.
+) -> Held:
+    """Write send outcomes, only for the notifications this worker still holds as Sending; answers those ids (and
+    whether any of their owners subscribes to notification changes).
 
     Two statements whatever the number of outcomes: the held rows are read (and locked) with the columns an outcome
     may leave out, then one UPDATE runs for every row with the same shape (one round trip, executemany). SQLite's
     write transaction admits no other writer in between; PostgreSQL's row locks keep others out likewise."""
     if not outcomes:
-        return set()
+        return Held()
     columns = [table.c[name] for name in _OUTCOME_COLUMNS]
     held = await conn.execute(
-        select(table.c.id, *columns)
+        select(table.c.id, *columns, outbox.watched(table.c.creator, NOTIFICATION_STATUS_CHANGED).label("watched"))
         .where(and_(table.c.id.in_([i for i, _ in outcomes]), table.c.status == SENDING, table.c.claimed_by == worker))
-        .with_for_update()
+        .with_for_update(of=table)
     )
     current = {row.id: row._asdict() for row in held}
     if not current:
-        return set()
+        return Held()
     parameters = []
     for notification_id, values in outcomes:
         if notification_id in current:
@@ -572,7 +582,7 @@ async def record_outcomes(
         ),
         parameters,
     )
-    return set(current)
+    return Held(current, watched=any(row["watched"] for row in current.values()))
 
 
 async def unexpected_errors(conn: AsyncConnection, channel: str, notification_id: UUID) -> int:

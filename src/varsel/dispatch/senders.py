@@ -546,8 +546,10 @@ class Sender:
                     # Only a notification that reached a final status can complete its order: one still
                     # awaiting its delivery report (most SMS) cannot, and its order is not looked at.
                     touched.add(outcome.order_id)
-            # The webhook events of the changes, before the orders' (complete_orders writes those with the feed).
-            await outbox.write_notification_changes(conn, changes)
+            # The webhook events of the changes, before the orders' (complete_orders writes those with the feed), if
+            # any of their owners subscribes (the held rows' read said whether).
+            if held.watched:
+                await outbox.write_notification_changes(conn, changes)
             completed = await repository.complete_orders(conn, sorted(touched), now)
             await report_repository.insert_attempts(conn, [o.attempt for o in recorded if o.attempt is not None])
         return recorded, completed
