@@ -10,12 +10,13 @@ Rows are written for disabled subscriptions too: they wait, pending, until the o
 
 What a change costs when nobody subscribes, by the way it is written:
 
-- In a transaction of SQLAlchemy statements: one query. `write_notification_changes` looks the subscribers up for a
-  whole batch of changes at once (by creator when the writer has the notifications' facts at hand, else joined with
-  the changed notifications, which also reads their facts); the payloads are built, and rows written, only for
-  changes someone subscribes to. Order events cost nothing more: the status feed's INSERT answers, per entry, its
-  snapshot only when someone subscribes to its owner's order events (varsel.shipments.repository), and only then
-  are events written (`fan_out`).
+- In a transaction of SQLAlchemy statements: at most one query. `write_notification_changes` looks the subscribers
+  up for a whole batch of changes at once (by creator when the writer has the notifications' facts at hand, else
+  joined with the changed notifications, which also reads their facts); the payloads are built, and rows written,
+  only for changes someone subscribes to. The senders' claims and outcome writes skip even that: a query they make
+  anyway (the order templates, the read of the held rows) says whether any owner subscribes (`watched`). Order
+  events cost nothing more: the status feed's INSERT answers, per entry, its snapshot only when someone subscribes
+  to its owner's order events (varsel.shipments.repository), and only then are events written (`fan_out`).
 - PostgreSQL's one-statement writes (varsel.db.one_statement): no round trip more. The events go into the statement
   as arrays, and a WITH clause of it (`events_cte`) inserts each for every subscriber of its kind, for the rows the
   statement did change. The payloads are built beforehand, whether anyone subscribes or not.
