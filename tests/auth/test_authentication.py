@@ -177,6 +177,8 @@ class Endpoint:
     shows_order: bool = True
     # Headers the endpoint needs besides the token (the support dashboard's identifier).
     headers: dict[str, str] = field(default_factory=dict)
+    # Whether its success status (201, 202) stores an order (a webhook subscription's 201 does not).
+    stores_order: bool = True
 
     @property
     def id(self) -> str:
@@ -184,7 +186,7 @@ class Endpoint:
 
     @property
     def creates_order(self) -> bool:
-        return self.ok in (201, 202)
+        return self.stores_order and self.ok in (201, 202)
 
     @property
     def route(self) -> tuple[str, str]:
@@ -192,6 +194,13 @@ class Endpoint:
         return self.method, V1 + self.path.split("?")[0]
 
 
+# The cases a valid token of the order's owner makes.
+_VALID_CASES = (
+    "valid",
+    "valid-scope-list-and-lowercase-scheme",
+    "expired-within-leeway",
+    "not-yet-valid-within-leeway",
+)
 ENDPOINTS = [
     Endpoint(
         "POST",
@@ -318,6 +327,31 @@ ENDPOINTS = [
         for route, header, value in (
             ("nin", "NationalIdentityNumber", "01017012345"),
             ("orgnumber", "OrganizationNumber", "910000001"),
+        )
+    ),
+    # Status webhooks: a subscription is the service owner's own, and the existing order's id names none (a 404 like
+    # another org's subscription).
+    Endpoint(
+        "POST",
+        "/webhooks",
+        {"url": "https://hooks.example.com/varsel", "events": ["order.completed"]},
+        201,
+        stranger=201,
+        shows_order=False,
+        stores_order=False,
+    ),
+    Endpoint("GET", "/webhooks", stranger=200, shows_order=False),
+    *(
+        Endpoint(method, path, body, outcomes=dict.fromkeys(_VALID_CASES, 404))
+        for method, path, body in (
+            ("GET", "/webhooks/{id}", None),
+            ("PATCH", "/webhooks/{id}", {"enabled": False}),
+            ("PUT", "/webhooks/{id}", {"url": "https://hooks.example.com/varsel", "events": ["order.completed"]}),
+            ("DELETE", "/webhooks/{id}", None),
+            ("POST", "/webhooks/{id}/rotate-secret", None),
+            ("POST", "/webhooks/{id}/replay", {"fromSequenceNumber": 0}),
+            ("GET", "/webhooks/{id}/events", None),
+            ("GET", "/webhooks/{id}/attempts", None),
         )
     ),
     Endpoint(
