@@ -5,6 +5,7 @@ all and enables none. And in a real browser (SQLite): the owner's button."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from pathlib import Path
 
 from playwright.async_api import Page
@@ -73,20 +74,44 @@ async def test_an_owner_sees_its_own_subscriptions_and_enables_them_again(
 
 
 async def test_the_owner_enables_a_disabled_endpoint_in_the_browser(
-    sqlite_console: ConsoleServer, page: Page, page_problems: PageProblems, screenshots: Path
+    sqlite_console: ConsoleServer,
+    sqlite_database: Database,
+    receiver: Receiver,
+    page: Page,
+    page_problems: PageProblems,
+    screenshots: Path,
 ) -> None:
-    made = await asyncio.to_thread(_subscribe, sqlite_console, "ttd", "https://hooks.example.com/varsel", disabled=True)
-    await page.goto(sqlite_console.link("ttd"))
+    console = sqlite_console
+    made = await asyncio.to_thread(_subscribe, console, "ttd", receiver.url)
+    receiver.secrets.append(made.secret)
+    delivery = console.varsel.workers.webhooks
+    assert delivery is not None
+    # A delivery, then a failure, then the owner disables it: the page shows the log and both states.
+    await write_events(sqlite_database, console.clock, 1)
+    assert console.call(delivery.deliver_due()) == 1
+    receiver.mode = "fail"
+    console.clock.advance(timedelta(minutes=3))
+    await write_events(sqlite_database, console.clock, 1, first=1)
+    assert console.call(delivery.deliver_due()) == 1
+    console.call(console.varsel.webhooks.change("ttd", made.id, SubscriptionChange(enabled=False)))
+
+    await page.goto(console.link("ttd"))
     await page.click("#sign-in")
-    await page.wait_for_url(f"{sqlite_console.url}/console")
+    await page.wait_for_url(f"{console.url}/console")
     await page.click("header nav >> text=Webhooks")
-    await page.wait_for_url(f"{sqlite_console.url}/console/webhooks")
+    await page.wait_for_url(f"{console.url}/console/webhooks")
     section = page.locator(f"#webhook-{made.id}")
-    assert "Disabled since" in (await section.locator(".state").text_content() or "")
+    state = await section.locator(".state").text_content() or ""
+    assert "Disabled since 2026-03-02 10:03:00 UTC: Disabled by the service owner." in state
+    assert "Failing since 2026-03-02 10:03:00 UTC" in state
+    rows = section.locator("table.attempts tbody tr")
+    assert await rows.count() == 2
+    assert "HTTP 500." in (await rows.nth(0).text_content() or "")  # newest first
     await page.screenshot(path=screenshots / "webhooks.png", full_page=True)
+    receiver.mode = "ok"
     await section.locator("button.enable").click()
-    await page.wait_for_url(f"{sqlite_console.url}/console/webhooks?done=enabled")
+    await page.wait_for_url(f"{console.url}/console/webhooks?done=enabled")
     assert "Enabled" in (await page.locator(f"#webhook-{made.id} .state").text_content() or "")
     assert await page.locator(f"#webhook-{made.id} button.enable").count() == 0
     assert "enabled again" in (await page.text_content(".notice") or "")
-    assert sqlite_console.call(sqlite_console.varsel.webhooks.get("ttd", made.id)).enabled
+    assert console.call(console.varsel.webhooks.get("ttd", made.id)).enabled
