@@ -497,9 +497,11 @@ async def test_a_success_report_within_the_window_ends_it(make_pipeline: Callabl
         assert [s.channel for s in await p.notifications(order_id)] == ["email"]
 
 
-async def test_the_orders_own_window_applies_with_the_setting_off(make_pipeline: Callable[..., Any]) -> None:
+@pytest.mark.parametrize("api", ["v1", "v2"])
+async def test_the_orders_own_window_applies_with_the_setting_off(make_pipeline: Callable[..., Any], api: str) -> None:
     async with make_pipeline(enabled=False, window_minutes=600) as p:
-        order_id = await p.v2_order("SmsPreferred", BOTH, fallbackAfterMinutes=5)
+        make = p.v1_order if api == "v1" else p.v2_order
+        order_id = await make("SmsPreferred", BOTH, fallbackAfterMinutes=5)
         sms = await _sent_first(p, order_id, "sms")
 
         p.advance(5)
