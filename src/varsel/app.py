@@ -233,6 +233,7 @@ def build(
         failure_period=timedelta(hours=webhook_settings.failure_period_hours),
         max_concurrent_endpoints=webhook_settings.max_concurrent_endpoints,
         on_free=wakeups.webhooks.set,
+        telemetry=telemetry,
     )
     workers = Workers(
         OrderProcessor(database, clock, lookup, conditions, dispatch, worker, wakeups, telemetry, settings.fallback),

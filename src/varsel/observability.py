@@ -105,6 +105,20 @@ class Telemetry:
             registry=self.registry,
         )
 
+        self.webhook_attempts = Counter(
+            "varsel_webhook_attempts",
+            "Webhook delivery attempts, by outcome (delivered: a 2xx answer; failed: anything else).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.webhook_attempt_seconds = Histogram(
+            "varsel_webhook_attempt_seconds",
+            "Time of one webhook delivery attempt (address check, POST, answer), by outcome.",
+            ["outcome"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
     def transition(self, entity: str, entity_id: UUID | str, old: str | None, new: str, **fields: object) -> None:
         """Log and count one status move of an order ("order") or a notification ("email", "sms")."""
         self.transitions.labels(entity, new).inc()

@@ -408,3 +408,18 @@ async def test_endpoints_are_delivered_to_at_the_same_time_up_to_the_cap(
     receiver.release.set()
     assert await asyncio.wait_for(delivering, 30) == 3
     assert len(receiver.deliveries) == 3
+
+
+async def test_attempts_are_counted_in_the_metrics(
+    varsel: Varsel, database: Database, clock: FrozenClock, receiver: Receiver, client: httpx.AsyncClient
+) -> None:
+    await _subscribe(varsel, receiver)
+    await write_events(database, clock, 1)
+    assert await _delivery(varsel).deliver_due() == 1
+    receiver.mode = "fail"
+    await write_events(database, clock, 1, first=1)
+    assert await _delivery(varsel).deliver_due() == 1
+    metrics = (await client.get("/metrics")).text
+    assert 'varsel_webhook_attempts_total{outcome="delivered"} 1.0' in metrics
+    assert 'varsel_webhook_attempts_total{outcome="failed"} 1.0' in metrics
+    assert 'varsel_webhook_attempt_seconds_count{outcome="failed"} 1.0' in metrics

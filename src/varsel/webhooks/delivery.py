@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from varsel.clock import Clock
 from varsel.db.engine import Database
+from varsel.observability import Telemetry
 from varsel.outbound import RefusedAddress
 from varsel.webhooks import repository
 from varsel.webhooks.addresses import WebhookHosts
@@ -77,6 +78,7 @@ class WebhookDelivery:
         failure_period: timedelta,
         max_concurrent_endpoints: int,
         on_free: Callable[[], None] = lambda: None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._db = database
         self._clock = clock
@@ -89,6 +91,7 @@ class WebhookDelivery:
         self._failure_period = failure_period
         self._cap = max_concurrent_endpoints
         self._on_free = on_free
+        self._telemetry = telemetry
         self._busy: dict[UUID, asyncio.Task[None]] = {}
         # Attempts made by this process (tests and the benchmark read it).
         self.attempts = 0
@@ -155,7 +158,9 @@ class WebhookDelivery:
             held, event = await self._next(conn, subscription_id, now)
         while held is not None and event is not None:
             attempted = event
+            started = time.monotonic()
             outcome = await self._post(held, attempted, now)
+            self._count(outcome, time.monotonic() - started)
             after = self._clock.now()
             async with self._db.transaction() as conn:
                 recorded = await repository.record_attempt(
@@ -180,6 +185,12 @@ class WebhookDelivery:
             if not outcome.delivered:
                 log.info("webhooks: event %s to endpoint %s failed: %s", attempted.id, subscription_id, outcome.error)
             now = after
+
+    def _count(self, outcome: AttemptOutcome, seconds: float) -> None:
+        if self._telemetry is not None:
+            label = "delivered" if outcome.delivered else "failed"
+            self._telemetry.webhook_attempts.labels(label).inc()
+            self._telemetry.webhook_attempt_seconds.labels(label).observe(seconds)
 
     async def _next(
         self, conn: AsyncConnection, subscription_id: UUID, now: datetime
