@@ -38,7 +38,14 @@ from varsel.db.tables import (
 from varsel.dispatch import repository
 from varsel.providers.guard import GuardSettings
 from varsel.settings import Settings
-from varsel.webhooks.events import EVENT_KINDS, NOTIFICATION_STATUS_CHANGED, ORDER_COMPLETED
+from varsel.webhooks.events import (
+    EVENT_KINDS,
+    NOTIFICATION_STATUS_CHANGED,
+    ORDER_COMPLETED,
+    NotificationChange,
+    facts_of,
+    notification_event,
+)
 
 ORG, OTHER = "ttd", "nav"
 V1 = "/notifications/api/v1"
@@ -680,3 +687,44 @@ async def test_an_organisations_notification_is_told_with_its_organisation_numbe
     told_to = {(d["destination"], d["organizationNumber"]) for d in told}
     assert told_to == {("post@testbedrift.example.com", "311000179")}
     assert not any("nationalIdentityNumber" in d or "sendersReference" in d for d in told)
+
+
+# ---------------------------------------------------------------- an outcome whose claim was lost
+
+
+async def test_an_outcome_whose_claim_was_lost_writes_no_event(
+    client: httpx.AsyncClient, auth: Auth, varsel: Varsel, database: Database, clock: FrozenClock
+) -> None:
+    """The senders' short way (one statement on PostgreSQL, a direct write on SQLite) writes an outcome, and its
+    event, only for a notification its worker still holds: another worker's outcome for it changes nothing and tells
+    nothing."""
+    subscription = await subscribe(database)
+    await v1_order(client, auth, "/orders/sms", sms_order("+4799999999"))
+    await varsel.workers.processor.run_once()
+    async with database.transaction() as conn:
+        [row] = await repository.claim_notifications(
+            conn, sms_notifications, "holder", clock.now(), clock.now() + timedelta(seconds=120), 10
+        )
+    facts = facts_of(row, None, "sms")
+    values = {"status": "Accepted", "status_changed": clock.now(), "provider": "linkmobility", "status_detail": None}
+    change = NotificationChange("sms", row.id, "Sending", "Accepted", clock.now(), facts)
+
+    async def record(worker: str) -> set[UUID]:
+        if database.dialect == "postgresql":
+            async with database.statement() as conn:
+                event = notification_event(change, facts)
+                return await repository.record_pending_outcomes(
+                    conn, sms_notifications, worker, [(row.id, values)], [], [(row.id, event)]
+                )
+        return await database.sqlite_write(
+            lambda write: repository.record_pending_outcomes_sqlite(
+                write, sms_notifications, worker, [(row.id, values)], [], [change]
+            )
+        )
+
+    before = await events_of(database, subscription)
+    assert await record("another") == set()
+    assert await events_of(database, subscription) == before
+    assert await record("holder") == {row.id}
+    [told] = (await events_of(database, subscription))[len(before) :]
+    assert (told.data["previousStatus"], told.data["status"]) == ("SMS_Sending", "SMS_Accepted")
