@@ -423,3 +423,19 @@ async def test_attempts_are_counted_in_the_metrics(
     assert 'varsel_webhook_attempts_total{outcome="delivered"} 1.0' in metrics
     assert 'varsel_webhook_attempts_total{outcome="failed"} 1.0' in metrics
     assert 'varsel_webhook_attempt_seconds_count{outcome="failed"} 1.0' in metrics
+
+
+async def test_the_running_webhooks_worker_delivers_what_is_committed(
+    varsel: Varsel, database: Database, clock: FrozenClock, receiver: Receiver
+) -> None:
+    await _subscribe(varsel, receiver)
+    varsel.workers.start(["webhooks"])
+    try:
+        await write_events(database, clock, 3)
+        for _ in range(500):
+            if len(receiver.deliveries) == 3:
+                break
+            await asyncio.sleep(0.02)
+        assert numbers(receiver.deliveries) == [0, 1, 2]
+    finally:
+        await varsel.workers.stop()
