@@ -301,6 +301,7 @@ def build(
             webhook_hosts,
             timedelta(hours=webhook_settings.secret_grace_hours),
             wake=wakeups.webhooks.set,
+            max_per_owner=webhook_settings.max_subscriptions_per_owner,
         ),
     )
 

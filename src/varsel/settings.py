@@ -140,6 +140,14 @@ class WebhookSettings(BaseModel):
     secret_grace_hours: float = Field(
         default=24.0, ge=0, description="After a secret rotation, how long the previous secret still signs."
     )
+    max_subscriptions_per_owner: int = Field(
+        default=10,
+        ge=1,
+        description=(
+            "Webhook subscriptions one service owner may have: each status change writes an event for each of its "
+            "subscriptions, in the transaction that makes the change."
+        ),
+    )
 
 
 class DispatchSettings(BaseModel):

@@ -187,3 +187,19 @@ async def test_a_replay_needs_one_starting_point(
     refused = await client.post(f"{WEBHOOKS}/{made['id']}/replay", json=body, headers=auth())
     assert refused.status_code == 400
     assert refused.json()["errors"] == errors
+
+
+async def test_a_service_owner_has_at_most_so_many_subscriptions(
+    client: httpx.AsyncClient, auth: Auth, receiver: Receiver, varsel: Varsel
+) -> None:
+    limit = varsel.settings.webhooks.max_subscriptions_per_owner
+    for _ in range(limit):
+        assert (await _create(client, auth, receiver.url)).status_code == 201
+    refused = await _create(client, auth, receiver.url)
+    assert refused.status_code == 409
+    assert refused.json()["title"] == "Too many webhook subscriptions"
+    # Another owner's count is its own; after a deletion there is room again.
+    assert (await _create(client, auth, receiver.url, org=OTHER_ORG)).status_code == 201
+    first = (await client.get(WEBHOOKS, headers=auth())).json()[0]["id"]
+    assert (await client.delete(f"{WEBHOOKS}/{first}", headers=auth())).status_code == 204
+    assert (await _create(client, auth, receiver.url)).status_code == 201

@@ -179,6 +179,11 @@ async def owned_ids(conn: AsyncConnection, creator: str | None, subscription_ids
     return [row.id for row in found]
 
 
+async def count_subscriptions(conn: AsyncConnection, creator: str) -> int:
+    s = webhook_subscriptions
+    return int((await conn.execute(select(func.count()).where(s.c.creator == creator))).scalar_one())
+
+
 async def lock_subscription(conn: AsyncConnection, creator: str | None, subscription_id: UUID) -> bool:
     """Lock the owner's subscription for a change in this transaction; False when it has none by that id."""
     s = webhook_subscriptions

@@ -29,6 +29,16 @@ class SubscriptionNotFound(Problem):
                          "this service owner.")  # fmt: skip
 
 
+class TooManySubscriptions(Problem):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            409,
+            "Too many webhook subscriptions",
+            f"A service owner may have at most {limit} webhook subscriptions (VARSEL_WEBHOOKS__MAX_SUBSCRIPTIONS_PER_"
+            "OWNER); one subscription can take several event kinds. Delete one, or change one's URL or events.",
+        )
+
+
 @dataclass(frozen=True)
 class SubscriptionChange:
     """What a PATCH or PUT changes: None leaves a field as it is."""
@@ -46,12 +56,14 @@ class WebhookSubscriptions:
         hosts: WebhookHosts,
         secret_grace: timedelta,
         wake: Callable[[], None] = lambda: None,
+        max_per_owner: int = 10,
     ) -> None:
         self._db = database
         self._clock = clock
         self._hosts = hosts
         self._grace = secret_grace
         self._wake = wake
+        self._max_per_owner = max_per_owner
 
     # ---------------------------------------------------------------- validation
 
@@ -93,6 +105,10 @@ class WebhookSubscriptions:
         await self._check(url, kinds)
         subscription_id = new_id()
         async with self._db.transaction() as conn:
+            # Counted in the write transaction (SQLite's one writer; on PostgreSQL two creations at once may both
+            # pass: the limit is a bound on the fan-out's cost, not a contract).
+            if await repository.count_subscriptions(conn, creator) >= self._max_per_owner:
+                raise TooManySubscriptions(self._max_per_owner)
             await repository.insert_subscription(
                 conn, subscription_id, creator, url, list(kinds), new_secret(), self._clock.now()
             )

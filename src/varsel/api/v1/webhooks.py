@@ -129,6 +129,13 @@ def _request_body(model: type[ApiModel], example: dict[str, Any]) -> dict[str, A
 
 _EXAMPLE = {"url": "https://hooks.example.com/varsel", "events": ["order.completed", "notification.status_changed"]}
 _READ = problem_responses(401, 403, 404, 503)
+_TOO_MANY: dict[int | str, dict[str, Any]] = {
+    409: {
+        "description": "The service owner has as many subscriptions as it may "
+        "(VARSEL_WEBHOOKS__MAX_SUBSCRIPTIONS_PER_OWNER).",
+        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}},
+    }
+}
 _WRITE = problem_responses(400, 401, 403, 404, 413, 415, 503)
 
 
@@ -212,7 +219,7 @@ def _attempt(row: AttemptRow) -> WebhookAttemptExt:
         "are signed as Standard Webhooks says (webhook-id, webhook-timestamp, webhook-signature headers)."
     ),
     openapi_extra=_request_body(WebhookSubscriptionRequest, _EXAMPLE),
-    responses=problem_responses(400, 401, 403, 413, 415, 503),
+    responses={**problem_responses(400, 401, 403, 413, 415, 503), **_TOO_MANY},
 )
 async def create_subscription(request: Request) -> Response:
     caller = await authenticated(request)
