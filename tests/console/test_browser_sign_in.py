@@ -18,7 +18,7 @@ async def test_sign_in_by_link_in_the_browser(sqlite_console: ConsoleServer, pag
     assert (await page.text_content(".principal")) == "ttd"
     # An org sees the org pages in the navigation, not the admin ones.
     navigation = await page.locator("header nav a").all_text_contents()
-    assert navigation == ["Overview", "Orders"]
+    assert navigation == ["Overview", "Orders", "Webhooks"]
     (session,) = [c for c in await page.context.cookies() if c["name"] == SESSION_COOKIE]
     assert session["httpOnly"] is True
     assert session["sameSite"] == "Strict"

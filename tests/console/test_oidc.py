@@ -61,7 +61,7 @@ async def test_sign_in_as_an_org(
     page_problems.allowed_hosts.add("localhost")
     await _sign_in_in_browser(page, oidc_console)
     assert (await page.text_content(".principal")) == "ttd"
-    assert await page.locator("header nav a").all_text_contents() == ["Overview", "Orders"]
+    assert await page.locator("header nav a").all_text_contents() == ["Overview", "Orders", "Webhooks"]
     (session,) = [c for c in await page.context.cookies() if c["name"] == SESSION_COOKIE]
     assert session["sameSite"] == "Strict"
     assert session["httpOnly"] is True
