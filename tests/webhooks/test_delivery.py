@@ -6,21 +6,25 @@ delivery, secret rotation and retention."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from collections.abc import Callable
 from datetime import timedelta
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from tests.webhooks.conftest import ORG, OTHER_ORG, WEBHOOKS, FakeResolver, Receiver, numbers, write_events
 from varsel.app import Varsel
 from varsel.clock import FrozenClock
 from varsel.db.engine import Database
-from varsel.db.tables import webhook_attempts, webhook_events
+from varsel.db.tables import webhook_attempts, webhook_events, webhook_subscription_events, webhook_subscriptions
+from varsel.ids import new_id
 from varsel.webhooks.delivery import WebhookDelivery, retry_delay
 from varsel.webhooks.outbox import Event, fan_out
 from varsel.webhooks.repository import Subscription
 from varsel.webhooks.service import SubscriptionChange
+from varsel.webhooks.wakeup import wake_on_committed_events
 
 Auth = Callable[..., dict[str, str]]
 
@@ -439,3 +443,36 @@ async def test_the_running_webhooks_worker_delivers_what_is_committed(
         assert numbers(receiver.deliveries) == [0, 1, 2]
     finally:
         await varsel.workers.stop()
+
+
+async def test_the_worker_is_woken_only_once_the_events_are_visible_to_others(
+    database: Database, clock: FrozenClock
+) -> None:
+    """Woken before the COMMIT, the worker would look, find nothing and sleep until its next poll."""
+    if database.dialect != "sqlite":
+        return  # another connection's view, read synchronously at the wake-up: sqlite3 can, asyncpg cannot
+    path = database.engine.url.database
+    assert path is not None
+    seen: list[int] = []
+
+    def wake() -> None:
+        with contextlib.closing(sqlite3.connect(path)) as other:
+            seen.append(other.execute("SELECT count(*) FROM webhook_events").fetchone()[0])
+
+    wake_on_committed_events(database.engine, wake)
+    async with database.transaction() as conn:
+        await conn.execute(
+            insert(webhook_subscriptions).values(
+                id=new_id(), creator=ORG, url="https://x.example.com", secret="whsec_x", enabled=True,
+                created=clock.now(), updated=clock.now(),
+            )
+        )  # fmt: skip
+    async with database.transaction() as conn:
+        subscription_id = (await conn.execute(select(webhook_subscriptions.c.id))).scalar_one()
+        await conn.execute(
+            insert(webhook_subscription_events).values(
+                subscription_id=subscription_id, kind="order.completed", creator=ORG
+            )
+        )
+    await write_events(database, clock, 2)
+    assert seen == [2]
