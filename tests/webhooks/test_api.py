@@ -177,6 +177,9 @@ async def test_change_replace_rotate_and_delete(
         ({"since": "2026-03-01T00:00:00Z", "fromSequenceNumber": 3}, {"$": ["Give exactly one of since and "
                                                                             "fromSequenceNumber."]}),
         ({"since": "2026-03-01T00:00:00"}, {"Since": ["The time must have a UTC offset (Z or +01:00, say)."]}),
+        # No UTC time is that early or that late: a 400, not an overflow where the database layer converts it.
+        ({"since": "0001-01-01T00:00:00+01:00"}, {"Since": ["The time is out of range in UTC."]}),
+        ({"since": "9999-12-31T23:59:59-01:00"}, {"Since": ["The time is out of range in UTC."]}),
         ({"fromSequenceNumber": -1}, {"FromSequenceNumber": ["Input should be greater than or equal to 0."]}),
     ],
 )  # fmt: skip

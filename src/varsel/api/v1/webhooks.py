@@ -7,6 +7,7 @@ varsel.webhooks.service.
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -327,10 +328,18 @@ async def replay(request: Request, id: str) -> Response:
     body = await _REPLAY_BODY(request)
     if (body.since is None) == (body.from_sequence_number is None):
         raise ValidationProblem({"$": ["Give exactly one of since and fromSequenceNumber."]})
-    if body.since is not None and body.since.tzinfo is None:
-        raise ValidationProblem({"Since": ["The time must have a UTC offset (Z or +01:00, say)."]})
+    since = None
+    if body.since is not None:
+        if body.since.tzinfo is None or body.since.utcoffset() is None:
+            raise ValidationProblem({"Since": ["The time must have a UTC offset (Z or +01:00, say)."]})
+        try:
+            # Converted here: a time at the calendar's edge (0001-01-01T00:00:00+01:00) has no UTC equivalent, and
+            # would otherwise overflow where the database layer converts it.
+            since = body.since.astimezone(UTC)
+        except OverflowError:
+            raise ValidationProblem({"Since": ["The time is out of range in UTC."]}) from None
     count = await _subscriptions(request).replay(
-        caller.org, subscription_id, since=body.since, from_seq=body.from_sequence_number
+        caller.org, subscription_id, since=since, from_seq=body.from_sequence_number
     )
     return _json(ReplayAccepted(replayed=count), 202)
 
