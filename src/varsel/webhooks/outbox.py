@@ -45,6 +45,7 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    true,
     tuple_,
     union_all,
 )
@@ -53,7 +54,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.selectable import CTE
 
 from varsel.db.sqlite_direct import DirectWrite, quoted
-from varsel.db.tables import NOTIFICATION_TABLES, orders, webhook_events, webhook_subscription_events
+from varsel.db.tables import (
+    NOTIFICATION_TABLES,
+    orders,
+    webhook_events,
+    webhook_subscription_events,
+    webhook_subscriptions,
+)
 from varsel.ids import new_id
 from varsel.webhooks.events import (
     EVENT_KINDS,
@@ -110,18 +117,30 @@ async def subscribers(conn: AsyncConnection, wanted: Collection[tuple[str, str]]
     found: Subscribers = {}
     if not wanted:
         return found
-    result = await conn.execute(
-        select(
-            webhook_subscription_events.c.creator,
-            webhook_subscription_events.c.kind,
-            webhook_subscription_events.c.subscription_id,
-        )
-        .where(tuple_(webhook_subscription_events.c.creator, webhook_subscription_events.c.kind).in_(list(wanted)))
-        .order_by(webhook_subscription_events.c.subscription_id)
+    subscription = webhook_subscription_events
+    read = (
+        select(subscription.c.creator, subscription.c.kind, subscription.c.subscription_id)
+        .where(tuple_(subscription.c.creator, subscription.c.kind).in_(list(wanted)))
+        .order_by(subscription.c.subscription_id)
     )
+    if conn.dialect.name == "postgresql":
+        read = read.join(_key_shared(subscription.c.subscription_id), true())
+    result = await conn.execute(read)
     for row in result:
         found.setdefault((row.creator, row.kind), []).append(row.subscription_id)
     return found
+
+
+def _key_shared(subscription_id: Any) -> Any:
+    """SQL (PostgreSQL): a LATERAL read of the subscription `subscription_id` (a column) names, locked FOR KEY SHARE,
+    to join to a read of its subscribers: a subscriber found is one whose events can be inserted. Without the lock,
+    a DELETE of the subscription committed between the read and the insert of its events made the insert violate
+    fk_webhook_events_subscription, and roll back the whole status change; with it, the delete waits for the
+    writer's commit (and a subscription deleted before is not found). KEY SHARE conflicts only with a DELETE (or a
+    change of the key): the delivery worker's and the owner's updates (FOR NO KEY UPDATE) pass, and a DELETE holds
+    no lock a writer waits for. LATERAL, as a locking clause is not allowed in a UNION's parts."""
+    s = webhook_subscriptions
+    return select(s.c.id).where(s.c.id == subscription_id).with_for_update(read=True, key_share=True).lateral("locked")
 
 
 def watched(creator: Any, kind: str) -> Any:
@@ -236,6 +255,8 @@ async def _facts_of_subscribed(
             )
             .where(_among(conn, table.c.id, ids))
         )
+        if conn.dialect.name == "postgresql":
+            parts[-1] = parts[-1].join(_key_shared(subscription.c.subscription_id), true())
     statement = parts[0] if len(parts) == 1 else union_all(*parts)
     facts: dict[UUID, NotificationFacts] = {}
     found: Subscribers = {}
@@ -301,7 +322,7 @@ def events_cte(name: str, changed: Any) -> CTE:
         .select_from(
             event.join(
                 subscription, and_(subscription.c.creator == event.c.creator, subscription.c.kind == event.c.kind)
-            )
+            ).join(_key_shared(subscription.c.subscription_id), true())
         )
         .where(event.c.key.in_(changed))
         .order_by(event.c.position, subscription.c.subscription_id)
