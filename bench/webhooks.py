@@ -191,7 +191,9 @@ def _run_side(ctx: Any, name: str, args: list[str], env: dict[str, str], meter_r
     """Run one side in a process of its own; its JSON answer, with the CPU shares of the roles meanwhile."""
     out = ctx.tmp / f"{name}.json"
     process = start(name, [PYTHON, "-m", "bench.webhooks", *args, "--out", str(out)], env, ctx.logs)
-    meter = CpuMeter({**meter_roles, "side": [process.pid]}, include_postgres=include_postgres)
+    # The side's own CPU is what it reports (cpu_ms_per_delivery, from its process_time): it has exited by the
+    # second snapshot, so /proc no longer has it.
+    meter = CpuMeter(meter_roles, include_postgres=include_postgres)
     before = meter.snapshot()
     code = process.popen.wait(timeout=1800)
     after = meter.snapshot()
