@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import httpx
-from sqlalchemy import func, insert, select
+from sqlalchemy import event, func, insert, select
 
 from tests.webhooks.conftest import ORG, OTHER_ORG, WEBHOOKS, FakeResolver, Receiver, numbers, write_events
 from varsel.app import Varsel
@@ -412,6 +412,63 @@ async def test_endpoints_are_delivered_to_at_the_same_time_up_to_the_cap(
     receiver.release.set()
     assert await asyncio.wait_for(delivering, 30) == 3
     assert len(receiver.deliveries) == 3
+
+
+async def test_with_every_place_taken_the_worker_waits_for_one_to_free_rather_than_looking_again(
+    varsel: Varsel, database: Database, clock: FrozenClock, receiver: Receiver
+) -> None:
+    """A due endpoint the worker has no room for is no reason to go round again: next_due answering "now" had the
+    loop query the database over and over until the held delivery ended (the delivery that ends wakes it)."""
+    await _subscribe(varsel, receiver)
+    await write_events(database, clock, 1)
+    receiver.mode = "hold"
+    one_at_a_time = _worker(varsel, "one at a time", max_concurrent_endpoints=1, timeout_seconds=120)
+    assert await one_at_a_time.run_once() == 1
+    assert await asyncio.get_running_loop().run_in_executor(None, receiver.holding.wait, 30)
+    await _subscribe(varsel, receiver, url=receiver.url + "/other")
+    await write_events(database, clock, 1, first=1)  # the other endpoint's event, due now
+    statements: list[str] = []
+
+    def executed(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", executed)
+    try:
+        assert await one_at_a_time.run_once() == 0
+        assert await one_at_a_time.next_due() is None
+        assert statements == []
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", executed)
+    receiver.mode = "ok"
+    receiver.release.set()
+    await asyncio.wait_for(asyncio.gather(*one_at_a_time._busy.values()), 30)
+    assert await one_at_a_time.next_due() == clock.now()  # a place is free: the other endpoint is due
+    assert await one_at_a_time.deliver_due() == 1
+    # The held endpoint's 0, then its 1 and the other endpoint's (made after 0 was written).
+    assert sorted(numbers(receiver.deliveries)) == [0, 1, 1]
+
+
+async def test_a_delivery_that_ends_leaves_the_place_of_the_endpoints_next_delivery_alone(
+    varsel: Varsel, database: Database, clock: FrozenClock, receiver: Receiver
+) -> None:
+    """The endpoint is released in the delivery's last transaction, before its task ends: the loop may claim it again
+    in between, and the ending task must not take the new delivery's place (the cap would undercount it, and stop()
+    would not wait for it)."""
+    made = await _subscribe(varsel, receiver)
+    await write_events(database, clock, 1)
+    receiver.mode = "hold"
+    worker = _worker(varsel, "worker", max_concurrent_endpoints=2, timeout_seconds=120)
+    assert await worker.run_once() == 1
+    assert await asyncio.get_running_loop().run_in_executor(None, receiver.holding.wait, 30)
+    ending = worker._busy[made.id]
+    # The loop's new claim of the endpoint, as it is recorded once the ending delivery has released it.
+    successor = asyncio.create_task(asyncio.Event().wait(), name=f"webhooks {made.id}")
+    worker._busy[made.id] = successor
+    receiver.release.set()
+    await asyncio.wait_for(ending, 30)
+    assert worker._busy == {made.id: successor}
+    await worker.stop()
+    assert successor.cancelled()
 
 
 async def test_attempts_are_counted_in_the_metrics(

@@ -123,6 +123,10 @@ class WebhookDelivery:
                 return self.attempts - before
 
     async def next_due(self) -> datetime | None:
+        if len(self._busy) >= self._cap:
+            # No room to claim anything: a due endpoint would have the loop go round at once, again and again, until
+            # a place frees. A delivery that ends wakes the loop (on_free), so there is nothing to wait for but that.
+            return None
         async with self._db.read() as conn:
             return await repository.next_due(conn, self._clock.now())
 
@@ -147,7 +151,10 @@ class WebhookDelivery:
             # The database away, say: the hold runs out and the endpoint is taken up again.
             log.exception("webhooks: delivering to endpoint %s failed", endpoint.id)
         finally:
-            self._busy.pop(endpoint.id, None)
+            # The endpoint was released in the last transaction, so the loop may have claimed it again since, and its
+            # place is then the new delivery's.
+            if self._busy.get(endpoint.id) is asyncio.current_task():
+                del self._busy[endpoint.id]
             self._on_free()
 
     async def _deliver_in_order(self, subscription_id: UUID) -> None:
