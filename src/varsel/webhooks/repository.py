@@ -187,7 +187,11 @@ async def count_subscriptions(conn: AsyncConnection, creator: str) -> int:
 async def lock_subscription(conn: AsyncConnection, creator: str | None, subscription_id: UUID) -> bool:
     """Lock the owner's subscription for a change in this transaction; False when it has none by that id."""
     s = webhook_subscriptions
-    found = await conn.execute(select(s.c.id).where(and_(s.c.id == subscription_id, _owned(creator))).with_for_update())
+    # FOR NO KEY UPDATE: it does not wait for the status changes writing events for the subscription (their outbox
+    # read locks it FOR KEY SHARE); a delete (FOR UPDATE) does.
+    found = await conn.execute(
+        select(s.c.id).where(and_(s.c.id == subscription_id, _owned(creator))).with_for_update(key_share=True)
+    )
     return found.first() is not None
 
 
@@ -344,7 +348,9 @@ async def claim_endpoints(
         .where(and_(s.c.enabled.is_(True), _free(now), head <= now))
         .order_by(head, s.c.id)
         .limit(limit)
-        .with_for_update(skip_locked=True, of=s)
+        # FOR NO KEY UPDATE: an endpoint whose owner is writing events (its subscriptions locked FOR KEY SHARE by the
+        # outbox's read, in every status change) is not skipped; FOR UPDATE would skip it whenever the owner is busy.
+        .with_for_update(skip_locked=True, of=s, key_share=True)
     )
     ids = [row.id for row in await conn.execute(candidates)]
     if not ids:
