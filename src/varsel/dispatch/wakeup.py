@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 
 from varsel.clock import Clock
 from varsel.dispatch.repository import CHANNEL_EMAIL, CHANNEL_ORDERS, CHANNEL_SMS
+from varsel.webhooks.wakeup import CHANNEL_WEBHOOKS
 
 log = logging.getLogger("varsel.dispatch")
 
@@ -70,7 +71,13 @@ class PostgresListener:
     def __init__(self, database_url: str, wakeups: Wakeups) -> None:
         # asyncpg speaks plain postgresql:// URLs; SQLAlchemy's carry the driver name.
         self._dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-        self._signals = {CHANNEL_ORDERS: wakeups.orders, CHANNEL_EMAIL: wakeups.email, CHANNEL_SMS: wakeups.sms}
+        self._signals = {
+            CHANNEL_ORDERS: wakeups.orders,
+            CHANNEL_EMAIL: wakeups.email,
+            CHANNEL_SMS: wakeups.sms,
+            # Webhook events committed by another process (varsel.webhooks.wakeup).
+            CHANNEL_WEBHOOKS: wakeups.webhooks,
+        }
         self._wakeups = wakeups
         self.connected = asyncio.Event()
 
