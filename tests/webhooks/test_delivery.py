@@ -19,6 +19,7 @@ from varsel.app import Varsel
 from varsel.clock import FrozenClock
 from varsel.db.engine import Database
 from varsel.db.tables import webhook_attempts, webhook_events, webhook_subscription_events, webhook_subscriptions
+from varsel.dispatch.wakeup import PostgresListener, Wakeups
 from varsel.ids import new_id
 from varsel.webhooks import repository
 from varsel.webhooks.delivery import WebhookDelivery, retry_delay
@@ -585,3 +586,33 @@ async def test_an_endpoint_is_delivered_to_while_its_owner_writes_events(
         await fan_out(conn, [Event(ORG, "order.completed", clock.now(), {"type": "order.completed"})])
         assert await _delivery(varsel).deliver_due() == 2  # while the status change is under way
     assert numbers(receiver.deliveries) == [0, 1]
+
+
+async def test_events_committed_by_another_process_wake_the_worker_on_postgresql(
+    varsel: Varsel, database: Database, clock: FrozenClock, receiver: Receiver
+) -> None:
+    """Another process's commit reaches this one's worker through NOTIFY and its listener, not only by polling."""
+    if database.dialect != "postgresql":
+        return  # SQLite's processes poll
+    await _subscribe(varsel, receiver)
+    here = Wakeups()
+    listener = PostgresListener(database.url, here)
+    listening = asyncio.create_task(listener.run())
+    other = Database(database.url)  # another process's engine, with its own wake-up of its own workers
+    woken_there: list[bool] = []
+    wake_on_committed_events(other.engine, lambda: woken_there.append(True))
+    try:
+        await asyncio.wait_for(listener.connected.wait(), 10)
+        await asyncio.sleep(0)
+        here.webhooks._event.clear()  # the listener wakes everyone once when it connects
+        waiting = asyncio.create_task(here.webhooks.wait(clock, 600, None))
+        async with other.transaction() as conn:
+            await fan_out(conn, [Event(ORG, "order.completed", clock.now(), {"type": "order.completed"})] * 2)
+            await asyncio.sleep(0.1)
+            assert not waiting.done()  # a NOTIFY is delivered at the commit
+        await asyncio.wait_for(waiting, 10)
+        assert woken_there == [True]
+    finally:
+        listening.cancel()
+        await asyncio.gather(listening, return_exceptions=True)
+        await other.dispose()
