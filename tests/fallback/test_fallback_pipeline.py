@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import select
+from sqlalchemy import event, select, update
 
 from tests.providers.acs_peer import AcsPeer
 from tests.providers.linkmobility_peer import LinkMobilityPeer, delivery_report
@@ -33,6 +33,7 @@ from varsel.clock import FrozenClock
 from varsel.db.engine import Database
 from varsel.db.tables import NOTIFICATION_TABLES, notification_fallbacks, orders
 from varsel.providers.acs import AcsSettings
+from varsel.recipients.lookup import LookupResult, RecipientLookup
 from varsel.recipients.registry import LocalRegistry
 from varsel.settings import FallbackSettings, Settings
 
@@ -621,3 +622,123 @@ async def test_channels_that_are_not_preferred_never_fall_back(make_pipeline: Ca
 
         assert p.sms_taken() == Counter()
         assert await p.order_status(order_id) == "Completed"
+
+
+# ---------------------------------------------------------------- a fallback round that fails holds no order up
+
+
+class MiscountingLookup(RecipientLookup):
+    """The recipient look-up answering one recipient fewer than it was asked about (`miscounting`), as a look-up
+    with a bug might: which answer is whose cannot be told."""
+
+    miscounting = True
+
+    async def resolve(self, recipients: Any, channel: Any, **options: Any) -> LookupResult:
+        found = await super().resolve(recipients, channel, **options)
+        return LookupResult(found.recipients[:-1]) if self.miscounting else found
+
+
+async def test_a_lookup_answering_the_wrong_number_retries_the_fallbacks_and_orders_go_on(
+    make_pipeline: Callable[..., Any], database: Database, clock: FrozenClock
+) -> None:
+    async with make_pipeline(enabled=True) as p:
+        first = await p.v1_order("EmailPreferred", BOTH)
+        email = await _sent_first(p, first, "email")
+        lookup = MiscountingLookup(LocalRegistry(database), clock)
+        # The order worker's fallback round looks up with it (build takes a registry, not a look-up).
+        p.varsel.workers.processor.fallback._lookup = lookup
+
+        await p.report_email(email, "Bounced")
+        second = await p.v1_order("Email", ANNE)
+        await p.drain()
+        # The fallback waits for another try; the order placed meanwhile was processed all the same.
+        assert p.sms_taken() == Counter()
+        assert [row.state for row in await p.fallback_rows() if str(row.order_id) == first] == ["due"]
+        assert await p.order_status(second) == "Processed"
+
+        lookup.miscounting = False
+        p.advance(1)
+        await p.drain()
+        assert p.sms_taken() == Counter({OLA_MOBILE: 1})
+
+
+async def test_a_fallback_round_that_fails_does_not_stop_the_orders(
+    make_pipeline: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with make_pipeline(enabled=True) as p:
+        first = await p.v1_order("EmailPreferred", BOTH)
+        email = await _sent_first(p, first, "email")
+        fallback = p.varsel.workers.processor.fallback
+        rounds: list[str] = []
+
+        async def broken() -> int:
+            rounds.append("failed")
+            raise RuntimeError("a bug the fallback round trips over")
+
+        monkeypatch.setattr(fallback, "run_once", broken)
+        await p.report_email(email, "Bounced")
+        second = await p.v1_order("Email", ANNE)
+        await p.drain()
+        assert await p.order_status(second) == "Processed"
+        # Tried again with backoff, not in every round: the drain ended.
+        assert rounds == ["failed"]
+
+        monkeypatch.undo()
+        p.advance(1)
+        await p.drain()
+        assert p.sms_taken() == Counter({OLA_MOBILE: 1})
+
+
+async def test_a_fallback_round_reads_its_orders_at_once_and_completes_them_last(
+    make_pipeline: Callable[..., Any], database: Database
+) -> None:
+    """The round's transactions read the claimed rows' recipients and orders with one query each, whatever their
+    number, and complete orders (which takes the status feed's lock until commit, on PostgreSQL) after all of it:
+    no query waits in the lock that every order's completion queues on."""
+    if database.dialect != "postgresql":
+        pytest.skip("SQLite's writer has its own connection; the feed's lock is PostgreSQL's")
+    async with make_pipeline(enabled=True, window_minutes=5) as p:
+        # Three orders with a fallback due, one whose email failed with no second address (it ends, and its order
+        # completes, in the round's write), and one whose email was delivered with its watch left open (as when the
+        # report's decision was lost): the round's look at it closes it, and its order completes in the claim's
+        # transaction.
+        ids = [await p.v1_order("EmailPreferred", nin) for nin in (BOTH, ANNE, BOTH)]
+        no_second = await p.v1_order("EmailPreferred", EMAIL_ONLY)
+        delivered = await p.v1_order("EmailPreferred", ANNE)
+        await p.drain()
+        for order_id in [*ids, no_second]:
+            await p.report_email((await p.notifications(order_id))[0], "Bounced")
+        while await p.varsel.workers.reports.run_once():
+            pass
+        async with database.transaction() as conn:
+            table = NOTIFICATION_TABLES["email"]
+            await conn.execute(update(table).where(table.c.order_id == uuid.UUID(delivered)).values(status="Delivered"))
+        p.advance(5)
+        statements: list[str] = []
+
+        def executed(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            statements.append(" ".join(statement.split()))
+
+        def committed(conn: Any) -> None:
+            statements.append("COMMIT")
+
+        engine = database.engine.sync_engine
+        event.listen(engine, "before_cursor_execute", executed)
+        event.listen(engine, "commit", committed)
+        try:
+            await p.varsel.workers.processor.fallback.run_once()
+        finally:
+            event.remove(engine, "before_cursor_execute", executed)
+            event.remove(engine, "commit", committed)
+
+        assert len([s for s in statements if s.startswith("SELECT order_recipients.")]) == 1
+        assert len([s for s in statements if s.startswith("SELECT orders.")]) == 1
+        locks = [i for i, s in enumerate(statements) if "pg_advisory_xact_lock" in s]
+        assert len(locks) == 2  # the claim's transaction and the write's each complete an order
+        for lock in locks:
+            # After the lock: the feed entries (and their webhook events) and the workers' wake-up, nothing else.
+            after = statements[lock + 1 : statements.index("COMMIT", lock)]
+            assert [s for s in after if not s.startswith(("INSERT INTO status_feed", "SELECT pg_notify("))] == []
+        assert await p.order_status(delivered) == "Completed"
+        assert await p.order_status(no_second) == "Completed"
+        assert p.sms_taken() == Counter()  # handed to the sender worker, not yet sent

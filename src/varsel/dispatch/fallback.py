@@ -154,16 +154,17 @@ class FallbackWorker:
         lease_until = now + timedelta(seconds=self._settings.lease_seconds)
         async with self._db.transaction() as conn:
             looked_at = await repository.look_at_due_watches(conn, now, self._batch)
-            # A row closed here may be all its order was waiting for.
+            claimed = await repository.claim_due(conn, self._worker, now, lease_until, self._batch)
+            # The claimed rows' recipients and orders: one query each, whatever their number.
+            recipients = await repository.recipients_at(conn, [(c.order_id, c.recipient_position) for c in claimed])
+            loaded = await order_repository.load_orders(
+                conn, sorted({c.order_id for c in claimed}), with_recipients=False
+            )
+            orders: dict[UUID, StoredOrder] = {order.id: order for order in loaded}
+            # A row closed here may be all its order was waiting for. Last: completing an order takes the status
+            # feed's lock until commit, and nothing else is to be read while it is held.
             closed = [v.order_id for v in looked_at if v.state == repository.CLOSED]
             completed = await dispatch_repository.complete_orders(conn, closed, now)
-            claimed = await repository.claim_due(conn, self._worker, now, lease_until, self._batch)
-            recipients = await repository.recipients_at(conn, [(c.order_id, c.recipient_position) for c in claimed])
-            orders: dict[UUID, StoredOrder] = {}
-            for order_id, creator in sorted({(c.order_id, c.creator) for c in claimed}):
-                order = await order_repository.get_order(conn, order_id, creator, with_recipients=False)
-                if order is not None:
-                    orders[order_id] = order
         for verdict in looked_at:
             if verdict.state == repository.DUE:
                 log.info("fallback %s of order %s is due: %s", verdict.fallback_id, verdict.order_id, verdict.reason)
@@ -212,19 +213,32 @@ class FallbackWorker:
                     else:
                         await self._retry_later(due.id)
                 continue
+            if len(lookup.recipients) != len(members):
+                # Not one answer per recipient: which is whose cannot be told. Tried again later, as a failed
+                # look-up, rather than failing the round (and every round after it).
+                log.error("%d fallbacks: the look-up answered %d recipients", len(members), len(lookup.recipients))
+                for due, _, _ in members:
+                    await self._retry_later(due.id)
+                continue
             now = self._clock.now()
             for (due, order, spec), resolved in zip(members, lookup.recipients, strict=True):
                 self._failures.pop(due.id, None)
                 if resolved.outcome not in (Outcome.FOUND, Outcome.ADDRESSED) or not resolved.addresses:
                     no_address.append(due)
                     continue
-                generated = generate(
-                    replace(order, channel=other, recipients=(spec,)),
-                    LookupResult((resolved,)),
-                    now,
-                    timedelta(hours=self._settings.expiry_hours),
-                    sms_window=None if order.sms_sending_time_policy == "Anytime" else self._settings.sms_daytime,
-                )
+                try:
+                    generated = generate(
+                        replace(order, channel=other, recipients=(spec,)),
+                        LookupResult((resolved,)),
+                        now,
+                        timedelta(hours=self._settings.expiry_hours),
+                        sms_window=None if order.sms_sending_time_policy == "Anytime" else self._settings.sms_daytime,
+                    )
+                except Exception:
+                    # This one fallback's failure (a bug its data trips): the others go on.
+                    log.exception("fallback %s of order %s: its notification could not be made", due.id, due.order_id)
+                    await self._retry_later(due.id)
+                    continue
                 for row in (*generated.email, *generated.sms):
                     row.update(fallback_of=due.notification_id, fallback_reason=due.reason)
                 sent[due.id] = generated

@@ -102,6 +102,9 @@ class OrderProcessor:
         self._telemetry = telemetry
         # A failed round (a registry down, or a bug this order trips) is retried with backoff, not in a hot loop.
         self._retry = RetryPolicy(settings.retry_first_seconds, settings.retry_max_seconds)
+        # The fallbacks' rounds that failed in a row, and when the next is tried (see run_once).
+        self._fallback_failures = 0
+        self._fallback_resumes: datetime | None = None
         # The orders of a round finish at nearly the same time: their results are committed together (one
         # transaction for the group rather than one per order), each order still answered on its own.
         self._finished: GroupCommit[_Processed, None] = GroupCommit(
@@ -114,8 +117,20 @@ class OrderProcessor:
 
     async def run_once(self) -> int:
         """Send the due fallbacks, then claim one batch of due orders and process it; answers how many fallbacks
-        moved and orders were claimed."""
-        return await self.fallback.run_once() + await self._run_orders()
+        moved and orders were claimed. A failed fallback round does not hold the orders up (an error that recurs
+        would otherwise stop all order processing): it is logged, the orders' round runs all the same, and the
+        fallbacks' is tried again with backoff (not at once: their due rows would make every round due now)."""
+        moved = 0
+        now = self._clock.now()
+        if self._fallback_resumes is None or now >= self._fallback_resumes:
+            try:
+                moved = await self.fallback.run_once()
+                self._fallback_failures, self._fallback_resumes = 0, None
+            except Exception:
+                self._fallback_failures += 1
+                self._fallback_resumes = now + self._retry.delay(self._fallback_failures)
+                log.exception("the fallback round failed; tried again at %s", self._fallback_resumes.isoformat())
+        return moved + await self._run_orders()
 
     async def _run_orders(self) -> int:
         now = self._clock.now()
@@ -196,6 +211,8 @@ class OrderProcessor:
         async with self._db.read() as conn:
             due = await repository.next_due_order(conn)
         fallback = await self.fallback.next_due()
+        if fallback is not None and self._fallback_resumes is not None:
+            fallback = max(fallback, self._fallback_resumes)
         return min(due, fallback) if due is not None and fallback is not None else due or fallback
 
     async def _process(self, order: StoredOrder) -> None:

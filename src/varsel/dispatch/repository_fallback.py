@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import and_, exists, func, insert, literal_column, or_, select, update
+from sqlalchemy import and_, exists, func, insert, literal_column, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from varsel.db.tables import NOTIFICATION_TABLES, notification_fallbacks, order_recipients
@@ -224,23 +224,24 @@ async def claim_due(conn: AsyncConnection, worker: str, now: datetime, lease_unt
 
 
 async def recipients_at(conn: AsyncConnection, places: Sequence[tuple[UUID, int]]) -> dict[tuple[UUID, int], Any]:
-    """The order recipients at these (order, position) places, as RecipientSpec: only those, not the whole order."""
+    """The order recipients at these (order, position) places, as RecipientSpec: only those, not the whole order;
+    one query for all of them (a primary key probe each)."""
     found: dict[tuple[UUID, int], Any] = {}
-    for order_id in sorted({order_id for order_id, _ in places}):
-        positions = sorted({position for o, position in places if o == order_id})
-        result = await conn.execute(
-            select(order_recipients).where(
-                and_(order_recipients.c.order_id == order_id, order_recipients.c.position.in_(positions))
-            )
+    if not places:
+        return found
+    result = await conn.execute(
+        select(order_recipients).where(
+            tuple_(order_recipients.c.order_id, order_recipients.c.position).in_(sorted(set(places)))
         )
-        for row in result:
-            found[(order_id, row.position)] = RecipientSpec(
-                row.email_address,
-                row.mobile_number,
-                row.national_identity_number,
-                row.organization_number,
-                row.external_identity,
-            )
+    )
+    for row in result:
+        found[(row.order_id, row.position)] = RecipientSpec(
+            row.email_address,
+            row.mobile_number,
+            row.national_identity_number,
+            row.organization_number,
+            row.external_identity,
+        )
     return found
 
 

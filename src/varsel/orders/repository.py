@@ -203,10 +203,15 @@ async def cancel_order(
     return bool(result.rowcount == 1)
 
 
-async def load_orders(conn: AsyncConnection, order_ids: list[UUID]) -> list[StoredOrder]:
-    """Orders by id, whoever created them: for the workers, never for an endpoint."""
+async def load_orders(
+    conn: AsyncConnection, order_ids: list[UUID], *, with_recipients: bool = True
+) -> list[StoredOrder]:
+    """Orders by id, whoever created them: for the workers, never for an endpoint. Without recipients when the
+    worker reads those it needs itself: an order may have ten thousand."""
     if not order_ids:
         return []
     rows = (await conn.execute(select(orders).where(orders.c.id.in_(order_ids)))).all()
+    if not with_recipients:
+        return [_order(row, ()) for row in rows]
     recipients = await _recipients_of(conn, [row.id for row in rows])
     return [_order(row, tuple(recipients[row.id])) for row in rows]
