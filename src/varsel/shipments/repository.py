@@ -14,10 +14,15 @@ see 10. Altinn hides every entry for 2 seconds and hopes. varsel makes it imposs
   transaction is visible to new snapshots before its locks are released (PostgreSQL ends a transaction in the
   proc array before it releases its locks), so when the next writer gets the lock and its seq, every lower seq is
   already visible: a reader whose snapshot shows seq n shows every committed entry below n. Entries are served at
-  once, with no delay. The lock is held only for the one INSERT … SELECT that builds the entries and for the
-  commit; nothing inside it waits for a row lock (it reads, and the foreign key's share lock is on order rows the
-  transaction has just updated itself), so it cannot deadlock with the pipeline's locks. Writers queue on it for
-  that long: completions are serialised from their feed insert to their commit, not before.
+  once, with no delay. The lock is held for the one INSERT … SELECT that builds the entries, for the order.*
+  webhook events of the owners who subscribe (their payload is the entry's snapshot, so they are written after
+  it) and for the commit. One row lock can be waited for inside it, and only that one: the webhook events' read
+  of the owner's subscriptions locks them FOR KEY SHARE (varsel.webhooks.outbox), which waits for a DELETE of one
+  of them under way. It cannot deadlock: the deletion (the owner's API request) takes no feed lock and waits for
+  nothing a feed writer holds, and the updates of subscriptions (the owner's API, the delivery worker: FOR NO KEY
+  UPDATE) do not conflict with KEY SHARE. The entries' foreign key share lock is on order rows the transaction has
+  just updated itself. Writers queue on the lock for that long: completions are serialised from their feed insert
+  to their commit, not before.
 - SQLite: a writer holds the database's one write lock from BEGIN IMMEDIATE to commit, so the same holds by
   construction. seq is the rowid; the purge never deletes the newest entry, so SQLite never hands out a seq again.
 """
