@@ -106,10 +106,11 @@ class WebhookSettings(BaseModel):
     allowed_hosts: list[str] = Field(
         default_factory=list,
         description=(
-            "Hosts a webhook URL may name although they are not public (internal names, IP literals, loopback for "
-            "tests), and the only hosts plain http is accepted for: exact names, or '*.' suffixes. A name listed "
-            "exactly is delivered to without the public-address check; a host matched only by a suffix must still "
-            "resolve to public addresses."
+            "Hosts a webhook URL may name although they are not public, and the only hosts plain http is accepted "
+            "for: exact names, or '*.' suffixes. A name listed exactly may be any host (an internal name, an IP "
+            "literal, loopback for tests) and is delivered to without the public-address check; a host matched only "
+            "by a suffix may use plain http, but must still be a public DNS name resolving to public addresses. "
+            "Taking a host off the list refuses plain http to it from the next delivery on."
         ),
     )
     timeout_seconds: float = Field(

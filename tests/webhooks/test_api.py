@@ -11,6 +11,7 @@ import pytest
 
 from tests.webhooks.conftest import OTHER_ORG, WEBHOOKS, FakeResolver, Receiver
 from varsel.app import Varsel
+from varsel.webhooks.addresses import WebhookHosts
 
 Auth = Callable[..., dict[str, str]]
 KINDS = ["order.completed", "notification.status_changed"]
@@ -103,6 +104,33 @@ async def test_a_url_resolving_to_an_internal_address_is_refused_at_creation(
     resolver.answers["hooks.example.com"] = ["93.184.215.14"]
     assert (await _create(client, auth, "https://hooks.example.com/x")).status_code == 201
     assert (await _create(client, auth, "https://not-yet.example.com/x")).status_code == 201
+
+
+async def test_a_suffix_of_the_allow_list_admits_plain_http_but_not_internal_names_or_addresses(
+    resolver: FakeResolver,
+) -> None:
+    """A `*.` suffix admits names nobody listed one by one, so it cannot vouch for where they point: a host it matches
+    must still be a public DNS name resolving to public addresses (as the attachments' suffixes), and the refusal
+    says that only an exact entry lifts the check (before, an internal name was accepted by the URL rule, then
+    refused with a hint to list the host where it already was)."""
+    hosts = WebhookHosts(["*.svc.cluster.local", "*.corp.example.com", "hooks.svc.cluster.local"], resolver)
+    exact_only = (
+        " (a '*.' suffix in VARSEL_WEBHOOKS__ALLOWED_HOSTS lifts only the https rule: the operator must list the host "
+        "there by its exact name to lift this one)."
+    )
+    assert hosts.url_problem("http://other.svc.cluster.local/x") == (
+        "The URL's host must be a public DNS name with a top-level domain" + exact_only
+    )
+    assert hosts.url_problem("http://hooks.corp.example.com/x") is None  # plain http: the suffix admits it
+    resolver.answers["hooks.corp.example.com"] = ["10.0.0.7"]
+    assert await hosts.address_problem("http://hooks.corp.example.com/x") == (
+        "The URL's host is refused: hooks.corp.example.com resolves to an address that is not public (10.0.0.7)"
+        + exact_only
+    )
+    # Listed exactly, an internal name is taken as it is, and not resolved.
+    assert hosts.url_problem("http://hooks.svc.cluster.local/x") is None
+    assert await hosts.address_problem("http://hooks.svc.cluster.local/x") is None
+    assert "hooks.svc.cluster.local" not in resolver.asked
 
 
 async def test_another_owners_subscription_is_not_found_anywhere(

@@ -22,10 +22,11 @@ from varsel.db.tables import webhook_attempts, webhook_events, webhook_subscript
 from varsel.dispatch.wakeup import PostgresListener, Wakeups
 from varsel.ids import new_id
 from varsel.webhooks import repository
+from varsel.webhooks.addresses import WebhookHosts
 from varsel.webhooks.delivery import WebhookDelivery, retry_delay
 from varsel.webhooks.outbox import Event, fan_out
 from varsel.webhooks.repository import Subscription
-from varsel.webhooks.service import SubscriptionChange
+from varsel.webhooks.service import SubscriptionChange, WebhookSubscriptions
 from varsel.webhooks.wakeup import wake_on_committed_events
 
 Auth = Callable[..., dict[str, str]]
@@ -291,6 +292,28 @@ async def test_an_address_turned_internal_is_refused_at_delivery(
     assert attempt.error == "Refused address: hooks.example.com resolves to an address that is not public (10.0.0.5)"
     assert resolver.asked[-1] == "hooks.example.com"
     assert await _states(database) == [(s, "pending", 1) for s, _, _ in await _states(database)]
+
+
+async def test_plain_http_to_a_host_no_longer_allow_listed_is_refused_at_delivery(
+    varsel: Varsel, database: Database, clock: FrozenClock, resolver: FakeResolver
+) -> None:
+    """http is accepted for allow-listed hosts only; once the operator takes the host off the list, its URL's rule
+    fails at every delivery, before any lookup, rather than events going on in plaintext."""
+    listed = WebhookHosts(["hooks.example.com"], resolver)
+    await WebhookSubscriptions(database, clock, listed, timedelta(hours=24)).create(
+        ORG, "http://hooks.example.com/varsel", ["order.completed"]
+    )
+    await write_events(database, clock, 1)
+    assert await _delivery(varsel).deliver_due() == 1  # this process's allow-list: 127.0.0.1 only
+    async with database.read() as conn:
+        (attempt,) = (await conn.execute(select(webhook_attempts.c.status_code, webhook_attempts.c.error))).all()
+    assert attempt.status_code is None
+    assert attempt.error == (
+        "Refused address: The URL must use https (unless the operator of this service lists the host in "
+        "VARSEL_WEBHOOKS__ALLOWED_HOSTS)."
+    )
+    assert "hooks.example.com" not in resolver.asked
+    assert [state for _, state, _ in await _states(database)] == ["pending"]
 
 
 async def test_after_a_rotation_both_secrets_sign_for_the_grace_period(

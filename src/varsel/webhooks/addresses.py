@@ -3,10 +3,12 @@
 varsel posts to these URLs from inside its own network, so they must not be a way in. A URL is https, names its host
 by a public DNS name, and carries no credentials; the host must resolve to public addresses only, checked when the
 subscription is made (when the name resolves then) and again at every delivery, where the request goes to the very
-address checked (varsel.outbound). The operator's allow-list (settings.webhooks.allowed_hosts: exact names or `*.`
-suffixes) admits hosts that are not public names, and plain http, for those hosts only; an exact name is also
-delivered to without the address check (an internal receiver on purpose, a test's loopback peer), a host matched by
-a suffix must still resolve to public addresses.
+address checked (varsel.outbound); the URL's rule is run again at every delivery too, as the allow-list may have
+changed since. The operator's allow-list (settings.webhooks.allowed_hosts) takes exact names and `*.` suffixes, as
+the attachments' does: a name listed exactly may be any host (an internal name, an IP literal, a test's loopback
+peer), plain http included, and is delivered to without the address check; a host matched only by a suffix may use
+plain http, but must still be a public DNS name that resolves to public addresses (a suffix admits names nobody
+listed one by one, so it cannot vouch for where they point).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from varsel.hostnames import dns_name, is_public_name
-from varsel.outbound import OutboundGuard, RefusedAddress, Resolver, Unresolvable
+from varsel.outbound import CheckedTarget, OutboundGuard, RefusedAddress, Resolver, Unresolvable
 
 ALLOWED_HOSTS_SETTING = "VARSEL_WEBHOOKS__ALLOWED_HOSTS"
 MAX_URL_CHARS = 2_000
@@ -28,6 +30,11 @@ RESOLVE_SECONDS = 3.0
 # silently drops some (tabs, line breaks), so the host checked would not be the host called.
 _NOT_IN_A_URL = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
 _HINT = f" (unless the operator of this service lists the host in {ALLOWED_HOSTS_SETTING})"
+# For a host a `*.` suffix of the allow-list matches: only listing it by its exact name lifts the check.
+_EXACT_HINT = (
+    f" (a '*.' suffix in {ALLOWED_HOSTS_SETTING} lifts only the https rule: the operator must list the host there by "
+    "its exact name to lift this one)"
+)
 
 
 def _read(entry: str) -> str:
@@ -47,7 +54,18 @@ class WebhookHosts:
         self.guard = OutboundGuard(self.exact, resolver, schemes=("http", "https"))
 
     def allows(self, host: str) -> bool:
-        return host in self.exact or (bool(self._suffixes) and host.endswith(self._suffixes))
+        return host in self.exact or self._by_suffix(host)
+
+    def _by_suffix(self, host: str) -> bool:
+        return bool(self._suffixes) and host.endswith(self._suffixes)
+
+    async def target(self, url: str) -> CheckedTarget:
+        """Where a delivery to `url` goes, both rules checked now: the URL's (the allow-list may have changed since
+        the subscription was made: plain http to a host no longer listed is refused) and the address's."""
+        problem = self.url_problem(url)
+        if problem is not None:
+            raise RefusedAddress(problem)
+        return await self.guard.target(url)
 
     def url_problem(self, url: str) -> str | None:
         """Why `url` cannot be a webhook endpoint (a sentence for the problem's errors), or None."""
@@ -70,18 +88,20 @@ class WebhookHosts:
             host = dns_name(written)
         except ValueError as error:
             return f"The URL's host cannot be read as a DNS name: {error}."
-        if self.allows(host):
+        if host in self.exact:
             return None
-        if scheme != "https":
+        by_suffix = self._by_suffix(host)
+        hint = _EXACT_HINT if by_suffix else _HINT
+        if scheme != "https" and not by_suffix:
             return f"The URL must use https{_HINT}."
         try:
             ipaddress.ip_address(host)
         except ValueError:
             pass
         else:
-            return f"The URL must name its host by a DNS name, not an IP address{_HINT}."
+            return f"The URL must name its host by a DNS name, not an IP address{hint}."
         if not is_public_name(host):
-            return f"The URL's host must be a public DNS name with a top-level domain{_HINT}."
+            return f"The URL's host must be a public DNS name with a top-level domain{hint}."
         return None
 
     async def address_problem(self, url: str) -> str | None:
@@ -95,5 +115,6 @@ class WebhookHosts:
         except TimeoutError:
             return None
         except RefusedAddress as error:
-            return f"The URL's host is refused: {error}{_HINT}."
+            hint = _EXACT_HINT if self._by_suffix(dns_name(urlsplit(url).hostname or "")) else _HINT
+            return f"The URL's host is refused: {error}{hint}."
         return None

@@ -228,8 +228,9 @@ class WebhookDelivery:
 
         try:
             async with asyncio.timeout(self._timeout):
-                # Checked at every attempt: the name may point elsewhere since the subscription was made.
-                target = await self._hosts.guard.target(endpoint.url)
+                # Checked at every attempt: the name may point elsewhere since the subscription was made, and the
+                # allow-list may have changed (plain http to a host no longer listed is refused).
+                target = await self._hosts.target(endpoint.url)
                 request = self._http.build_request(
                     "POST",
                     target.url,
