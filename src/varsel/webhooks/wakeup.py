@@ -53,7 +53,10 @@ def wake_on_committed_events(engine: AsyncEngine, wake: Callable[[], None]) -> N
 
     @event.listens_for(sync_engine, "rollback")
     def _rolled_back(conn: Any) -> None:
-        conn.info.pop(_WRITTEN, None)
+        # A connection the database dropped (a restart) is invalidated: its info went with it, and reading it here
+        # would raise inside the rollback, turning the caller's database outage (a 503) into a 500.
+        if not conn.invalidated:
+            conn.info.pop(_WRITTEN, None)
 
     @event.listens_for(sync_engine, "checkin")
     def _given_back(_dbapi_connection: Any, record: Any) -> None:
