@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import httpx
-from sqlalchemy import event, func, insert, select, text
+from sqlalchemy import Uuid, event, false, func, insert, literal, select, text
 
 from tests.webhooks.conftest import ORG, OTHER_ORG, WEBHOOKS, FakeResolver, Receiver, numbers, write_events
 from varsel.app import Varsel
@@ -21,7 +21,7 @@ from varsel.db.engine import Database
 from varsel.db.tables import webhook_attempts, webhook_events, webhook_subscription_events, webhook_subscriptions
 from varsel.dispatch.wakeup import PostgresListener, Wakeups
 from varsel.ids import new_id
-from varsel.webhooks import repository
+from varsel.webhooks import outbox, repository
 from varsel.webhooks.addresses import WebhookHosts
 from varsel.webhooks.delivery import WebhookDelivery, retry_delay
 from varsel.webhooks.outbox import Event, fan_out
@@ -433,6 +433,41 @@ async def test_events_written_by_a_single_statement_wake_the_worker_on_postgresq
     async with database.statement() as conn:
         await fan_out(conn, [Event(ORG, "order.completed", clock.now(), {"type": "order.completed"})])
     await asyncio.wait_for(waiting, 10)
+
+
+async def test_only_a_statement_that_writes_events_wakes_the_worker(
+    database: Database, clock: FrozenClock, receiver: Receiver
+) -> None:
+    """The instant store's and the senders' one-statement writes hold the outbox's INSERT in a WITH clause whether
+    or not they carry events: waking on the text alone woke every worker at every such write, subscribers or not."""
+    # No Varsel built: its own wake-up on this engine would take the wake-ups this test's listener looks for.
+    subscriptions = WebhookSubscriptions(database, clock, WebhookHosts(["127.0.0.1"]), timedelta(hours=24))
+    await subscriptions.create(ORG, receiver.url, ["order.completed"])
+    woken: list[bool] = []
+    wake_on_committed_events(database.engine, lambda: woken.append(True))
+    e = webhook_events
+    keys = ["id", "subscription_id", "creator", "kind", "occurred", "payload", "state", "attempts", "next_attempt"]
+    async with database.transaction() as conn:
+        await conn.execute(insert(e).from_select(keys, select(*[e.c[key] for key in keys]).where(false())))
+    assert woken == []
+    await write_events(database, clock, 1)
+    assert woken == [True]
+    if database.dialect != "postgresql":
+        return  # one-statement writes are PostgreSQL's
+    woken.clear()
+    key = new_id()
+    statement = select(literal(1)).add_cte(outbox.events_cte("events", select(literal(key, Uuid))))
+    async with database.statement() as conn:
+        await conn.execute(statement, outbox.event_arrays("events", []))
+        await conn.execute(
+            text("WITH w AS (INSERT INTO webhook_events SELECT * FROM webhook_events WHERE false) SELECT 1")
+        )
+    assert woken == []
+    told = Event(ORG, "order.completed", clock.now(), {"type": "order.completed"})
+    async with database.statement() as conn:
+        await conn.execute(statement, outbox.event_arrays("events", [(key, told)]))
+    assert woken == [True]
+    assert len(await _states(database)) == 2
 
 
 async def test_the_endpoint_waiting_longest_is_taken_first(

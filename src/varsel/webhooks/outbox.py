@@ -27,7 +27,7 @@ What a change costs when nobody subscribes, by the way it is written:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -282,11 +282,22 @@ async def _facts_of_subscribed(
 # ---------------------------------------------------------------- PostgreSQL one-statement writes
 
 
+# The parameters the events_cte built so far read their events' keys from (see events_bound).
+_KEY_PARAMETERS: set[str] = set()
+
+
+def events_bound(parameters: Mapping[str, Any]) -> bool:
+    """Whether a one-statement write with these parameters (by name) carries any event for its events_cte: with
+    none, it writes none, although its text holds the outbox's INSERT (varsel.webhooks.wakeup asks)."""
+    return any(parameters.get(name) for name in _KEY_PARAMETERS)
+
+
 def events_cte(name: str, changed: Any) -> CTE:
     """A WITH clause for a one-statement write (varsel.db.one_statement): the events bound as arrays named `name`
     (see `event_arrays`), each written once per subscriber of its creator and kind, in the order given, but only
     those whose key is among `changed` (a select of the ids the statement did change: the rows it stored, the
     outcomes it recorded). Ids are the database's own (gen_random_uuid)."""
+    _KEY_PARAMETERS.add(f"{name}_key")
     event = (
         func.unnest(
             bindparam(f"{name}_key", type_=ARRAY(Uuid)),

@@ -17,6 +17,8 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from varsel.webhooks import outbox
+
 CHANNEL_WEBHOOKS = "varsel_webhooks"
 _WRITTEN = "varsel_webhook_events_written"
 _COMMITTED = "varsel_webhook_events_committed"
@@ -30,7 +32,7 @@ def wake_on_committed_events(engine: AsyncEngine, wake: Callable[[], None]) -> N
 
     @event.listens_for(sync_engine, "after_cursor_execute")
     def _executed(conn: Any, _cursor: Any, statement: str, _parameters: Any, _context: Any, _many: bool) -> None:
-        if _OUTBOX_INSERT not in statement:
+        if _OUTBOX_INSERT not in statement or not _inserts_events(_cursor, statement, _context):
             return
         # A statement on an AUTOCOMMIT connection (Database.statement: PostgreSQL's one-statement writes) is
         # committed once it has run; in a transaction, only if the transaction commits.
@@ -62,3 +64,15 @@ def wake_on_committed_events(engine: AsyncEngine, wake: Callable[[], None]) -> N
     def _given_back(_dbapi_connection: Any, record: Any) -> None:
         if record.info.pop(_COMMITTED, False):
             wake()
+
+
+def _inserts_events(cursor: Any, statement: str, context: Any) -> bool:
+    """Whether the statement wrote outbox rows (or may have): the instant store's and the senders' one-statement
+    writes always hold the outbox's INSERT as a WITH clause, whether or not anyone subscribes, and must not wake
+    every worker each time. (The senders bind events only for owners who subscribe; the instant store binds them
+    for every order, so its writes still wake.)"""
+    if statement.lstrip().startswith(_OUTBOX_INSERT):
+        return bool(cursor.rowcount != 0)  # -1 (not known) counts as written
+    # A WITH clause (outbox.events_cte): no event bound, none written. One bound may still find no subscriber.
+    parameters = getattr(context, "compiled_parameters", None) or ()
+    return any(outbox.events_bound(given) for given in parameters)
