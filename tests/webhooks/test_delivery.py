@@ -674,3 +674,13 @@ async def test_events_committed_by_another_process_wake_the_worker_on_postgresql
         listening.cancel()
         await asyncio.gather(listening, return_exceptions=True)
         await other.dispose()
+
+
+async def test_a_rollback_on_a_connection_the_database_dropped_does_not_raise_in_the_wakeup(database: Database) -> None:
+    """A restart of the database invalidates the connections in use: the listener must not read such a connection's
+    info in its rollback (it raised there, and a request's 503 for the outage became a 500)."""
+    wake_on_committed_events(database.engine, lambda: None)
+    async with database.engine.connect() as conn:
+        await conn.execute(select(literal(1)))
+        await conn.invalidate()  # as the driver does when the connection is found dropped
+        await conn.rollback()
