@@ -291,6 +291,38 @@ async def test_a_caller_that_goes_away_does_not_stop_the_send_or_its_record(
         assert row.claimed_by is None
 
 
+async def test_a_caller_that_goes_away_while_the_store_is_written_does_not_stop_the_send(
+    settings: Settings, database: Database, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancellation that comes once the order is stored but before its caller has heard so (the write committed,
+    its answer on the way back) must not leave the order unsent until its lease runs out: the send goes on."""
+    async with instant_pipeline(settings, database, clock) as (varsel, peer):
+        stored = asyncio.Event()
+        go_on = asyncio.Event()
+        writer = varsel.instant._writer
+        write = writer.write
+
+        async def write_then_wait(item: Any) -> Any:
+            answer = await write(item)
+            stored.set()
+            await go_on.wait()  # the window: committed, not yet back with the caller
+            return answer
+
+        monkeypatch.setattr(writer, "write", write_then_wait)
+        task = asyncio.ensure_future(varsel.instant.order("ttd", sms("gone-early")))
+        await asyncio.wait_for(stored.wait(), 10)
+        task.cancel()
+        await asyncio.sleep(0)
+        go_on.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert len(peer.messages) == 1
+        async with database.read() as conn:
+            [row] = (await conn.execute(select(sms_notifications))).all()
+        assert row.status == "Accepted"
+        assert row.claimed_by is None
+
+
 class ProcessDeath(BaseException):
     """Stands in for the process dying: nothing in varsel catches a BaseException that is not cancellation."""
 

@@ -156,6 +156,12 @@ class InstantService:
         return [new.chain["id"] in inserted for new in batch]
 
     async def order(self, creator: str, draft: InstantDraft) -> InstantResult:
+        """Store the order and send it, answering by the outcome. A caller cancelled meanwhile (a client that went
+        away) does not stop either: once stored, the order is sent now, not when its lease runs out (a cancellation
+        that came while the store was being written left the notification Sending until then)."""
+        return await finish_despite_cancellation(self._order(creator, draft))
+
+    async def _order(self, creator: str, draft: InstantDraft) -> InstantResult:
         now = self._clock.now()
         chain_id, order_id, notification_id = new_id(), new_id(), new_id()
         channel = "email" if isinstance(draft.message, InstantEmail) else "sms"
