@@ -819,7 +819,7 @@ def _pending_outcomes_statement(table_name: str, keys: tuple[str, ...], attempt_
         .cte("recorded")
     )
     # The webhook events of the outcomes recorded, in the same statement (no round trip more when nobody subscribes).
-    statement = select(recorded.c.id).add_cte(outbox.events_cte("events", select(recorded.c.id)))
+    statement = outbox.notifying(select(recorded.c.id), recorded, outbox.events_cte("events", select(recorded.c.id)))
     if attempt_keys:
         tried = source(notification_attempts, attempt_keys, "attempt")
         statement = statement.add_cte(

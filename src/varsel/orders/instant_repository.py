@@ -63,7 +63,7 @@ def _store_statement(
         )
     # The webhook events of the orders stored (their notifications' first status), in the same statement.
     stored_events = outbox.events_cte("events", select(stored_orders.c.id))
-    return select(stored_chains.c.id).add_cte(stored_orders, *writes, stored_events)
+    return outbox.notifying(select(stored_chains.c.id), stored_chains, stored_events).add_cte(stored_orders, *writes)
 
 
 async def store_instant_orders(

@@ -51,7 +51,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.selectable import CTE
+from sqlalchemy.sql.selectable import CTE, FromClause, Select
 
 from varsel.db.sqlite_direct import DirectWrite, quoted
 from varsel.db.tables import (
@@ -95,6 +95,9 @@ __all__ = [
     "write_notification_changes",
     "write_notification_changes_direct",
 ]
+
+# The channel a PostgreSQL NOTIFY wakes other processes' delivery workers on (varsel.dispatch.wakeup listens).
+CHANNEL_WEBHOOKS = "varsel_webhooks"
 
 PENDING = "pending"
 DELIVERED = "delivered"
@@ -338,7 +341,22 @@ def events_cte(name: str, changed: Any) -> CTE:
         .where(event.c.key.in_(changed))
         .order_by(event.c.position, subscription.c.subscription_id)
     )
-    return insert(webhook_events).from_select(keys, rows).cte(name)
+    return insert(webhook_events).from_select(keys, rows).returning(webhook_events.c.seq).cte(name)
+
+
+def notifying(statement: Select[Any], base: FromClause, events: CTE) -> Select[Any]:
+    """`statement` (a select from `base`) with the events WITH clause, and a NOTIFY on CHANNEL_WEBHOOKS sent by the
+    statement itself when it wrote at least one event: other processes' delivery workers are woken at the commit,
+    and only then. (The engine's listener, varsel.webhooks.wakeup, cannot tell whether such a statement wrote an
+    event, and sending the NOTIFY from there cost a round trip on every instant order.) The notice is joined to
+    `base` so that PostgreSQL evaluates it (a WITH clause that is only a SELECT runs when it is read); it has one
+    row or none, so the statement's rows are the same."""
+    notice = (
+        select(func.pg_notify(CHANNEL_WEBHOOKS, "").label("notified"))
+        .select_from(select(events.c.seq).limit(1).subquery())
+        .cte(f"{events.name}_notice")
+    )
+    return statement.select_from(base.outerjoin(notice, true())).add_cte(events)
 
 
 def event_arrays(name: str, events: Sequence[tuple[UUID, Event]]) -> dict[str, list[Any]]:

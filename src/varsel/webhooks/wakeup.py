@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from varsel.webhooks import outbox
 
-CHANNEL_WEBHOOKS = "varsel_webhooks"
+CHANNEL_WEBHOOKS = outbox.CHANNEL_WEBHOOKS
 _WRITTEN = "varsel_webhook_events_written"
 _COMMITTED = "varsel_webhook_events_committed"
 _OUTBOX_INSERT = "INSERT INTO webhook_events"
@@ -39,7 +39,9 @@ def wake_on_committed_events(engine: AsyncEngine, wake: Callable[[], None]) -> N
         autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
         first = _WRITTEN not in conn.info
         conn.info[_COMMITTED if autocommit else _WRITTEN] = True
-        if postgresql and (first or autocommit):
+        # A one-statement write (a WITH clause: outbox.notifying) sends its NOTIFY itself, and only when it wrote
+        # an event; from here it would be a round trip more on every instant order, whoever subscribes.
+        if postgresql and (first or autocommit) and statement.lstrip().startswith(_OUTBOX_INSERT):
             # On a cursor of its own: the insert's may still hold rows SQLAlchemy is to read (RETURNING).
             cursor = conn.connection.dbapi_connection.cursor()
             try:
