@@ -24,6 +24,7 @@ from varsel.db.tables import (
     delivery_reports,
     email_notifications,
     notification_attempts,
+    notification_fallbacks,
     order_chains,
     order_recipients,
     orders,
@@ -43,7 +44,14 @@ EMAIL_SUBJECT = "Ny melding"
 EMAIL_BODY = "Hei, du har en ny melding i innboksen din. Logg inn for å lese den.\n\nVennlig hilsen\nEtaten"
 MOBILE = "+4799999999"
 EMAIL = "ola.nordmann@example.com"
-PIPELINE_TABLES = (status_feed, notification_attempts, delivery_reports, email_notifications, sms_notifications)
+PIPELINE_TABLES = (
+    status_feed,
+    notification_attempts,
+    delivery_reports,
+    notification_fallbacks,
+    email_notifications,
+    sms_notifications,
+)
 # Emptied between steps, children first (SQLite deletes them one by one).
 ORDER_TABLES = (*PIPELINE_TABLES, order_recipients, orders, order_chains)
 REGISTRY_TABLES = (registry_persons, registry_organizations, registry_user_contacts, registry_authorizations)
