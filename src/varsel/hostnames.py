@@ -7,6 +7,7 @@ called, at send time): both must read a name the same way, or a check passes one
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 import idna
 
@@ -48,3 +49,31 @@ def is_public_name(name: str) -> bool:
         # no name DNS can resolve.
         and all(_HOST_LABEL.fullmatch(label) for label in labels)
     )
+
+
+def _read_entry(entry: str) -> str:
+    try:
+        return dns_name(entry.strip("[]"))
+    except ValueError:
+        return entry.lower()  # matches nothing dns_name reads from a URL, which is what an unreadable entry is
+
+
+class HostAllowList:
+    """An operator's list of hosts varsel may call although they are not public (attachment stores, webhook
+    receivers): exact names, or `*.` suffixes, each read as DNS reads it (dns_name), so that an entry in Unicode or
+    upper case matches a URL's host as the request will resolve it. What a match permits is the caller's rule."""
+
+    def __init__(self, allowed: Iterable[str], *, suffixes: Iterable[str] = ()) -> None:
+        entries = [entry.strip() for entry in allowed if entry.strip()]
+        # As the operator wrote them, for messages that name them.
+        self.listed = tuple(entries)
+        self.exact = frozenset(_read_entry(entry) for entry in entries if not entry.startswith("*."))
+        # `suffixes`: ones the caller always allows (with their leading dot), before the operator's.
+        self.suffixes = (*suffixes, *("." + _read_entry(entry[2:]) for entry in entries if entry.startswith("*.")))
+
+    def by_suffix(self, host: str) -> bool:
+        return bool(self.suffixes) and host.endswith(self.suffixes)
+
+    def allows(self, host: str) -> bool:
+        """Whether `host` (read with dns_name) is listed, exactly or by a suffix."""
+        return host in self.exact or self.by_suffix(host)

@@ -12,30 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from varsel.hostnames import dns_name
+from varsel.hostnames import HostAllowList
 
 AZURE_BLOB_SUFFIX = ".blob.core.windows.net"
 
 
-def _read(entry: str) -> str:
-    try:
-        return dns_name(entry.strip("[]"))
-    except ValueError:
-        return entry.lower()  # matches nothing dns_name reads from a URL, which is what an unreadable entry is
-
-
-class AttachmentHosts:
+class AttachmentHosts(HostAllowList):
     def __init__(self, allowed: Iterable[str]) -> None:
-        entries = [entry.strip() for entry in allowed if entry.strip()]
-        # As the operator wrote them, for messages that name them.
-        self.listed = tuple(entries)
-        self.exact = frozenset(_read(entry) for entry in entries if not entry.startswith("*."))
-        self._suffixes = (AZURE_BLOB_SUFFIX, *("." + _read(entry[2:]) for entry in entries if entry.startswith("*.")))
+        super().__init__(allowed, suffixes=(AZURE_BLOB_SUFFIX,))
 
     @staticmethod
     def is_azure_blob(host: str) -> bool:
         return host.endswith(AZURE_BLOB_SUFFIX)
-
-    def allows(self, host: str) -> bool:
-        """Whether an attachment may be fetched from `host` (read with dns_name)."""
-        return host in self.exact or host.endswith(self._suffixes)

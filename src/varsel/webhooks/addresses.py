@@ -19,7 +19,7 @@ import unicodedata
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-from varsel.hostnames import dns_name, is_public_name
+from varsel.hostnames import HostAllowList, dns_name, is_public_name
 from varsel.outbound import CheckedTarget, OutboundGuard, RefusedAddress, Resolver, Unresolvable
 
 ALLOWED_HOSTS_SETTING = "VARSEL_WEBHOOKS__ALLOWED_HOSTS"
@@ -37,27 +37,12 @@ _EXACT_HINT = (
 )
 
 
-def _read(entry: str) -> str:
-    try:
-        return dns_name(entry.strip("[]"))
-    except ValueError:
-        return entry.lower()  # matches nothing dns_name reads from a URL, which is what an unreadable entry is
-
-
-class WebhookHosts:
+class WebhookHosts(HostAllowList):
     """The operator's allow-list and the outbound guard built on it."""
 
     def __init__(self, allowed: Iterable[str], resolver: Resolver | None = None) -> None:
-        entries = [entry.strip() for entry in allowed if entry.strip()]
-        self.exact = frozenset(_read(entry) for entry in entries if not entry.startswith("*."))
-        self._suffixes = tuple("." + _read(entry[2:]) for entry in entries if entry.startswith("*."))
+        super().__init__(allowed)
         self.guard = OutboundGuard(self.exact, resolver, schemes=("http", "https"))
-
-    def allows(self, host: str) -> bool:
-        return host in self.exact or self._by_suffix(host)
-
-    def _by_suffix(self, host: str) -> bool:
-        return bool(self._suffixes) and host.endswith(self._suffixes)
 
     async def target(self, url: str) -> CheckedTarget:
         """Where a delivery to `url` goes, both rules checked now: the URL's (the allow-list may have changed since
@@ -90,7 +75,7 @@ class WebhookHosts:
             return f"The URL's host cannot be read as a DNS name: {error}."
         if host in self.exact:
             return None
-        by_suffix = self._by_suffix(host)
+        by_suffix = self.by_suffix(host)
         hint = _EXACT_HINT if by_suffix else _HINT
         if scheme != "https" and not by_suffix:
             return f"The URL must use https{_HINT}."
@@ -115,6 +100,6 @@ class WebhookHosts:
         except TimeoutError:
             return None
         except RefusedAddress as error:
-            hint = _EXACT_HINT if self._by_suffix(dns_name(urlsplit(url).hostname or "")) else _HINT
+            hint = _EXACT_HINT if self.by_suffix(dns_name(urlsplit(url).hostname or "")) else _HINT
             return f"The URL's host is refused: {error}{hint}."
         return None
