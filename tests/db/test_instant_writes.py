@@ -64,7 +64,7 @@ def _assert_as_given(row: Any, given: dict[str, Any]) -> None:
 async def _record(database: Database, worker: str, outcomes: list[Any], attempts: list[dict[str, Any]]) -> set[Any]:
     if database.dialect == "postgresql":
         async with database.statement() as conn:
-            return await repository.record_pending_outcomes(conn, sms_notifications, worker, outcomes, attempts)
+            return await repository.record_pending_outcomes(conn, sms_notifications, worker, outcomes, attempts, NOW)
     return await database.sqlite_write(
         lambda write: repository.record_pending_outcomes_sqlite(write, sms_notifications, worker, outcomes, attempts)
     )

@@ -712,9 +712,8 @@ async def test_an_outcome_whose_claim_was_lost_writes_no_event(
     async def record(worker: str) -> set[UUID]:
         if database.dialect == "postgresql":
             async with database.statement() as conn:
-                event = notification_event(change, facts)
                 return await repository.record_pending_outcomes(
-                    conn, sms_notifications, worker, [(row.id, values)], [], [(row.id, event)]
+                    conn, sms_notifications, worker, [(row.id, values)], [], clock.now()
                 )
         return await database.sqlite_write(
             lambda write: repository.record_pending_outcomes_sqlite(
@@ -728,3 +727,89 @@ async def test_an_outcome_whose_claim_was_lost_writes_no_event(
     assert await record("holder") == {row.id}
     [told] = (await events_of(database, subscription))[len(before) :]
     assert (told.data["previousStatus"], told.data["status"]) == ("SMS_Sending", "SMS_Accepted")
+
+
+# ---------------------------------------------------------------- the senders' short way builds the payload exactly
+
+
+@pytest.mark.parametrize(
+    ("channel", "changed", "facts", "values"),
+    [
+        # An SMS accepted at a whole second, nobody's reference, a person's identity number.
+        ("sms", 0, {"national_identity_number": "07837399275"}, {"status": "Accepted"}),
+        # At a time with microseconds, a reference to escape, an organisation, sent as an email's fallback.
+        (
+            "sms",
+            1_230,
+            {"organization_number": "910011154", "fallback_of": UUID(int=7), "fallback_reason": "Failed_Bounced"},
+            {"status": "Accepted"},
+        ),
+        # Back to New for a retry (no status_changed: the change happened when it is recorded), waiting for no report.
+        ("sms", None, {"fallback_of": UUID(int=8), "fallback_reason": "NoDeliveryReport"}, {"status": "New"}),
+        # An email awaiting its report, sent as an SMS's fallback (the SMS status's lifecycle name is a renamed one).
+        (
+            "email",
+            999_999,
+            {"fallback_of": UUID(int=9), "fallback_reason": "Failed_InvalidReceiver"},
+            {"status": "Succeeded"},
+        ),
+    ],
+)
+async def test_the_senders_short_way_writes_the_payload_notification_event_builds(
+    client: httpx.AsyncClient,
+    auth: Auth,
+    varsel: Varsel,
+    database: Database,
+    clock: FrozenClock,
+    channel: str,
+    changed: int | None,
+    facts: dict[str, Any],
+    values: dict[str, Any],
+) -> None:
+    """On PostgreSQL the pending-outcome statement builds the notification.status_changed payload itself (so that a
+    message nobody subscribes to costs nothing); it must be the body `notification_event` builds in Python (and
+    SQLite's short way writes), byte for byte once read: times with or without microseconds, the optional keys left
+    out when empty, fallbackFor with the first channel's lifecycle names, text that JSON must escape."""
+    subscription = await subscribe(database, kinds=[NOTIFICATION_STATUS_CHANGED])
+    reference = 'r\u00e9f "1" \\ \u00c6' if changed else None
+    extra = {"sendersReference": reference} if reference else {}
+    if channel == "sms":
+        await v1_order(client, auth, "/orders/sms", sms_order("+4799999999", **extra))
+    else:
+        await v1_order(client, auth, "/orders/email", email_order("a@example.com", **extra))
+    await varsel.workers.processor.run_once()
+    table = sms_notifications if channel == "sms" else email_notifications
+    async with database.transaction() as conn:
+        await conn.execute(table.update().values(**facts))
+        [row] = await repository.claim_notifications(
+            conn, table, "holder", clock.now(), clock.now() + timedelta(seconds=120), 10
+        )
+    clock.advance(timedelta(seconds=3))
+    now = clock.now()
+    outcome = dict(values, provider="linkmobility" if channel == "sms" else "acs", status_detail=None)
+    if changed is not None:
+        outcome["status_changed"] = now.replace(microsecond=changed)
+    change = NotificationChange(
+        channel,
+        row.id,
+        "Sending",
+        values["status"],
+        outcome.get("status_changed") or now,
+        facts_of(row, reference, channel),
+    )
+    before = len(await events_of(database, subscription))
+    if database.dialect == "postgresql":
+        async with database.statement() as conn:
+            held = await repository.record_pending_outcomes(conn, table, "holder", [(row.id, outcome)], [], now)
+    else:
+        held = await database.sqlite_write(
+            lambda write: repository.record_pending_outcomes_sqlite(
+                write, table, "holder", [(row.id, outcome)], [], [change]
+            )
+        )
+    assert held == {row.id}
+    [told] = (await events_of(database, subscription))[before:]
+    expected = notification_event(change, change.facts)
+    assert told.payload == expected.payload
+    assert list(told.data) == list(expected.payload["data"])  # the same keys in the same order
+    assert (told.creator, told.kind, told.occurred) == (ORG, NOTIFICATION_STATUS_CHANGED, change.occurred)

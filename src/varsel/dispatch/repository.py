@@ -45,11 +45,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from varsel.db.one_statement import parameters, shape, source
 from varsel.db.sqlite_direct import DirectWrite, columns_of, quoted
 from varsel.db.tables import NOTIFICATION_TABLES, email_notifications, notification_attempts, orders, sms_notifications
+from varsel.db.types import UtcDateTime
 from varsel.dispatch import repository_fallback
 from varsel.notifications.statuses import EMAIL_PENDING, SMS_PENDING, EmailStatus, OrderStatus, SmsStatus
 from varsel.shipments.repository import ENDED_ORDER_COLUMNS, write_feed_entries_of
 from varsel.webhooks import outbox
-from varsel.webhooks.events import NOTIFICATION_STATUS_CHANGED, Event, NotificationChange
+from varsel.webhooks.events import NOTIFICATION_STATUS_CHANGED, NotificationChange
 
 _PENDING: dict[str, list[str]] = {
     email_notifications.name: [s.value for s in EMAIL_PENDING],
@@ -791,17 +792,18 @@ async def record_pending_outcomes(
     worker: str,
     outcomes: Sequence[tuple[UUID, dict[str, Any]]],
     attempts: Sequence[dict[str, Any]],
-    events: Sequence[tuple[UUID, Event]] = (),
+    now: datetime,
 ) -> set[UUID]:
     """PostgreSQL, one statement (see varsel.db.one_statement): record_outcomes and insert_attempts together, for
     outcomes that leave their notifications pending (no order to complete) and all set the same columns. Written
-    only for the notifications this worker still holds as Sending, and only their attempts and webhook events
-    (each event with the id of its notification: see varsel.webhooks.outbox.events_cte); answers those ids."""
+    only for the notifications this worker still holds as Sending, and only their attempts and webhook events (each
+    change from Sending, at the status_changed it sets, else `now`; built by the statement, for the subscribers it
+    finds: see varsel.webhooks.outbox.notification_changes_cte); answers those ids."""
     rows = [{"id": notification_id, **_outcome_values(values)} for notification_id, values in outcomes]
     keys = shape(table, rows)
     attempt_keys = shape(notification_attempts, attempts) if attempts else ()
     statement = _pending_outcomes_statement(table.name, keys, attempt_keys)
-    values = {**parameters(rows, keys, "outcome"), **outbox.event_arrays("events", events), "worker": worker}
+    values = {**parameters(rows, keys, "outcome"), "worker": worker, "now": now}
     if attempts:
         values.update(parameters(attempts, attempt_keys, "attempt"))
     return {row.id for row in await conn.execute(statement, values)}
@@ -809,17 +811,22 @@ async def record_pending_outcomes(
 
 @functools.lru_cache(maxsize=64)
 def _pending_outcomes_statement(table_name: str, keys: tuple[str, ...], attempt_keys: tuple[str, ...]) -> Any:
-    table = NOTIFICATION_TABLES[_CHANNEL_OF_TABLE[table_name]]
+    channel = _CHANNEL_OF_TABLE[table_name]
+    table = NOTIFICATION_TABLES[channel]
     outcome = source(table, keys, "outcome")
     recorded = (
         update(table)
         .where(and_(table.c.id == outcome.c.id, table.c.status == SENDING, table.c.claimed_by == bindparam("worker")))
         .values(claimed_by=None, claimed_until=None, **{key: outcome.c[key] for key in keys if key != "id"})
-        .returning(table.c.id)
+        .returning(*outbox.changed_columns(channel), table.c.status_changed)
         .cte("recorded")
     )
-    # The webhook events of the outcomes recorded, in the same statement (no round trip more when nobody subscribes).
-    statement = outbox.notifying(select(recorded.c.id), recorded, outbox.events_cte("events", select(recorded.c.id)))
+    # The webhook events of the outcomes recorded, in the same statement (no round trip more; built by the database
+    # only for the notifications someone subscribes to). A change happened when the outcome says, else now.
+    now = bindparam("now", type_=UtcDateTime)
+    occurred = func.coalesce(recorded.c.status_changed, now) if "status_changed" in keys else now
+    events = outbox.notification_changes_cte("events", channel, recorded, SENDING, occurred)
+    statement = outbox.notifying(select(recorded.c.id), recorded, events)
     if attempt_keys:
         tried = source(notification_attempts, attempt_keys, "attempt")
         statement = statement.add_cte(

@@ -47,7 +47,7 @@ from varsel.reports import repository as report_repository
 from varsel.reports.service import DeliveryReports
 from varsel.settings import AttachmentSettings, DispatchSettings, ReportSettings
 from varsel.webhooks import outbox
-from varsel.webhooks.events import NotificationChange, NotificationFacts, facts_of, notification_event
+from varsel.webhooks.events import NotificationChange, NotificationFacts, facts_of
 
 log = logging.getLogger("varsel.dispatch")
 
@@ -477,15 +477,14 @@ class Sender:
             # PostgreSQL (one round trip), in a few direct calls on SQLite (an instant order's answer waits for this).
             pending = [(o.notification_id, o.values) for o in outcomes]
             attempts = [o.attempt for o in outcomes if o.attempt is not None]
-            changes = [self._outcome_change(o, now) for o in outcomes]
             if self._db.dialect == "postgresql":
-                # The webhook events go into the statement (no round trip more), so they are built beforehand.
-                events = [(c.notification_id, notification_event(c, c.facts)) for c in changes if c.facts is not None]
+                # The statement writes the webhook events too, built by the database for the subscribers it finds.
                 async with self._db.statement() as conn:
                     held = await repository.record_pending_outcomes(
-                        conn, self._table, self._worker, pending, attempts, events
+                        conn, self._table, self._worker, pending, attempts, now
                     )
             else:
+                changes = [self._outcome_change(o, now) for o in outcomes]
                 held = await self._db.sqlite_write(
                     functools.partial(
                         repository.record_pending_outcomes_sqlite,

@@ -43,8 +43,8 @@ ORDER_KIND_OF_STATUS = {
 # channel field write them.
 EMAIL = "email"
 SMS = "sms"
-_RECIPIENT_TYPE = {EMAIL: "Email", SMS: "SMS"}
-_CHANNEL_NAME = {EMAIL: "Email", SMS: "Sms"}
+RECIPIENT_TYPE = {EMAIL: "Email", SMS: "SMS"}
+CHANNEL_NAME = {EMAIL: "Email", SMS: "Sms"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +61,7 @@ class Event:
 # ---------------------------------------------------------------- the lifecycle vocabulary (reference 9.1)
 
 # Stored values whose lifecycle name is not the channel's prefix and the stored value.
-_RENAMED = {
+LIFECYCLE_RENAMED = {
     "Email_Failed_InvalidEmailFormat": "Email_Failed_InvalidFormat",
     "Email_Failed_SupressedRecipient": "Email_Failed_SuppressedRecipient",
     "SMS_Failed_InvalidReceiver": "SMS_Failed_InvalidRecipient",
@@ -76,7 +76,7 @@ def order_lifecycle(status: str) -> str:
 def recipient_lifecycle(channel: str, status: str) -> str:
     """Delivered -> Email_Delivered or SMS_Delivered, with the reference's few renamings."""
     name = f"{'Email' if channel == EMAIL else 'SMS'}_{status}"
-    return _RENAMED.get(name, name)
+    return LIFECYCLE_RENAMED.get(name, name)
 
 
 def utc_iso(moment: datetime) -> str:
@@ -145,9 +145,9 @@ def notification_event(change: NotificationChange, facts: NotificationFacts) -> 
         data["sendersReference"] = facts.senders_reference
     data.update(
         notificationId=str(change.notification_id),
-        channel=_CHANNEL_NAME[change.channel],
+        channel=CHANNEL_NAME[change.channel],
         # The manifest's recipient entry: its type discriminator, destination, status and last update.
-        type=_RECIPIENT_TYPE[change.channel],
+        type=RECIPIENT_TYPE[change.channel],
         destination=facts.destination or "",
         status=recipient_lifecycle(change.channel, change.status),
         previousStatus=None if change.previous is None else recipient_lifecycle(change.channel, change.previous),
@@ -196,7 +196,7 @@ def manifest_of_snapshot(entry: Mapping[str, Any]) -> dict[str, Any]:
 
 def _manifest_recipient(recipient: Mapping[str, Any]) -> dict[str, Any]:
     told: dict[str, Any] = {
-        "type": _RECIPIENT_TYPE[recipient["channel"]],
+        "type": RECIPIENT_TYPE[recipient["channel"]],
         "destination": recipient["destination"],
         "status": recipient_lifecycle(recipient["channel"], recipient["status"]),
         "lastUpdate": utc_iso(_stored_time(recipient["lastUpdate"])),
@@ -214,7 +214,7 @@ def fallback_for(channel: str, first_id: Any, reason: str | None) -> dict[str, A
     why = reason or ""
     return {
         "notificationId": str(UUID(str(first_id))),
-        "type": _RECIPIENT_TYPE[first],
+        "type": RECIPIENT_TYPE[first],
         "reason": recipient_lifecycle(first, why) if why.startswith("Failed") else why,
     }
 
