@@ -13,6 +13,7 @@ each once.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,7 +24,13 @@ from sqlalchemy.dialects.postgresql import ARRAY
 def shape(table: Table, rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
     """The columns the rows give, in the table's column order (a row without one gives NULL, as an INSERT of that
     row would). Raises ValueError for a key that is not a column."""
-    present = {key for row in rows for key in row}
+    # Asked for every table of every write (an instant order's store asks four times): the keys are gathered in C
+    # and the answer kept per set of keys, not worked out again from the table's columns each time.
+    return _shape(table, frozenset().union(*rows))
+
+
+@functools.lru_cache(maxsize=1024)
+def _shape(table: Table, present: frozenset[str]) -> tuple[str, ...]:
     keys = tuple(c.name for c in table.columns if c.name in present)
     unknown = present - set(keys)
     if unknown:
@@ -40,4 +47,9 @@ def source(table: Table, keys: Sequence[str], name: str) -> Any:
 
 def parameters(rows: Sequence[Mapping[str, Any]], keys: Sequence[str], name: str) -> dict[str, list[Any]]:
     """The arrays `source(table, keys, name)` reads the rows from."""
-    return {f"{name}_{key}": [row.get(key) for row in rows] for key in keys}
+    return {parameter: [row.get(key) for row in rows] for parameter, key in _names(name, tuple(keys))}
+
+
+@functools.lru_cache(maxsize=1024)
+def _names(name: str, keys: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    return tuple((f"{name}_{key}", key) for key in keys)
