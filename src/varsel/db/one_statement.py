@@ -14,11 +14,14 @@ each once.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, bindparam, column, func
+from sqlalchemy import CursorResult, Executable, Table, bindparam, column, func
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 
 def shape(table: Table, rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
@@ -53,3 +56,42 @@ def parameters(rows: Sequence[Mapping[str, Any]], keys: Sequence[str], name: str
 @functools.lru_cache(maxsize=1024)
 def _names(name: str, keys: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     return tuple((f"{name}_{key}", key) for key in keys)
+
+
+async def execute(conn: AsyncConnection, statement: Executable, values: Mapping[str, Any]) -> CursorResult[Any]:
+    """Run one of these statements with `values` (by parameter name) on `conn`, as its compiled text and positional
+    arguments (exec_driver_sql): compiled once per statement (they are built once per shape, and kept), the values
+    converted by SQLAlchemy's own bind processors. SQLAlchemy's execution of a compiled construct costs more than the
+    write itself here: 0.28 ms of CPU per outcome write against 0.18-0.21 ms this way (measured on PostgreSQL, one
+    SMS outcome a statement). Errors are SQLAlchemy's as for any statement (the outage and conflict checks apply).
+    The rows come back as the driver gives them (a UUID as asyncpg's, equal to and hashed as uuid.UUID)."""
+    compiled = _compiled(statement, conn.dialect)
+    arguments = tuple(
+        value if convert is None else convert(value)
+        for value, convert in zip(
+            (values[name] if name in values else compiled.fixed[name] for name in compiled.names),
+            compiled.processors,
+            strict=True,
+        )
+    )
+    return await conn.exec_driver_sql(compiled.sql, arguments)
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    sql: str
+    names: tuple[str, ...]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+    # The values of the statement's own constants (literals, the NOTIFY's channel), by name.
+    fixed: dict[str, Any]
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(statement: Executable, dialect: Dialect) -> _Compiled:
+    compiled = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
+    names = tuple(compiled.positiontup or ())
+    if "POSTCOMPILE" in compiled.string or compiled.escaped_bind_names:
+        raise ValueError("a one-statement write takes no expanding or escaped parameters")
+    processors = compiled._bind_processors
+    fixed = {name: compiled.binds[name].effective_value for name in names if not compiled.binds[name].required}
+    return _Compiled(compiled.string, names, tuple(processors.get(name) for name in names), fixed)

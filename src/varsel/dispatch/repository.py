@@ -42,7 +42,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from varsel.db.one_statement import parameters, shape, source
+from varsel.db.one_statement import execute, parameters, shape, source
 from varsel.db.sqlite_direct import DirectWrite, columns_of, quoted
 from varsel.db.tables import NOTIFICATION_TABLES, email_notifications, notification_attempts, orders, sms_notifications
 from varsel.db.types import UtcDateTime
@@ -806,7 +806,7 @@ async def record_pending_outcomes(
     values = {**parameters(rows, keys, "outcome"), "worker": worker, "now": now}
     if attempts:
         values.update(parameters(attempts, attempt_keys, "attempt"))
-    return {row.id for row in await conn.execute(statement, values)}
+    return {row.id for row in await execute(conn, statement, values)}
 
 
 @functools.lru_cache(maxsize=64)

@@ -17,7 +17,7 @@ from sqlalchemy import Table, insert, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from varsel.db.one_statement import parameters, shape, source
+from varsel.db.one_statement import execute, parameters, shape, source
 from varsel.db.sqlite_direct import DirectWrite, columns_of, quoted
 from varsel.db.tables import NOTIFICATION_TABLES, order_chains, order_recipients, orders
 from varsel.webhooks import outbox
@@ -89,7 +89,7 @@ async def store_instant_orders(
             keys = shape(table, rows)
             children.append((table.name, keys))
             values.update(parameters(rows, keys, f"new_{table.name}"))
-    result = await conn.execute(_store_statement(chain_keys, order_keys, tuple(children)), values)
+    result = await execute(conn, _store_statement(chain_keys, order_keys, tuple(children)), values)
     return {row.id for row in result}
 
 

@@ -69,10 +69,11 @@ def wake_on_committed_events(engine: AsyncEngine, wake: Callable[[], None]) -> N
 
 
 def _inserts_events(cursor: Any, statement: str, context: Any) -> bool:
-    """Whether the statement wrote outbox rows (or may have): the instant store's and the senders' one-statement
-    writes always hold the outbox's INSERT as a WITH clause, whether or not anyone subscribes, and must not wake
-    every worker each time. (The senders bind events only for owners who subscribe; the instant store binds them
-    for every order, so its writes still wake.)"""
+    """Whether the statement wrote outbox rows (or may have). PostgreSQL's one-statement writes (the instant store,
+    the senders' outcomes) hold the outbox's INSERT as a WITH clause whether or not anyone subscribes, and send
+    their NOTIFY themselves when they wrote an event (outbox.notifying), which this process's listener hears as any
+    other's: they are not looked at here (run as driver SQL, varsel.db.one_statement.execute, they come with no
+    compiled parameters; a compiled one counts when it binds events)."""
     if statement.lstrip().startswith(_OUTBOX_INSERT):
         return bool(cursor.rowcount != 0)  # -1 (not known) counts as written
     # A WITH clause (outbox.events_cte): no event bound, none written. One bound may still find no subscriber.
