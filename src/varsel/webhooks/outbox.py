@@ -334,18 +334,15 @@ def events_cte(name: str, changed: Any) -> CTE:
         .render_derived(name=f"{name}_given")
     )
     subscription = webhook_subscription_events
-    keys = ("id", "subscription_id", "creator", "kind", "occurred", "payload", "state", "attempts", "next_attempt")
     rows = (
         select(
-            func.gen_random_uuid(),
-            subscription.c.subscription_id,
-            event.c.creator,
-            event.c.kind,
-            event.c.occurred,
-            cast(event.c.payload, JSON),
-            literal(PENDING),
-            literal(0),
-            event.c.occurred,
+            *_outbox_row(
+                subscription.c.subscription_id,
+                event.c.creator,
+                event.c.kind,
+                event.c.occurred,
+                cast(event.c.payload, JSON),
+            )
         )
         .select_from(
             event.join(
@@ -355,7 +352,41 @@ def events_cte(name: str, changed: Any) -> CTE:
         .where(event.c.key.in_(changed))
         .order_by(event.c.position, subscription.c.subscription_id)
     )
-    return insert(webhook_events).from_select(keys, rows).returning(webhook_events.c.seq).cte(name)
+    return _outbox_insert(name, rows)
+
+
+# The outbox's columns as its WITH clauses insert them (see _outbox_row).
+_OUTBOX_COLUMNS = (
+    "id",
+    "subscription_id",
+    "creator",
+    "kind",
+    "occurred",
+    "payload",
+    "state",
+    "attempts",
+    "next_attempt",
+)
+
+
+def _outbox_row(subscription_id: Any, creator: Any, kind: Any, occurred: Any, payload: Any) -> list[Any]:
+    """SQL: the values of one outbox row for a WITH clause's INSERT (_OUTBOX_COLUMNS): a new id of the database's
+    own, pending, never tried, due when the change happened."""
+    return [
+        func.gen_random_uuid(),
+        subscription_id,
+        creator,
+        kind,
+        occurred,
+        payload,
+        literal(PENDING),
+        literal(0),
+        occurred,
+    ]
+
+
+def _outbox_insert(name: str, rows: Select[Any]) -> CTE:
+    return insert(webhook_events).from_select(_OUTBOX_COLUMNS, rows).returning(webhook_events.c.seq).cte(name)
 
 
 def notification_changes_cte(name: str, channel: str, changed: CTE, previous: str, occurred: Any) -> CTE:
@@ -391,18 +422,11 @@ def notification_changes_cte(name: str, channel: str, changed: CTE, previous: st
     payload = func.json_build_object(
         _text("type"), _text(NOTIFICATION_STATUS_CHANGED), _text("timestamp"), _utc_iso(at), _text("data"), data
     )
-    keys = ("id", "subscription_id", "creator", "kind", "occurred", "payload", "state", "attempts", "next_attempt")
     rows = (
         select(
-            func.gen_random_uuid(),
-            subscription.c.subscription_id,
-            changed.c.creator,
-            literal(NOTIFICATION_STATUS_CHANGED),
-            at,
-            payload,
-            literal(PENDING),
-            literal(0),
-            at,
+            *_outbox_row(
+                subscription.c.subscription_id, changed.c.creator, literal(NOTIFICATION_STATUS_CHANGED), at, payload
+            )
         )
         .select_from(
             changed.join(
@@ -415,7 +439,7 @@ def notification_changes_cte(name: str, channel: str, changed: CTE, previous: st
         # One event per notification here: the order between notifications is not kept anyway (see docs/webhooks).
         .order_by(changed.c.id, subscription.c.subscription_id)
     )
-    return insert(webhook_events).from_select(keys, rows).returning(webhook_events.c.seq).cte(name)
+    return _outbox_insert(name, rows)
 
 
 def changed_columns(channel: str) -> list[Any]:
