@@ -18,6 +18,7 @@ from tests.webhooks.conftest import ORG, OTHER_ORG, WEBHOOKS, FakeResolver, Rece
 from varsel.app import Varsel
 from varsel.clock import FrozenClock
 from varsel.db.engine import Database
+from varsel.db.one_statement import execute
 from varsel.db.tables import webhook_attempts, webhook_events, webhook_subscription_events, webhook_subscriptions
 from varsel.dispatch.wakeup import PostgresListener, Wakeups
 from varsel.ids import new_id
@@ -438,8 +439,11 @@ async def test_events_written_by_a_single_statement_wake_the_worker_on_postgresq
 async def test_only_a_statement_that_writes_events_wakes_the_worker(
     database: Database, clock: FrozenClock, receiver: Receiver
 ) -> None:
-    """The instant store's and the senders' one-statement writes hold the outbox's INSERT in a WITH clause whether
-    or not they carry events: waking on the text alone woke every worker at every such write, subscribers or not."""
+    """Only a committed INSERT into the outbox that wrote rows wakes this process's worker from the engine. The
+    instant store's and the senders' one-statement writes (PostgreSQL) hold the outbox's INSERT in a WITH clause
+    whether or not they carry events, and are not looked at: waking on the text alone woke every worker at every such
+    write, subscribers or not. They send their NOTIFY themselves when they wrote an event, which this process's
+    listener hears as any other's (tests/webhooks/test_notice.py)."""
     # No Varsel built: its own wake-up on this engine would take the wake-ups this test's listener looks for.
     subscriptions = WebhookSubscriptions(database, clock, WebhookHosts(["127.0.0.1"]), timedelta(hours=24))
     await subscriptions.create(ORG, receiver.url, ["order.completed"])
@@ -453,20 +457,19 @@ async def test_only_a_statement_that_writes_events_wakes_the_worker(
     await write_events(database, clock, 1)
     assert woken == [True]
     if database.dialect != "postgresql":
-        return  # one-statement writes are PostgreSQL's
+        return  # one-statement writes are PostgreSQL's; SQLite's part is above
     woken.clear()
     key = new_id()
     statement = select(literal(1)).add_cte(outbox.events_cte("events", select(literal(key, Uuid))))
+    told = Event(ORG, "order.completed", clock.now(), {"type": "order.completed"})
     async with database.statement() as conn:
-        await conn.execute(statement, outbox.event_arrays("events", []))
+        # As the instant store and the senders' outcomes run (driver SQL): with no event, then with one written.
+        await execute(conn, statement, outbox.event_arrays("events", []))
         await conn.execute(
             text("WITH w AS (INSERT INTO webhook_events SELECT * FROM webhook_events WHERE false) SELECT 1")
         )
+        await execute(conn, statement, outbox.event_arrays("events", [(key, told)]))
     assert woken == []
-    told = Event(ORG, "order.completed", clock.now(), {"type": "order.completed"})
-    async with database.statement() as conn:
-        await conn.execute(statement, outbox.event_arrays("events", [(key, told)]))
-    assert woken == [True]
     assert len(await _states(database)) == 2
 
 

@@ -60,7 +60,9 @@ class Event:
 
 # ---------------------------------------------------------------- the lifecycle vocabulary (reference 9.1)
 
-# Stored values whose lifecycle name is not the channel's prefix and the stored value.
+# A recipient status's lifecycle name is its channel's prefix and the stored value,
+LIFECYCLE_PREFIX = {EMAIL: "Email_", SMS: "SMS_"}
+# but for these stored values.
 LIFECYCLE_RENAMED = {
     "Email_Failed_InvalidEmailFormat": "Email_Failed_InvalidFormat",
     "Email_Failed_SupressedRecipient": "Email_Failed_SuppressedRecipient",
@@ -75,7 +77,7 @@ def order_lifecycle(status: str) -> str:
 
 def recipient_lifecycle(channel: str, status: str) -> str:
     """Delivered -> Email_Delivered or SMS_Delivered, with the reference's few renamings."""
-    name = f"{'Email' if channel == EMAIL else 'SMS'}_{status}"
+    name = LIFECYCLE_PREFIX[channel] + status
     return LIFECYCLE_RENAMED.get(name, name)
 
 

@@ -29,7 +29,7 @@ What a change costs when nobody subscribes, by the way it is written:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -49,7 +49,6 @@ from sqlalchemy import (
     insert,
     literal,
     literal_column,
-    null,
     select,
     true,
     tuple_,
@@ -72,6 +71,7 @@ from varsel.webhooks.events import (
     CHANNEL_NAME,
     EMAIL,
     EVENT_KINDS,
+    LIFECYCLE_PREFIX,
     LIFECYCLE_RENAMED,
     NOTIFICATION_STATUS_CHANGED,
     ORDER_CANCELLED,
@@ -299,22 +299,11 @@ async def _facts_of_subscribed(
 # ---------------------------------------------------------------- PostgreSQL one-statement writes
 
 
-# The parameters the events_cte built so far read their events' keys from (see events_bound).
-_KEY_PARAMETERS: set[str] = set()
-
-
-def events_bound(parameters: Mapping[str, Any]) -> bool:
-    """Whether a one-statement write with these parameters (by name) carries any event for its events_cte: with
-    none, it writes none, although its text holds the outbox's INSERT (varsel.webhooks.wakeup asks)."""
-    return any(parameters.get(name) for name in _KEY_PARAMETERS)
-
-
 def events_cte(name: str, changed: Any) -> CTE:
     """A WITH clause for a one-statement write (varsel.db.one_statement): the events bound as arrays named `name`
     (see `event_arrays`), each written once per subscriber of its creator and kind, in the order given, but only
     those whose key is among `changed` (a select of the ids the statement did change: the rows it stored, the
     outcomes it recorded). Ids are the database's own (gen_random_uuid)."""
-    _KEY_PARAMETERS.add(f"{name}_key")
     event = (
         func.unnest(
             bindparam(f"{name}_key", type_=ARRAY(Uuid)),
@@ -478,7 +467,7 @@ def _utc_iso(moment: Any) -> Any:
 
 def _lifecycle(channel: str, status: Any) -> Any:
     """SQL: `recipient_lifecycle(channel, status)` of a status column."""
-    prefix = "Email_" if channel == EMAIL else "SMS_"
+    prefix = LIFECYCLE_PREFIX[channel]
     renamed = [
         (status == stored[len(prefix) :], _text(name))
         for stored, name in LIFECYCLE_RENAMED.items()
@@ -493,11 +482,13 @@ def _fallback_for(channel: str, first_id: Any, reason: Any) -> Any:
     first = SMS if channel == EMAIL else EMAIL
     why = func.coalesce(reason, "")
     return case(
-        (first_id.is_(None), null()),
-        else_=func.json_build_object(
-            _text("notificationId"), cast(first_id, Text),
-            _text("type"), _text(RECIPIENT_TYPE[first]),
-            _text("reason"), case((why.startswith("Failed"), _lifecycle(first, why)), else_=why),
+        (
+            first_id.is_not(None),
+            func.json_build_object(
+                _text("notificationId"), cast(first_id, Text),
+                _text("type"), _text(RECIPIENT_TYPE[first]),
+                _text("reason"), case((why.startswith("Failed"), _lifecycle(first, why)), else_=why),
+            ),
         ),
     )  # fmt: skip
 

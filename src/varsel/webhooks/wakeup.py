@@ -32,16 +32,18 @@ def wake_on_committed_events(engine: AsyncEngine, wake: Callable[[], None]) -> N
 
     @event.listens_for(sync_engine, "after_cursor_execute")
     def _executed(conn: Any, _cursor: Any, statement: str, _parameters: Any, _context: Any, _many: bool) -> None:
-        if _OUTBOX_INSERT not in statement or not _inserts_events(_cursor, statement, _context):
+        # Only a statement that is the outbox's INSERT, and wrote a row (-1, not known, counts as written).
+        # PostgreSQL's one-statement writes (the instant store, the senders' outcomes) hold it as a WITH clause and
+        # send their NOTIFY themselves when they wrote an event (outbox.notifying), which this process's listener
+        # hears as any other's: they are not looked at here.
+        if not statement.lstrip().startswith(_OUTBOX_INSERT) or _cursor.rowcount == 0:
             return
         # A statement on an AUTOCOMMIT connection (Database.statement: PostgreSQL's one-statement writes) is
         # committed once it has run; in a transaction, only if the transaction commits.
         autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
         first = _WRITTEN not in conn.info
         conn.info[_COMMITTED if autocommit else _WRITTEN] = True
-        # A one-statement write (a WITH clause: outbox.notifying) sends its NOTIFY itself, and only when it wrote
-        # an event; from here it would be a round trip more on every instant order, whoever subscribes.
-        if postgresql and (first or autocommit) and statement.lstrip().startswith(_OUTBOX_INSERT):
+        if postgresql and (first or autocommit):
             # On a cursor of its own: the insert's may still hold rows SQLAlchemy is to read (RETURNING).
             cursor = conn.connection.dbapi_connection.cursor()
             try:
@@ -66,16 +68,3 @@ def wake_on_committed_events(engine: AsyncEngine, wake: Callable[[], None]) -> N
     def _given_back(_dbapi_connection: Any, record: Any) -> None:
         if record.info.pop(_COMMITTED, False):
             wake()
-
-
-def _inserts_events(cursor: Any, statement: str, context: Any) -> bool:
-    """Whether the statement wrote outbox rows (or may have). PostgreSQL's one-statement writes (the instant store,
-    the senders' outcomes) hold the outbox's INSERT as a WITH clause whether or not anyone subscribes, and send
-    their NOTIFY themselves when they wrote an event (outbox.notifying), which this process's listener hears as any
-    other's: they are not looked at here (run as driver SQL, varsel.db.one_statement.execute, they come with no
-    compiled parameters; a compiled one counts when it binds events)."""
-    if statement.lstrip().startswith(_OUTBOX_INSERT):
-        return bool(cursor.rowcount != 0)  # -1 (not known) counts as written
-    # A WITH clause (outbox.events_cte): no event bound, none written. One bound may still find no subscriber.
-    parameters = getattr(context, "compiled_parameters", None) or ()
-    return any(outbox.events_bound(given) for given in parameters)
