@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from tests.conftest import NOW
 from tests.db.test_query_plans import statements_sent
@@ -63,20 +64,50 @@ async def _count(database: Database, table: Any) -> int:
         return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
 
 
+@asynccontextmanager
+async def driver_queries(database: Database) -> AsyncIterator[list[str]]:
+    """The statements the block runs straight on asyncpg (varsel.db.one_statement.execute), and the BEGINs and
+    COMMITs of SQLAlchemy's transactions, which asyncpg runs the same way: its query logger on every connection
+    (the pool emptied first, so that every connection the block uses is a new one)."""
+    queries: list[str] = []
+
+    def log(record: Any) -> None:
+        queries.append(record.query)
+
+    def connected(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.driver_connection.add_query_logger(log)
+
+    await database.engine.dispose()
+    event.listen(database.engine.sync_engine, "connect", connected)
+    try:
+        yield queries
+    finally:
+        event.remove(database.engine.sync_engine, "connect", connected)
+
+
 async def test_an_instant_order_is_two_statements_without_begin_or_commit(
     gateway_varsel: tuple[Varsel, Gateway],
 ) -> None:
     varsel, gateway = gateway_varsel
-    with statements_sent(varsel.database, ("WITH", "INSERT", "UPDATE", "SELECT", "BEGIN", "COMMIT")) as sent:
-        result = await varsel.instant.order("ttd", _draft("one"))
+    async with driver_queries(varsel.database) as on_driver:
+        with statements_sent(varsel.database, ("WITH", "INSERT", "UPDATE", "SELECT", "BEGIN", "COMMIT")) as sent:
+            # The first order on a new connection has asyncpg look up the statements' types; the second is counted.
+            await varsel.instant.order("ttd", _draft("first"))
+            on_driver.clear()
+            sent.clear()
+            result = await varsel.instant.order("ttd", _draft("one"))
     assert result.answer is InstantAnswer.CREATED
-    assert [statement.split(" AS", 1)[0] for statement, _ in sent] == ["WITH stored_chains", "WITH recorded"]
-    assert len(gateway.sent) == 1
+    assert [query.split(" AS", 1)[0] for query in on_driver] == ["WITH stored_chains", "WITH recorded"]
+    assert sent == []  # nothing more through SQLAlchemy's execution
+    assert len(gateway.sent) == 2
+    shipment = result.shipment.order_id
     async with varsel.database.read() as conn:
-        row = (await conn.execute(select(sms_notifications))).one()
-        attempt = (await conn.execute(select(notification_attempts))).one()
-    assert (row.status, row.provider_reference, row.claimed_by, row.claimed_until) == ("Accepted", "ref-1", None, None)
-    assert (attempt.notification_id, attempt.outcome, attempt.provider_reference) == (row.id, "accepted", "ref-1")
+        row = (await conn.execute(select(sms_notifications).where(sms_notifications.c.order_id == shipment))).one()
+        attempt = (
+            await conn.execute(select(notification_attempts).where(notification_attempts.c.notification_id == row.id))
+        ).one()
+    assert (row.status, row.provider_reference, row.claimed_by, row.claimed_until) == ("Accepted", "ref-2", None, None)
+    assert (attempt.outcome, attempt.provider_reference) == ("accepted", "ref-2")
 
 
 def test_the_statements_are_built_once_per_shape() -> None:

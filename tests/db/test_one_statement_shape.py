@@ -1,14 +1,18 @@
-"""The shape of a one-statement write (varsel.db.one_statement): which columns its rows give, in the table's order."""
+"""The shape of a one-statement write (varsel.db.one_statement): which columns its rows give, in the table's order;
+how it runs on the driver (values, constants, conversions) and fails (as SQLAlchemy's own execution fails)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta, timezone
+from typing import Any
 from uuid import uuid4
 
 import pytest
-from sqlalchemy import String, Text, bindparam, cast, literal, select
+from sqlalchemy import String, Text, bindparam, cast, func, insert, literal, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from varsel.db.engine import Database
+from varsel.db.engine import Database, database_unavailable
 from varsel.db.one_statement import execute, parameters, shape, source
 from varsel.db.tables import order_chains, orders
 
@@ -66,10 +70,88 @@ async def test_execute_binds_by_name_converts_as_sqlalchemy_does_and_keeps_the_s
     finally:
         await database.dispose()
     assert [tuple(row) for row in rows] == expected
-    assert [row.id for row in rows] == [first, second]
-    assert {row.id for row in rows} & {first} == {first}
-    assert rows[0].created == moment
-    assert rows[0].created.utcoffset() == timedelta(0)
+    assert [row["id"] for row in rows] == [first, second]
+    assert {row["id"] for row in rows} & {first} == {first}
+    assert rows[0]["created"] == moment
+    assert rows[0]["created"].utcoffset() == timedelta(0)
     # JSON's None is JSON null in an array (SQLAlchemy's processor), as SQLAlchemy's own execution binds it.
-    assert [row.association for row in rows] == ['{"dialogId": "a"}', "null"]
-    assert {(row.constant, row.named) for row in rows} == {("constant", "by name")}
+    assert [row["association"] for row in rows] == ['{"dialogId": "a"}', "null"]
+    assert {(row["constant"], row["named"]) for row in rows} == {("constant", "by name")}
+
+
+# ---------------------------------------------------------------- execute: errors as SQLAlchemy raises them
+
+
+def _taken_key(chain_id: Any) -> Any:
+    """An INSERT of one chain row with `chain_id`: run twice, the second breaks the primary key."""
+    given = source(order_chains, ("id",), "given")
+    key = chain_id.hex
+    return insert(order_chains).from_select(
+        ["id", "creator", "family", "idempotency_id", "idempotency_hash", "created"],
+        select(given.c.id, literal("ttd"), literal("instant"), literal(key), literal(key), func.now()),
+    )
+
+
+async def test_a_database_error_is_raised_as_sqlalchemy_raises_it_and_the_connection_stays(postgres_url: str) -> None:
+    """A broken constraint comes back as the IntegrityError SQLAlchemy's own execution raises (the callers' conflict
+    and outage checks read it): the driver's SQLSTATE, not an outage, the connection kept and usable."""
+    chain_id = uuid4()
+    statement = _taken_key(chain_id)
+    values = {"given_id": [chain_id]}
+    database = Database(postgres_url)
+    try:
+        async with database.statement() as conn:
+            await execute(conn, statement, values)
+            with pytest.raises(IntegrityError) as ours:
+                await execute(conn, statement, values)
+            with pytest.raises(IntegrityError) as theirs:
+                await conn.execute(statement, values)
+            assert not conn.invalidated
+            assert list(await execute(conn, select(literal(1).label("one")), {})) == [(1,)]
+    finally:
+        await database.dispose()
+    assert type(ours.value) is type(theirs.value)
+    assert type(ours.value.orig) is type(theirs.value.orig)
+    assert getattr(ours.value.orig, "sqlstate", None) == "23505"
+    assert not ours.value.connection_invalidated
+    assert not database_unavailable(ours.value)
+    # Bound values stay out of the message, as the engine is set up to keep them (they carry personal data).
+    assert str(chain_id) not in str(ours.value)
+
+
+async def test_a_lost_connection_is_an_outage_and_is_discarded(postgres_url: str) -> None:
+    """The server ends the connection (a restart, a failover): the error says the connection was invalidated, counts
+    as an outage (the callers retry), and the pool does not hand that connection out again."""
+    database = Database(postgres_url)
+    try:
+        async with database.statement() as conn:
+            pid = (await conn.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
+            async with database.statement() as other:
+                await other.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+            with pytest.raises(DBAPIError) as lost:
+                await execute(conn, select(literal(1).label("one")), {})
+            assert conn.invalidated
+        assert lost.value.connection_invalidated
+        assert database_unavailable(lost.value)
+        async with database.statement() as conn:
+            assert list(await execute(conn, select(literal(1).label("one")), {})) == [(1,)]
+    finally:
+        await database.dispose()
+
+
+async def test_a_statement_cut_off_midway_discards_its_connection(postgres_url: str) -> None:
+    """Cancelled while the server runs it, the statement's connection is in a state nobody knows: it is invalidated
+    (as SQLAlchemy does), not given back to the pool for the next write."""
+    database = Database(postgres_url)
+    try:
+        async with database.statement() as conn:
+            running = asyncio.create_task(execute(conn, select(func.pg_sleep(5)), {}))
+            await asyncio.sleep(0.2)
+            running.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await running
+            assert conn.invalidated
+        async with database.statement() as conn:
+            assert list(await execute(conn, select(literal(1).label("one")), {})) == [(1,)]
+    finally:
+        await database.dispose()

@@ -44,7 +44,7 @@ async def test_a_one_statement_write_notifies_only_when_it_wrote_an_event(
         async def write(events: list[tuple[UUID, Event]]) -> list[object]:
             async with database.statement() as conn:
                 # Run as the instant store and the senders' outcomes are (driver SQL, one_statement.execute).
-                return [row.id for row in await execute(conn, statement, outbox.event_arrays("events", events))]
+                return [row["id"] for row in await execute(conn, statement, outbox.event_arrays("events", events))]
 
         # Nothing bound, and an event of an owner nobody subscribes for: no event, no NOTIFY; the rows as ever.
         assert await write([]) == [key]

@@ -806,7 +806,7 @@ async def record_pending_outcomes(
     values = {**parameters(rows, keys, "outcome"), "worker": worker, "now": now}
     if attempts:
         values.update(parameters(attempts, attempt_keys, "attempt"))
-    return {row.id for row in await execute(conn, statement, values)}
+    return {row["id"] for row in await execute(conn, statement, values)}
 
 
 @functools.lru_cache(maxsize=64)

@@ -294,21 +294,20 @@ class InstantService:
         template: Any,
     ) -> tuple[InstantAnswer, float | None]:
         """Hand the held notification to the provider and answer by the outcome, which is written meanwhile; the
-        answer is also what retries of the same key in this process wait for (`outcome`)."""
-        sending = asyncio.ensure_future(self._send_and_write(channel, row, template))
+        answer is also what retries of the same key in this process wait for (`outcome`). Runs inside `order`'s
+        own task, which the caller's cancellation (a client that went away) does not reach: no shield of its own."""
+        answer: tuple[InstantAnswer, float | None] = (InstantAnswer.UNAVAILABLE, IN_FLIGHT_RETRY_AFTER)
         try:
-            return await finish_despite_cancellation(sending)
+            answer = await self._send_and_write(channel, row, template)
+            return answer
         finally:
-            # Also when this request was cancelled meanwhile (the send ran to its end all the same), or failed: a
-            # retry waiting here is told what came of it, or to try again, and never left waiting.
-            if sending.done() and not sending.cancelled() and sending.exception() is None:
-                self._done(row.order_id, outcome, sending.result())
-            else:
-                self._done(row.order_id, outcome, (InstantAnswer.UNAVAILABLE, IN_FLIGHT_RETRY_AFTER))
+            # Also when it failed (or the process is stopping): a retry waiting here is told what came of it, or to
+            # try again, and never left waiting.
+            self._done(row.order_id, outcome, answer)
 
     async def _send_and_write(self, channel: str, row: Any, template: Any) -> tuple[InstantAnswer, float | None]:
         sender = self._senders[channel]
-        # Shielded from the caller (see _send): once stored, the send and its outcome's write finish even if the
+        # Shielded from the caller (see order): once stored, the send and its outcome's write finish even if the
         # request is cancelled (a client that went away), so the notification is never left Sending for its lease.
         status, write = await sender.send_held(row, template)
         # The answer waits for the outcome's write, but only so long: with the database slow or away, the provider's

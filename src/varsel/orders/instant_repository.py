@@ -90,7 +90,7 @@ async def store_instant_orders(
             children.append((table.name, keys))
             values.update(parameters(rows, keys, f"new_{table.name}"))
     result = await execute(conn, _store_statement(chain_keys, order_keys, tuple(children)), values)
-    return {row.id for row in result}
+    return {row["id"] for row in result}
 
 
 # ---------------------------------------------------------------- SQLite (see varsel.db.sqlite_direct)
