@@ -77,3 +77,23 @@ async def test_a_flusher_cancelled_before_its_first_step_strands_nobody() -> Non
     await asyncio.sleep(0)
     assert await asyncio.wait_for(group.write(2), 5) == 20
     assert await asyncio.wait_for(first, 5) == 10
+
+
+async def test_a_submitted_item_is_written_without_a_waiting_caller_and_given_up_waiting_for_it_is_still_written() -> (
+    None
+):
+    """submit queues without a task of the caller's: the future is answered once the group is written; a caller
+    that cancels its future gives up waiting, not the write (the instant path's outcome writes rely on both)."""
+    store = Store()
+    store.hold.clear()
+    group: GroupCommit[int, int] = GroupCommit(store, max_items=4)
+    kept, abandoned = group.submit(1), group.submit(2)
+    await asyncio.sleep(0)  # the flusher has taken both and waits in the store
+    abandoned.cancel()
+    assert not kept.done()
+    store.hold.set()
+    assert await asyncio.wait_for(kept, 1) == 10
+    assert store.groups == [[1, 2]]
+    assert abandoned.cancelled()
+    # The writer is not stuck on the abandoned future: the next item goes through.
+    assert await group.write(3) == 30

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import String, Text, bindparam, cast, func, insert, literal, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from varsel.db.engine import Database, database_unavailable
+from varsel.db.engine import Database, StatementConnection, database_unavailable
 from varsel.db.one_statement import execute, parameters, shape, source
 from varsel.db.tables import order_chains, orders
 
@@ -65,8 +65,9 @@ async def test_execute_binds_by_name_converts_as_sqlalchemy_does_and_keeps_the_s
     try:
         async with database.statement() as conn:
             rows = list(await execute(conn, statement, values))
-            # What SQLAlchemy's own execution of the compiled construct gives.
-            expected = [tuple(row) for row in await conn.execute(statement, values)]
+        # What SQLAlchemy's own execution of the compiled construct gives.
+        async with database.read() as read:
+            expected = [tuple(row) for row in await read.execute(statement, values)]
     finally:
         await database.dispose()
     assert [tuple(row) for row in rows] == expected
@@ -104,10 +105,11 @@ async def test_a_database_error_is_raised_as_sqlalchemy_raises_it_and_the_connec
             await execute(conn, statement, values)
             with pytest.raises(IntegrityError) as ours:
                 await execute(conn, statement, values)
-            with pytest.raises(IntegrityError) as theirs:
-                await conn.execute(statement, values)
             assert not conn.invalidated
             assert list(await execute(conn, select(literal(1).label("one")), {})) == [(1,)]
+        async with database.transaction() as sqlalchemys:
+            with pytest.raises(IntegrityError) as theirs:
+                await sqlalchemys.execute(statement, values)
     finally:
         await database.dispose()
     assert type(ours.value) is type(theirs.value)
@@ -119,22 +121,35 @@ async def test_a_database_error_is_raised_as_sqlalchemy_raises_it_and_the_connec
     assert str(chain_id) not in str(ours.value)
 
 
-async def test_a_lost_connection_is_an_outage_and_is_discarded(postgres_url: str) -> None:
-    """The server ends the connection (a restart, a failover): the error says the connection was invalidated, counts
-    as an outage (the callers retry), and the pool does not hand that connection out again."""
+async def _backend(conn: StatementConnection) -> int:
+    return int((await execute(conn, select(func.pg_backend_pid().label("pid")), {}))[0]["pid"])
+
+
+async def test_a_lost_connection_is_an_outage_and_the_pool_hands_out_none_of_its_generation(postgres_url: str) -> None:
+    """The server ends the connections (a restart, a failover): the error says the connection was invalidated,
+    counts as an outage (the callers retry), and the pool hands out neither it nor the others made before it, dead
+    too, as SQLAlchemy's own execution sees to (the next write would fail on one of those)."""
     database = Database(postgres_url)
     try:
-        async with database.statement() as conn:
-            pid = (await conn.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
-            async with database.statement() as other:
-                await other.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
-            with pytest.raises(DBAPIError) as lost:
+        async with database.statement() as first, database.statement() as second:
+            pids = [await _backend(first), await _backend(second)]
+        killer = Database(postgres_url)  # a pool of its own: none of the connections it ends
+        try:
+            async with killer.read() as read:
+                for pid in pids:
+                    await read.execute(select(func.pg_terminate_backend(pid)))
+        finally:
+            await killer.dispose()
+        with pytest.raises(DBAPIError) as lost:
+            async with database.statement() as conn:
                 await execute(conn, select(literal(1).label("one")), {})
-            assert conn.invalidated
+        assert conn.invalidated
         assert lost.value.connection_invalidated
         assert database_unavailable(lost.value)
-        async with database.statement() as conn:
-            assert list(await execute(conn, select(literal(1).label("one")), {})) == [(1,)]
+        # Two at once: the pool's first pick is the lost one's entry, connected anew; the second is the other dead one,
+        # unless the pool knows it is of the lost one's generation.
+        async with database.statement() as conn, database.statement() as other:
+            assert {await _backend(conn), await _backend(other)}.isdisjoint(pids)
     finally:
         await database.dispose()
 

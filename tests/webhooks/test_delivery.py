@@ -423,19 +423,6 @@ async def test_the_owners_lock_on_a_subscription_holds_up_no_status_change_writi
             assert await fan_out(change, [Event(ORG, "order.completed", clock.now(), {"type": "order.completed"})]) == 1
 
 
-async def test_events_written_by_a_single_statement_wake_the_worker_on_postgresql(
-    varsel: Varsel, database: Database, clock: FrozenClock, receiver: Receiver
-) -> None:
-    if database.dialect != "postgresql":
-        return  # one-statement writes are PostgreSQL's (Database.statement)
-    await _subscribe(varsel, receiver)
-    waiting = asyncio.create_task(varsel.wakeups.webhooks.wait(clock, 600, None))
-    await asyncio.sleep(0)
-    async with database.statement() as conn:
-        await fan_out(conn, [Event(ORG, "order.completed", clock.now(), {"type": "order.completed"})])
-    await asyncio.wait_for(waiting, 10)
-
-
 async def test_only_a_statement_that_writes_events_wakes_the_worker(
     database: Database, clock: FrozenClock, receiver: Receiver
 ) -> None:
@@ -465,8 +452,8 @@ async def test_only_a_statement_that_writes_events_wakes_the_worker(
     async with database.statement() as conn:
         # As the instant store and the senders' outcomes run (driver SQL): with no event, then with one written.
         await execute(conn, statement, outbox.event_arrays("events", []))
-        await conn.execute(
-            text("WITH w AS (INSERT INTO webhook_events SELECT * FROM webhook_events WHERE false) SELECT 1")
+        await execute(
+            conn, text("WITH w AS (INSERT INTO webhook_events SELECT * FROM webhook_events WHERE false) SELECT 1"), {}
         )
         await execute(conn, statement, outbox.event_arrays("events", [(key, told)]))
     assert woken == []

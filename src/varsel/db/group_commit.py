@@ -63,6 +63,13 @@ class GroupCommit(Generic[Item, Result]):
         self._flushers: set[asyncio.Task[None]] = set()
 
     async def write(self, item: Item) -> Result:
+        # Shielded: the item is being written whether or not its caller still waits.
+        return await asyncio.shield(self.submit(item))
+
+    def submit(self, item: Item) -> asyncio.Future[Result]:
+        """Queue `item` without waiting: the future is answered as `write` is, once its group is written. For a
+        caller with other work meanwhile, which would otherwise need a task of its own just to hold the write.
+        Cancelling the future gives up waiting for it, not the write."""
         pending: _Pending[Item, Result] = _Pending(item)
         self._queue.append(pending)
         # Only live flushers count: one cancelled before its first step never ran its `finally`.
@@ -71,8 +78,7 @@ class GroupCommit(Generic[Item, Result]):
             # A flusher is a task of its own, not the caller's: a caller that goes away (a client that hangs up)
             # must not take the other callers' writes with it.
             self._flushers.add(asyncio.create_task(self._flush()))
-        # Shielded for the same reason: the item is being written whether or not its caller still waits.
-        return await asyncio.shield(pending.done)
+        return pending.done
 
     async def _flush(self) -> None:
         group: list[_Pending[Item, Result]] = []

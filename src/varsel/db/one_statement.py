@@ -21,8 +21,10 @@ from typing import Any
 from sqlalchemy import Executable, Table, bindparam, column, func
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.exc import DBAPIError, ResourceClosedError
+from sqlalchemy.util import greenlet_spawn
+
+from varsel.db.engine import StatementConnection
 
 
 def shape(table: Table, rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
@@ -59,7 +61,7 @@ def _names(name: str, keys: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     return tuple((f"{name}_{key}", key) for key in keys)
 
 
-async def execute(conn: AsyncConnection, statement: Executable, values: Mapping[str, Any]) -> list[Any]:
+async def execute(conn: StatementConnection, statement: Executable, values: Mapping[str, Any]) -> list[Any]:
     """Run one of these statements with `values` (by parameter name) on `conn` (from Database.statement), straight
     on the driver: its compiled text (compiled once per statement: they are built once per shape, and kept) and
     positional arguments converted by SQLAlchemy's own bind processors, handed to asyncpg as SQLAlchemy would hand
@@ -69,10 +71,10 @@ async def execute(conn: AsyncConnection, statement: Executable, values: Mapping[
     an outcome write from 0.28 to 0.18-0.21 ms.
 
     Errors are raised as SQLAlchemy raises them, so the outage and conflict checks apply unchanged: a database error
-    as a DBAPIError (with the driver's SQLSTATE; `connection_invalidated` and the connection discarded when it was
-    lost), anything else (an OSError) as it is, and a statement cut off midway (cancelled) discards the connection,
-    whose state is then unknown. The rows come back as asyncpg's records: by name (`row["id"]`) or position; a UUID
-    as asyncpg's, equal to and hashed as uuid.UUID."""
+    as a DBAPIError (with the driver's SQLSTATE; `connection_invalidated`, and the connection discarded with the
+    pool's others of its generation, when it was lost), anything else (an OSError) as it is; a statement cut off
+    midway (cancelled) discards the connection, whose state is then unknown. The rows come back as asyncpg's
+    records: by name (`row["id"]`) or position; a UUID as asyncpg's, equal to and hashed as uuid.UUID."""
     compiled = _compiled(statement, conn.dialect)
     arguments = tuple(
         value if convert is None else convert(value)
@@ -82,29 +84,30 @@ async def execute(conn: AsyncConnection, statement: Executable, values: Mapping[
             strict=True,
         )
     )
-    sync = conn.sync_connection
-    # Checked out and valid: its pool connection is at hand without I/O (else SQLAlchemy revalidates it first).
-    pooled = sync.connection if sync is not None and not sync.invalidated else await conn.get_raw_connection()
-    driver: Any = pooled.driver_connection  # asyncpg's Connection (None only for a pool entry given back)
+    if conn.invalidated:
+        raise ResourceClosedError("this connection was discarded; take another from Database.statement")
+    pooled = conn.pooled
+    driver: Any = pooled.driver_connection  # asyncpg's Connection
     try:
         rows: list[Any] = await driver.fetch(compiled.sql, *arguments)
     except Exception as error:
-        translated = await _as_sqlalchemy_raises(conn, pooled.dbapi_connection, compiled.sql, arguments, error)
+        translated = await _as_sqlalchemy_raises(conn, compiled.sql, arguments, error)
         if translated is error:
             raise
         raise translated from error
     except BaseException:
-        await conn.invalidate()
+        await greenlet_spawn(pooled.invalidate)
         raise
     return rows
 
 
 async def _as_sqlalchemy_raises(
-    conn: AsyncConnection, adapted: Any, sql: str, arguments: tuple[Any, ...], error: Exception
+    conn: StatementConnection, sql: str, arguments: tuple[Any, ...], error: Exception
 ) -> Exception:
     """The exception SQLAlchemy raises for `error` from the driver (see execute): a DBAPIError for a database error
     (a lost connection discarded), else `error` itself."""
     dialect = conn.dialect
+    adapted: Any = conn.pooled.dbapi_connection
     try:
         # The asyncpg adapter's own translation into its DB-API exception classes (re-raising what it does not
         # translate, an OSError say).
@@ -112,11 +115,12 @@ async def _as_sqlalchemy_raises(
     except dialect.loaded_dbapi.Error as dbapi_error:
         lost = dialect.is_disconnect(dbapi_error, adapted, None)
         if lost:
-            await conn.invalidate(dbapi_error)
+            # As SQLAlchemy's Connection does: this connection, and the pool's others made before it (a server
+            # restart took them all), are not handed out again.
+            await greenlet_spawn(conn.engine.pool._invalidate, conn.pooled, dbapi_error)
         wrapped: Exception = DBAPIError.instance(
             sql, arguments, dbapi_error, dialect.loaded_dbapi.Error, dialect=dialect,
-            hide_parameters=conn.sync_engine.hide_parameters,
-            connection_invalidated=lost,
+            hide_parameters=conn.engine.hide_parameters, connection_invalidated=lost,
         )  # fmt: skip
         return wrapped
     except Exception:

@@ -42,6 +42,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from varsel.db.engine import StatementConnection
 from varsel.db.one_statement import execute, parameters, shape, source
 from varsel.db.sqlite_direct import DirectWrite, columns_of, quoted
 from varsel.db.tables import NOTIFICATION_TABLES, email_notifications, notification_attempts, orders, sms_notifications
@@ -787,7 +788,7 @@ async def awaiting_report_counts(conn: AsyncConnection) -> dict[str, int]:
 
 
 async def record_pending_outcomes(
-    conn: AsyncConnection,
+    conn: StatementConnection,
     table: Table,
     worker: str,
     outcomes: Sequence[tuple[UUID, dict[str, Any]]],

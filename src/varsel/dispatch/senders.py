@@ -254,7 +254,7 @@ class Sender:
         outcome = await self._one(row, template, set())
         if outcome.values["status"] == NEW:
             outcome = self._parked(row, outcome)
-        write = asyncio.ensure_future(self._held_writes.write((outcome, give_up_at)))
+        write = self._held_writes.submit((outcome, give_up_at))
         status: str = outcome.values["status"]
         return status, write
 

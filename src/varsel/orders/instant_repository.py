@@ -15,8 +15,8 @@ from uuid import UUID
 
 from sqlalchemy import Table, insert, select
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from varsel.db.engine import StatementConnection
 from varsel.db.one_statement import execute, parameters, shape, source
 from varsel.db.sqlite_direct import DirectWrite, columns_of, quoted
 from varsel.db.tables import NOTIFICATION_TABLES, order_chains, order_recipients, orders
@@ -67,7 +67,7 @@ def _store_statement(
 
 
 async def store_instant_orders(
-    conn: AsyncConnection,
+    conn: StatementConnection,
     chains: Sequence[Mapping[str, Any]],
     order_rows: Sequence[Mapping[str, Any]],
     recipients: Sequence[Mapping[str, Any]],

@@ -5,8 +5,9 @@ the worker before the commit would have it look too early. So the engine marks a
 outbox, and once that connection's transaction has committed and the connection is back in the pool, this process's
 worker is woken. On PostgreSQL the same insert also sends a NOTIFY on CHANNEL_WEBHOOKS in its transaction (delivered
 at the commit, dropped with a rollback; one per transaction), which the other processes' listeners
-(varsel.dispatch.wakeup.PostgresListener) turn into the same wake-up. Writes made past SQLAlchemy (SQLite's direct
-writer) are found by polling (dispatch.poll_seconds).
+(varsel.dispatch.wakeup.PostgresListener) turn into the same wake-up. Writes made past SQLAlchemy: PostgreSQL's
+one-statement writes send their own NOTIFY, which this process's listener hears too; SQLite's direct writer's are
+found by polling (dispatch.poll_seconds).
 """
 
 from __future__ import annotations
@@ -32,18 +33,15 @@ def wake_on_committed_events(engine: AsyncEngine, wake: Callable[[], None]) -> N
 
     @event.listens_for(sync_engine, "after_cursor_execute")
     def _executed(conn: Any, _cursor: Any, statement: str, _parameters: Any, _context: Any, _many: bool) -> None:
-        # Only a statement that is the outbox's INSERT, and wrote a row (-1, not known, counts as written).
-        # PostgreSQL's one-statement writes (the instant store, the senders' outcomes) hold it as a WITH clause and
-        # send their NOTIFY themselves when they wrote an event (outbox.notifying), which this process's listener
-        # hears as any other's: they are not looked at here.
+        # Only a statement that is the outbox's INSERT, and wrote a row (-1, not known, counts as written); it is
+        # committed only if its transaction commits. PostgreSQL's one-statement writes (the instant store, the
+        # senders' outcomes) run past SQLAlchemy, straight on the driver (Database.statement), and send their NOTIFY
+        # themselves when they wrote an event (outbox.notifying), which this process's listener hears as any other's.
         if not statement.lstrip().startswith(_OUTBOX_INSERT) or _cursor.rowcount == 0:
             return
-        # A statement on an AUTOCOMMIT connection (Database.statement: PostgreSQL's one-statement writes) is
-        # committed once it has run; in a transaction, only if the transaction commits.
-        autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
         first = _WRITTEN not in conn.info
-        conn.info[_COMMITTED if autocommit else _WRITTEN] = True
-        if postgresql and (first or autocommit):
+        conn.info[_WRITTEN] = True
+        if postgresql and first:
             # On a cursor of its own: the insert's may still hold rows SQLAlchemy is to read (RETURNING).
             cursor = conn.connection.dbapi_connection.cursor()
             try:
