@@ -4,6 +4,7 @@ how it runs on the driver (values, constants, conversions) and fails (as SQLAlch
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from uuid import uuid4
@@ -170,3 +171,26 @@ async def test_a_statement_cut_off_midway_discards_its_connection(postgres_url: 
             assert list(await execute(conn, select(literal(1).label("one")), {})) == [(1,)]
     finally:
         await database.dispose()
+
+
+async def test_a_json_value_that_is_a_list_goes_in_as_one_value(postgres_url: str) -> None:
+    """Rows travel as one-dimensional arrays: a JSON column whose value is itself a list (a composed email's
+    attachments) is one element, not taken for a second dimension of the array and split."""
+    attachments = [{"filename": "a.pdf", "mimeType": "application/pdf", "url": "https://x.blob.core.windows.net/a"}]
+    given = source(orders, ("id", "attachments"), "given")
+    statement = select(given.c.id, cast(given.c.attachments, Text).label("attachments"))
+    first, second = uuid4(), uuid4()
+    database = Database(postgres_url)
+    try:
+        async with database.statement() as conn:
+            rows = await execute(
+                conn,
+                statement,
+                parameters([{"id": first, "attachments": attachments}, {"id": second}], ("id", "attachments"), "given"),
+            )
+    finally:
+        await database.dispose()
+    assert [(row["id"], None if row["attachments"] is None else json.loads(row["attachments"])) for row in rows] == [
+        (first, attachments),
+        (second, None),
+    ]

@@ -47,7 +47,9 @@ def _shape(table: Table, present: frozenset[str]) -> tuple[str, ...]:
 def source(table: Table, keys: Sequence[str], name: str) -> Any:
     """A FROM clause named `name` with the columns `keys` of `table`, one row per element of the arrays bound as
     parameters(name, …)."""
-    arrays = [bindparam(f"{name}_{key}", type_=ARRAY(table.c[key].type)) for key in keys]
+    # One dimension, said so: else SQLAlchemy takes a first value that is itself a list (a JSON column's, a composed
+    # email's attachments) for a second dimension and splits it.
+    arrays = [bindparam(f"{name}_{key}", type_=ARRAY(table.c[key].type, dimensions=1)) for key in keys]
     return func.unnest(*arrays).table_valued(*[column(key, table.c[key].type) for key in keys]).render_derived(name)
 
 
