@@ -133,7 +133,7 @@ def _clean(url: str) -> None:
 
 def _with_peer(ctx: Ctx, db_kind: str, url: str, latency: float, library: str) -> dict[str, Any]:
     """Every measurement with one peer (holding its answers back by `latency`) and one API process."""
-    from bench.common import PYTHON, CpuMeter, free_port, start, wait_http_ok
+    from bench.common import VARSEL, CpuMeter, free_port, start, wait_http_ok
     from bench.run import UNIQUE_MARKER, load, profile_during, provider_env, start_peer, token, varsel_env
 
     window = ctx.sizes.instant_s
@@ -149,8 +149,8 @@ def _with_peer(ctx: Ctx, db_kind: str, url: str, latency: float, library: str) -
         bearer = token(ctx, env)
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {bearer}"}
         port = free_port()
-        api = start(f"{db_kind}-api-instant-{int(latency)}ms",
-                    [PYTHON, "-m", "bench.instant_api", "--port", str(port)], env, ctx.logs)  # fmt: skip
+        # `varsel api` as an operator runs it: it builds the configured providers, since it sends instant orders.
+        api = start(f"{db_kind}-api-instant-{int(latency)}ms", [VARSEL, "api", "--port", str(port)], env, ctx.logs)
         wait_http_ok(f"http://127.0.0.1:{port}/health/ready", api.popen)
         _clean(url)
         status, answer = probe(port, bearer)
