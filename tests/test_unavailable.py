@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import socket
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from varsel.app import build, create_app
@@ -60,3 +62,43 @@ async def test_a_locked_sqlite_database_answers_503_and_a_broken_statement_500(t
         await locker.dispose()
     finally:
         await database.dispose()
+
+
+async def test_a_postgresql_that_refuses_new_connections_answers_503_on_every_kind_of_order(
+    clock: FrozenClock, auth: Callable[..., dict[str, str]], settings: Settings, postgres_url: str
+) -> None:
+    """The server answers, but refuses a new connection with an error of its own (here 53300, too many connections
+    for the role; at a restart 57P03): an outage, so 503 with Retry-After, on a v1 order (written in a transaction)
+    and on an instant order (written by one statement on a connection taken straight from the pool) alike."""
+    role = f"varsel_refused_{uuid.uuid4().hex[:8]}"
+    admin = Database(postgres_url)
+    async with admin.transaction() as conn:
+        await conn.execute(text(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0'))
+    database = Database(make_url(postgres_url).set(username=role).render_as_string(hide_password=False))
+    varsel = build(settings, clock=clock, database=database)
+    try:
+        transport = httpx.ASGITransport(app=create_app(varsel))
+        async with httpx.AsyncClient(transport=transport, base_url="http://varsel.test") as client:
+            v1 = {"subject": "s", "body": "b", "recipients": [{"emailAddress": "a@example.com"}]}
+            instant = {
+                "idempotencyId": "refused-1",
+                "recipientSms": {
+                    "phoneNumber": "+4799999999",
+                    "timeToLiveInSeconds": 300,
+                    "smsSettings": {"body": "b"},
+                },
+            }
+            answers = [
+                await client.post("/notifications/api/v1/orders/email", json=v1, headers=auth()),
+                await client.post("/notifications/api/v1/future/orders/instant/sms", json=instant, headers=auth()),
+            ]
+    finally:
+        await varsel.http.aclose()
+        await database.dispose()
+        async with admin.transaction() as conn:
+            await conn.execute(text(f'DROP ROLE "{role}"'))
+        await admin.dispose()
+    for response in answers:
+        assert response.status_code == 503, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.headers["retry-after"] == "5"

@@ -132,3 +132,52 @@ def test_sqlite_has_no_single_statement_writes(tmp_path: Any) -> None:
 
     with pytest.raises(RuntimeError, match="PostgreSQL"):
         asyncio.run(open_one())
+
+
+class LockingGateway(Gateway):
+    """Takes the message, then has `locker` lock its notification's row before answering: the outcome's write then
+    waits for the test to let go."""
+
+    def __init__(self, database: Database) -> None:
+        super().__init__()
+        self.database = database
+        self.locker: Any = None
+
+    async def send(self, message: SmsMessage) -> Accepted:
+        self.locker = await self.database.engine.connect()
+        await self.locker.begin()
+        await self.locker.execute(select(sms_notifications.c.id).with_for_update())
+        return await super().send(message)
+
+
+async def test_an_outcome_write_cut_off_by_the_process_stopping_is_still_looked_at(
+    settings: Settings, database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At shutdown every task is cancelled: the instant order's, waiting for its outcome's write, and the writer's.
+    The write's failure is then logged (its exception retrieved), not dropped for the garbage collector to complain
+    about as an exception never retrieved."""
+    gateway = LockingGateway(database)
+    varsel = build(settings, clock=FrozenClock(NOW), database=database, sms_provider=gateway)
+    try:
+        ordering = asyncio.create_task(varsel.instant.order("ttd", _draft("stopping")))
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            under_way = {task.get_coro().__qualname__: task for task in asyncio.all_tasks()}  # type: ignore[union-attr]
+            if "InstantService._order" in under_way and "GroupCommit._flush" in under_way and gateway.sent:
+                break
+        await asyncio.sleep(0.1)  # the outcome's UPDATE waits for the lock
+        # As the event loop's teardown does: every task cancelled, the order's and the writer's alike.
+        for name in ("InstantService._order", "GroupCommit._flush"):
+            under_way[name].cancel()
+        await asyncio.sleep(0.1)
+        await gateway.locker.rollback()
+        await gateway.locker.close()
+        with pytest.raises(asyncio.CancelledError):
+            await ordering
+        for _ in range(200):
+            if "could not be written" in caplog.text:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await varsel.http.aclose()
+    assert "instant order: an outcome answered to its caller could not be written" in caplog.text

@@ -312,16 +312,24 @@ class InstantService:
         status, write = await sender.send_held(row, template)
         # The answer waits for the outcome's write, but only so long: with the database slow or away, the provider's
         # verdict is known and is the answer; the write goes on (until the lease runs out) after it.
-        done, _ = await asyncio.wait({write}, timeout=self._write_wait)
+        try:
+            done, _ = await asyncio.wait({write}, timeout=self._write_wait)
+        except BaseException:
+            self._outlive(write)  # cut off (the process stopping): how the write ends is still looked at
+            raise
         if write in done:
             write.result()  # a write that failed for good (past the lease) is the request's failure
         else:
-            self._writes.add(write)
-            write.add_done_callback(self._written)
+            self._outlive(write)
         if status == NEW:
             blocked = sender.blocked_for()
             return InstantAnswer.UNAVAILABLE, blocked if blocked > 0 else None
         return InstantAnswer.CREATED, None
+
+    def _outlive(self, write: asyncio.Future[None]) -> None:
+        """Keep an outcome's write referenced past its caller, and log it if it fails (its exception retrieved)."""
+        self._writes.add(write)
+        write.add_done_callback(self._written)
 
     def _written(self, write: asyncio.Future[None]) -> None:
         self._writes.discard(write)
