@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Dialect, Engine, make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
@@ -111,6 +111,19 @@ class StatementConnection:
         return not self.pooled.is_valid
 
 
+def as_sqlalchemy_error(
+    engine: Engine, error: Exception, sql: str | None = None, arguments: Any = None, *, lost: bool
+) -> StatementError:
+    """The DBAPIError SQLAlchemy wraps a driver's database error in (`error`: the DB-API adapter's exception), for
+    work done past SQLAlchemy's Connection (Database.statement, varsel.db.one_statement.execute): the outage and
+    conflict checks read its SQLSTATE and `connection_invalidated` (`lost`); bound values hidden as the engine
+    hides them."""
+    return DBAPIError.instance(
+        sql, arguments, error, engine.dialect.loaded_dbapi.Error, hide_parameters=engine.hide_parameters,
+        connection_invalidated=lost, dialect=engine.dialect,
+    )  # fmt: skip
+
+
 class Database:
     """The engine plus the transaction discipline: services own transactions, repositories run SQL in them."""
 
@@ -204,11 +217,7 @@ class Database:
             # Raised as SQLAlchemy's Connection raises it when it cannot connect (the server starting up or
             # shutting down, too many clients): a DBAPIError with the SQLSTATE, which the outage checks read. The
             # pool alone raises the driver adapter's own exception, which they would take for a bug (a 500).
-            lost = engine.dialect.is_disconnect(error, None, None)
-            raise DBAPIError.instance(
-                None, None, error, engine.dialect.loaded_dbapi.Error, hide_parameters=engine.hide_parameters,
-                connection_invalidated=lost, dialect=engine.dialect,
-            ) from error  # fmt: skip
+            raise as_sqlalchemy_error(engine, error, lost=engine.dialect.is_disconnect(error, None, None)) from error
         try:
             yield StatementConnection(pooled, engine)
         finally:

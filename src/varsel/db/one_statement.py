@@ -21,10 +21,10 @@ from typing import Any
 from sqlalchemy import Executable, Table, bindparam, column, func
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError, ResourceClosedError
+from sqlalchemy.exc import ResourceClosedError
 from sqlalchemy.util import greenlet_spawn
 
-from varsel.db.engine import StatementConnection
+from varsel.db.engine import StatementConnection, as_sqlalchemy_error
 
 
 def shape(table: Table, rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
@@ -120,14 +120,10 @@ async def _as_sqlalchemy_raises(
             # As SQLAlchemy's Connection does: this connection, and the pool's others made before it (a server
             # restart took them all), are not handed out again.
             await greenlet_spawn(conn.engine.pool._invalidate, conn.pooled, dbapi_error)
-        wrapped: Exception = DBAPIError.instance(
-            sql, arguments, dbapi_error, dialect.loaded_dbapi.Error, dialect=dialect,
-            hide_parameters=conn.engine.hide_parameters, connection_invalidated=lost,
-        )  # fmt: skip
-        return wrapped
+        return as_sqlalchemy_error(conn.engine, dbapi_error, sql, arguments, lost=lost)
     except Exception:
-        return error
-    return error
+        return error  # not the database's (an OSError): raised as it is, as SQLAlchemy does
+    return error  # not reached: the adapter always raises
 
 
 @dataclass(frozen=True, slots=True)
